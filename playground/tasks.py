@@ -1,0 +1,211 @@
+"""Toy tasks: the built-in ones shipped as JSONL in ``playground/data/``, and user data.
+
+Every task is a list of ``{input, target}`` examples plus an instruction (used both to
+initialize the prefix and as the instruction-prompt baseline) and a metric. Example::
+
+    {"input": "A tender, funny film that earns every tear.", "target": "positive"}
+
+Files are read through ``datasets`` loaders (json / csv); errors name the file, line and fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import PlaygroundError
+from .metrics import METRICS
+
+DATA_DIR = Path(__file__).parent / "data"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    target: str
+
+
+@dataclass
+class Task:
+    """A toy task: how to prompt it, how to score it, and its examples by split."""
+
+    name: str  # short id, e.g. "sentiment"
+    title: str  # shown to learners
+    instruction: str  # the instruction-prompt baseline and the default prefix init text
+    metric: str = "exact_match"  # a key of metrics.METRICS
+    max_new_tokens: int = 8  # generation budget for one answer
+    description: str = ""
+    splits: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+
+    def split(self, name: str) -> list[Example]:
+        if name not in self.splits or not self.splits[name]:
+            raise PlaygroundError(f"Task '{self.name}' has no '{name}' split (it has: {', '.join(self.splits)}).")
+        return self.splits[name]
+
+
+# Instructions are short on purpose: a text-initialized prefix takes the key/values of the
+# first num_virtual_tokens tokens of the (chat-formatted) instruction, so a 16-20 token
+# prefix should hold all of it.
+BUILTIN: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("sentiment", "Sentiment: movie review → positive/negative",
+             "Classify the movie review as positive or negative.", max_new_tokens=4,
+             description="A short movie review; answer positive or negative."),
+        Task("topic", "Topic: news headline → world/sports/business/science",
+             "Classify the headline topic: world, sports, business or science.", max_new_tokens=4,
+             description="A news headline; answer one of world, sports, business, science."),
+        Task("fr_en", "Translate: French phrase → English",
+             "Translate the French phrase into English.", max_new_tokens=16,
+             description="A short French phrase; answer its English translation."),
+        Task("headline", "Headline: news paragraph → short headline",
+             "Write a short headline for the news paragraph.", metric="rouge_l", max_new_tokens=20,
+             description="A 2–3 sentence news paragraph; answer a short headline (scored by ROUGE-L)."),
+        Task("shout", "Shout: rewrite in UPPERCASE with '!'",
+             "Repeat the sentence in capital letters, ending with an exclamation mark.",
+             metric="exact_match_cased", max_new_tokens=40,
+             description="An ordinary sentence; answer the same sentence in UPPERCASE ending with '!'."),
+        Task("capitals", "Capitals: country or state → capital city",
+             "Name the capital city. Answer with the city only.", max_new_tokens=8,
+             description="A country (or U.S. state, Canadian province, Australian state); answer its capital."),
+    ]
+}
+
+
+def task_names() -> list[str]:
+    return list(BUILTIN)
+
+
+def get_task(name: str) -> Task:
+    """A built-in task with its train/validation/test splits loaded."""
+    if name not in BUILTIN:
+        raise PlaygroundError(f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN)}.")
+    task = BUILTIN[name]
+    if not task.splits:
+        folder = DATA_DIR / name
+        task.splits = {s: read_examples(folder / f"{s}.jsonl") for s in SPLITS if (folder / f"{s}.jsonl").exists()}
+    return task
+
+
+def _first_bad_jsonl_line(path: Path) -> str | None:
+    """Find the first line a JSON-lines reader would reject, for a precise error message."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {i} is not valid JSON ({exc.msg})"
+            if not isinstance(row, dict):
+                return f"line {i} is a JSON {type(row).__name__}, not an object like {{\"input\": ..., \"target\": ...}}"
+    return None
+
+
+def read_examples(path: str | Path, input_col: str = "input", target_col: str = "target") -> list[Example]:
+    """Read a JSONL or CSV file through ``datasets`` and return its examples.
+
+    Raises PlaygroundError for a missing, empty or malformed file, or missing columns.
+    """
+    import datasets
+
+    path = Path(path)
+    if not path.is_file():
+        raise PlaygroundError(f"Data file '{path}' does not exist.")
+    kind = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix.lower())
+    if kind is None:
+        raise PlaygroundError(f"'{path.name}' is not a .jsonl or .csv file. Give JSON lines or a CSV with a header row.")
+    if path.stat().st_size == 0 or not path.read_bytes().strip():
+        raise PlaygroundError(f"'{path.name}' is empty. It needs one example per line with columns "
+                              f"'{input_col}' and '{target_col}'.")
+    if kind == "json":
+        bad = _first_bad_jsonl_line(path)
+        if bad:
+            raise PlaygroundError(f"'{path.name}' is not valid JSON lines: {bad}. "
+                                  f"Each line must be an object like {{\"{input_col}\": ..., \"{target_col}\": ...}}.")
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
+    except Exception as exc:  # datasets raises many types for unreadable files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PlaygroundError(f"Could not read '{path.name}' as {kind.upper()}: {msg}") from None
+    return examples_from_dataset(ds, input_col, target_col, source=path.name)
+
+
+def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> list[Example]:
+    cols = list(ds.column_names)
+    missing = [c for c in (input_col, target_col) if c not in cols]
+    if missing:
+        raise PlaygroundError(f"'{source}' has no column {', '.join(repr(c) for c in missing)}; its columns are "
+                              f"{', '.join(repr(c) for c in cols)}. Choose the input and target columns.")
+    out = []
+    for i, (x, y) in enumerate(zip(ds[input_col], ds[target_col])):
+        if x is None or y is None or not str(x).strip() or not str(y).strip():
+            raise PlaygroundError(f"'{source}' row {i + 1} has an empty '{input_col}' or '{target_col}'. "
+                                  "Every example needs both.")
+        out.append(Example(str(x).strip(), str(y).strip()))
+    if not out:
+        raise PlaygroundError(f"'{source}' has no examples.")
+    return out
+
+
+def split_examples(examples: list[Example], test_fraction: float = 0.2, seed: int = 0) -> dict[str, list[Example]]:
+    """Split into train and test (through datasets' train_test_split) when the data gives no split."""
+    import datasets
+
+    if len(examples) < 4:
+        raise PlaygroundError(f"Only {len(examples)} examples: at least 4 are needed to split into train and test.")
+    ds = datasets.Dataset.from_list([{"input": e.input, "target": e.target} for e in examples])
+    parts = ds.train_test_split(test_size=test_fraction, seed=seed)
+    return {s: [Example(r["input"], r["target"]) for r in parts[s]] for s in ("train", "test")}
+
+
+def user_task(
+    source: str | Path,
+    input_col: str = "input",
+    target_col: str = "target",
+    instruction: str = "Answer with the target for this input.",
+    metric: str = "exact_match",
+    test_source: str | Path | None = None,
+    name: str = "custom",
+    max_new_tokens: int = 24,
+) -> Task:
+    """A task from a user's JSONL/CSV file (or, online, a Hub dataset name). Splits 80/20 when no test is given."""
+    if metric not in METRICS:
+        raise PlaygroundError(f"Unknown metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
+    if Path(source).suffix.lower() in (".jsonl", ".json", ".csv") or Path(source).exists():
+        examples = read_examples(source, input_col, target_col)
+        if test_source:
+            splits = {"train": examples, "test": read_examples(test_source, input_col, target_col)}
+        else:
+            splits = split_examples(examples)
+    else:
+        splits = _hub_splits(str(source), input_col, target_col)
+    return Task(name=name, title=f"Your data: {Path(str(source)).name}", instruction=instruction, metric=metric,
+                max_new_tokens=max_new_tokens, splits=splits)
+
+
+def _hub_splits(name: str, input_col: str, target_col: str) -> dict[str, list[Example]]:
+    import datasets
+
+    from .models import hub_reachable
+
+    if not hub_reachable():
+        raise PlaygroundError(f"'{name}' is not a local file, and the Hugging Face Hub can't be reached to load it "
+                              "as a dataset (offline). Give a .jsonl or .csv file instead.")
+    try:
+        dd = datasets.load_dataset(name)
+    except Exception as exc:
+        raise PlaygroundError(f"Could not load the Hub dataset '{name}': {str(exc).splitlines()[0]}") from None
+    splits = {s: examples_from_dataset(dd[s], input_col, target_col, f"{name}[{s}]") for s in dd}
+    if "train" not in splits:
+        raise PlaygroundError(f"The Hub dataset '{name}' has no 'train' split (it has {', '.join(splits)}).")
+    if "test" not in splits:
+        splits.update(split_examples(splits["train"]))
+    return splits
+
+
+def with_instruction(task: Task, instruction: str) -> Task:
+    return replace(task, instruction=instruction)

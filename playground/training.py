@@ -1,0 +1,113 @@
+"""The prefix training loop: a plain generator that yields one record per step.
+
+The UI turns the records into live plots and a progress bar; the CLI into a terminal bar.
+Only the prefix trains; the base model stays frozen and shared. The loss covers the target
+tokens only (prompt positions carry label -100). Stopping is cooperative: set the
+``threading.Event`` passed as ``cancel`` and the loop returns after the current step,
+keeping the prefix trained so far.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .errors import PlaygroundError
+from .evaluation import evaluate
+from .models import BaseModel
+from .prefix import Prefix, prefix_forward
+from .prompts import PromptFormat, pad_right
+from .tasks import Example, Task
+
+MAX_STEPS = 10_000
+MAX_BATCH = 256
+
+
+@dataclass
+class TrainSettings:
+    """How to train a prefix."""
+
+    learning_rate: float = 3e-3  # AdamW; 3e-3 suits text-initialized prefixes, random init wants ~3e-2
+    steps: int = 20  # optimizer steps
+    batch_size: int = 8  # examples per step
+    seed: int = 0  # data order and random init; same seed, same run on CPU
+    eval_every: int = 5  # steps between held-out metric points (0: only at the end)
+    eval_examples: int = 48  # held-out examples scored at each point
+
+    def validate(self) -> None:
+        if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS):
+            raise PlaygroundError(f"steps must be a whole number from 1 to {MAX_STEPS}; got {self.steps}.")
+        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH):
+            raise PlaygroundError(f"batch size must be a whole number from 1 to {MAX_BATCH}; got {self.batch_size}.")
+        if not (0 < self.learning_rate <= 1.0):
+            raise PlaygroundError(f"learning rate must be above 0 and at most 1; got {self.learning_rate}.")
+        if self.eval_every < 0 or self.eval_examples < 1:
+            raise PlaygroundError("eval_every must be 0 or more and eval_examples at least 1.")
+
+
+@dataclass
+class StepRecord:
+    """What one training step reports."""
+
+    step: int  # 1-based
+    loss: float  # mean cross-entropy over target tokens of this batch
+    elapsed: float  # seconds spent training so far (held-out evaluation excluded)
+    examples_per_s: float  # this step's throughput
+    metric: float | None = None  # held-out metric in [0, 1], on the steps where it was measured
+    eval_seconds: float = 0.0  # time that evaluation took on this step
+
+
+def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless shuffled index batches, one fresh permutation per epoch, reproducible from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=g).tolist()
+        for i in range(0, n - n % batch_size or n, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
+          cancel: threading.Event | None = None, eval_split: str | None = None) -> Iterator[StepRecord]:
+    """Train ``prefix`` on ``task``'s train split, yielding a StepRecord after every step.
+
+    The held-out metric is measured every ``eval_every`` steps and at the last step, on
+    ``eval_split`` (default: validation when the task has one, else test).
+    """
+    settings.validate()
+    train_set: list[Example] = task.split("train")
+    if eval_split is None:
+        eval_split = "validation" if task.splits.get("validation") else "test"
+    held_out = task.split(eval_split)[: settings.eval_examples]
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in train_set]
+    params = [p for p in prefix.parameters() if p.requires_grad]
+    if not params:
+        raise PlaygroundError("This prefix is frozen (loaded for inference); create a new prefix to train.")
+    opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    order = batches(len(encoded), min(settings.batch_size, len(encoded)), settings.seed)
+    pad = base.tokenizer.pad_token_id
+    trained = 0.0
+    for step in range(1, settings.steps + 1):
+        if cancel is not None and cancel.is_set():
+            return
+        t0 = time.perf_counter()
+        idx = next(order)
+        ids, mask, labels = pad_right([encoded[i][0] for i in idx], pad, [encoded[i][1] for i in idx])
+        ids, mask, labels = ids.to(base.device), mask.to(base.device), labels.to(base.device)
+        with torch.autocast(base.device.type, dtype=base.dtype, enabled=base.dtype != torch.float32):
+            out = prefix_forward(base, ids, mask, prefix, labels=labels, use_cache=False)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        trained += dt
+        rec = StepRecord(step, out.loss.item(), trained, len(idx) / dt)
+        last = step == settings.steps or (cancel is not None and cancel.is_set())
+        if last or (settings.eval_every and step % settings.eval_every == 0):
+            r = evaluate(base, task, held_out, "prefix", prefix)
+            rec.metric, rec.eval_seconds = r.score, r.seconds
+        yield rec
