@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .errors import PlaygroundError
@@ -123,13 +123,12 @@ def _task(args):
     task = get_task(args.task) if args.task else Task("custom", "Your data", "Answer with the target for this input.",
                                                       max_new_tokens=24)
     if args.instruction:
-        from .tasks import with_instruction
-        task = with_instruction(task, args.instruction)
+        task = replace(task, instruction=args.instruction)
     if args.metric:
         from .metrics import METRICS
         if args.metric not in METRICS:
             raise PlaygroundError(f"Unknown metric '{args.metric}'. Choose one of: {', '.join(METRICS)}.")
-        task.metric = args.metric
+        task = replace(task, metric=args.metric)  # a copy: the built-in task stays as it is
     return task
 
 

@@ -11,7 +11,7 @@ Files are read through ``datasets`` loaders (json / csv); errors name the file, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PlaygroundError
@@ -206,6 +206,3 @@ def _hub_splits(name: str, input_col: str, target_col: str) -> dict[str, list[Ex
         splits.update(split_examples(splits["train"]))
     return splits
 
-
-def with_instruction(task: Task, instruction: str) -> Task:
-    return replace(task, instruction=instruction)

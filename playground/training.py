@@ -19,7 +19,7 @@ import torch
 from .errors import PlaygroundError
 from .evaluation import evaluate
 from .models import BaseModel
-from .prefix import Prefix, prefix_forward
+from .prefix import Prefix
 from .prompts import PromptFormat, pad_right
 from .tasks import Example, Task
 
@@ -61,6 +61,25 @@ class StepRecord:
     eval_seconds: float = 0.0  # time that evaluation took on this step
 
 
+def target_loss(base: BaseModel, prefix: Prefix, ids: torch.Tensor, mask: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over target tokens, with the LM head applied only where a label is.
+
+    Same value as ``model(..., labels=labels).loss`` (tested), but the 49k-vocabulary head
+    runs on the few target positions instead of every position of the batch.
+    ids, mask, labels: [batch, T].
+    """
+    backbone = getattr(base.model, base.model.base_model_prefix)
+    B = ids.shape[0]
+    ones = torch.ones(B, prefix.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
+    hidden = backbone(input_ids=ids, attention_mask=torch.cat([ones, mask], 1), use_cache=False,
+                      past_key_values=prefix.cache(B, base.dtype)).last_hidden_state  # [batch, T, hidden]
+    shifted = labels[:, 1:]  # position t predicts token t+1
+    keep = shifted != -100  # [batch, T-1]
+    logits = base.model.get_output_embeddings()(hidden[:, :-1][keep])  # [targets, vocab]
+    return torch.nn.functional.cross_entropy(logits.float(), shifted[keep])
+
+
 def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
     """Endless shuffled index batches, one fresh permutation per epoch, reproducible from the seed."""
     g = torch.Generator().manual_seed(seed)
@@ -99,13 +118,13 @@ def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
         ids, mask, labels = pad_right([encoded[i][0] for i in idx], pad, [encoded[i][1] for i in idx])
         ids, mask, labels = ids.to(base.device), mask.to(base.device), labels.to(base.device)
         with torch.autocast(base.device.type, dtype=base.dtype, enabled=base.dtype != torch.float32):
-            out = prefix_forward(base, ids, mask, prefix, labels=labels, use_cache=False)
+            loss = target_loss(base, prefix, ids, mask, labels)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
         trained += dt
-        rec = StepRecord(step, out.loss.item(), trained, len(idx) / dt)
+        rec = StepRecord(step, loss.item(), trained, len(idx) / dt)
         last = step == settings.steps or (cancel is not None and cancel.is_set())
         if last or (settings.eval_every and step % settings.eval_every == 0):
             r = evaluate(base, task, held_out, "prefix", prefix)

@@ -14,7 +14,9 @@ from playground.library import Library
 from playground.prefix import PrefixSettings, create_prefix
 from playground.prompts import PromptFormat
 from playground.tasks import get_task
-from playground.training import TrainSettings, train
+from playground.prefix import prefix_forward
+from playground.prompts import pad_right
+from playground.training import TrainSettings, target_loss, train
 
 
 def test_attention_shares_match_a_hand_computation_from_raw_attentions(tiny, tmp_path):
@@ -127,3 +129,17 @@ def test_mlp_prefix_trains_and_exports(tiny_llama, tmp_path):
     loaded = lib.load("mlp", tiny_llama)
     assert torch.allclose(loaded.embeddings(), prefix.embeddings().detach(), atol=1e-6)
     assert loaded.trainable_parameters == prefix.exported_parameters < prefix.trainable_parameters
+
+
+def test_target_only_loss_equals_the_models_own_loss_and_gradient(tiny):
+    task = get_task("fr_en")
+    fmt = PromptFormat.for_tokenizer(tiny.tokenizer)
+    enc = [fmt.encode_example(e.input, e.target) for e in task.split("train")[:4]]
+    ids, mask, labels = pad_right([e[0] for e in enc], tiny.tokenizer.pad_token_id, [e[1] for e in enc])
+    prefix = create_prefix(tiny, PrefixSettings(num_virtual_tokens=3, init="random"), seed=1)
+    ours = target_loss(tiny, prefix, ids, mask, labels)
+    (g_ours,) = torch.autograd.grad(ours, list(prefix.parameters()))
+    ref = prefix_forward(tiny, ids, mask, prefix, labels=labels, use_cache=False).loss
+    (g_ref,) = torch.autograd.grad(ref, list(prefix.parameters()))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(g_ours, g_ref, atol=1e-6)
