@@ -15,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +43,6 @@ class BaseModel:
     fingerprint: str  # short hash of the weights; prefixes record it to detect a wrong model
     load_seconds: float = 0.0
     converted: bool = False  # True when this load built the safetensors cache
-    extra: dict = field(default_factory=dict)
 
     @property
     def config(self):

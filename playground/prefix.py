@@ -9,6 +9,7 @@ the shared model per call. Tests prove the logits equal plain PEFT's.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -164,8 +165,10 @@ def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = 
         encoder_hidden_size=settings.encoder_hidden_size,
     )
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching other sessions' RNG
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # seed without touching others' RNG
         torch.manual_seed(seed)
+        # PEFT asks transformers for the deprecated `is_gradient_checkpointing`; nothing for a learner to act on.
+        warnings.simplefilter("ignore", FutureWarning)
         wrapper = PeftModelForCausalLM(base.model, config)
         if settings.init != "random":
             text = instruction if settings.init == "task" else settings.init_text

@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 
 from playground.attention import prefix_attention
-from playground.evaluation import evaluate, evaluate_all
+from playground.evaluation import evaluate, evaluate_all, per_example
 from playground.library import Library
 from playground.models import DEFAULT_MODEL, cache_root, load_model
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
@@ -62,6 +62,9 @@ def test_evaluate_all_gives_the_three_rows(real, trained):
     assert set(res) == {"base", "instruction", "prefix"}
     assert all(r.n == 12 and len(r.predictions) == 12 and 0 <= r.score <= 1 for r in res.values())
     assert res["prefix"].score > res["instruction"].score
+    rows = per_example(task, task.split("test")[:12], res)  # the before/after table
+    assert len(rows) == 12 and {"input", "target", "base", "instruction", "prefix", "prefix_score"} <= set(rows[0])
+    assert sum(r["prefix_score"] for r in rows) / 12 == pytest.approx(res["prefix"].score)
 
 
 def test_attention_shapes_and_shares_on_the_real_model(real, trained, tmp_path):
