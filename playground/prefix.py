@@ -183,15 +183,17 @@ def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = 
 
 
 def prefix_forward(base: BaseModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   prefix: Prefix | None = None, **kwargs):
+                   prefix: Prefix | None = None, module: torch.nn.Module | None = None, **kwargs):
     """One forward of the frozen model with the prefix prepended in every layer.
 
     input_ids, attention_mask: [batch, T]. The mask gains P ones in front, as PEFT's forward does;
-    the model places the real tokens at positions P.. after the cached prefix.
+    the model places the real tokens at positions P.. after the cached prefix. ``module`` runs
+    instead of the whole LM, e.g. its backbone alone (default: ``base.model``).
     """
+    module = module if module is not None else base.model
     if prefix is None:
-        return base.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return module(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     B = input_ids.shape[0]
     ones = torch.ones(B, prefix.num_virtual_tokens, dtype=attention_mask.dtype, device=attention_mask.device)
     mask = torch.cat([ones, attention_mask], dim=1)  # [batch, P + T]
-    return base.model(input_ids=input_ids, attention_mask=mask, past_key_values=prefix.cache(B, base.dtype), **kwargs)
+    return module(input_ids=input_ids, attention_mask=mask, past_key_values=prefix.cache(B, base.dtype), **kwargs)

@@ -19,7 +19,7 @@ import torch
 from .errors import PlaygroundError
 from .evaluation import evaluate
 from .models import BaseModel
-from .prefix import Prefix
+from .prefix import Prefix, prefix_forward
 from .prompts import PromptFormat, pad_right
 from .tasks import Example, Task
 
@@ -69,11 +69,9 @@ def target_loss(base: BaseModel, prefix: Prefix, ids: torch.Tensor, mask: torch.
     runs on the few target positions instead of every position of the batch.
     ids, mask, labels: [batch, T].
     """
-    backbone = getattr(base.model, base.model.base_model_prefix)
-    B = ids.shape[0]
-    ones = torch.ones(B, prefix.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
-    hidden = backbone(input_ids=ids, attention_mask=torch.cat([ones, mask], 1), use_cache=False,
-                      past_key_values=prefix.cache(B, base.dtype)).last_hidden_state  # [batch, T, hidden]
+    backbone = getattr(base.model, base.model.base_model_prefix)  # the LM without its head
+    hidden = prefix_forward(base, ids, mask, prefix, module=backbone,
+                            use_cache=False).last_hidden_state  # [batch, T, hidden]
     shifted = labels[:, 1:]  # position t predicts token t+1
     keep = shifted != -100  # [batch, T-1]
     logits = base.model.get_output_embeddings()(hidden[:, :-1][keep])  # [targets, vocab]
