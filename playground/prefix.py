@@ -123,6 +123,22 @@ class Prefix:
         return cls(config, encoder.to(device), info)
 
 
+def parameter_counts(base: BaseModel, settings: PrefixSettings) -> tuple[int, int]:
+    """(trainable while training, stored at export) for these settings on ``base``, without building anything.
+
+    Direct: an Embedding(P, L*2*token_dim). With the MLP (PEFT's PrefixEncoder):
+    Embedding(P, token_dim) -> Linear(token_dim, h) -> Tanh -> Linear(h, L*2*token_dim); the
+    export keeps only its output, the same P x L*2*token_dim either way. Tested against PEFT.
+    """
+    P, h = settings.num_virtual_tokens, settings.encoder_hidden_size
+    token_dim = base.num_kv_heads * base.head_dim  # GQA: keys/values are stored per kv head
+    out = base.num_layers * 2 * token_dim
+    exported = P * out
+    if not settings.prefix_projection:
+        return exported, exported
+    return P * token_dim + (token_dim * h + h) + (h * out + out), exported
+
+
 def check_compatible(config: PrefixTuningConfig, base: BaseModel, what: str = "This prefix") -> None:
     """Fail with a readable message when a prefix's shapes don't fit the loaded model."""
     want = (base.num_layers, base.num_kv_heads, base.num_kv_heads * base.head_dim)

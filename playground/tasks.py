@@ -104,10 +104,13 @@ def _first_bad_jsonl_line(path: Path) -> str | None:
     return None
 
 
-def read_examples(path: str | Path, input_col: str = "input", target_col: str = "target") -> list[Example]:
-    """Read a JSONL or CSV file through ``datasets`` and return its examples.
+MAX_DATA_BYTES = 5 * 1024 * 1024  # a toy task fits in far less; bigger files are most likely a mistake
 
-    Raises PlaygroundError for a missing, empty or malformed file, or missing columns.
+
+def read_table(path: str | Path, hint_cols: tuple[str, str] = ("input", "target")):
+    """Read a JSONL or CSV file into a ``datasets.Dataset`` (columns as in the file).
+
+    Raises PlaygroundError for a missing, too large, empty or malformed file.
     """
     import datasets
 
@@ -117,21 +120,33 @@ def read_examples(path: str | Path, input_col: str = "input", target_col: str = 
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix.lower())
     if kind is None:
         raise PlaygroundError(f"'{path.name}' is not a .jsonl or .csv file. Give JSON lines or a CSV with a header row.")
-    if path.stat().st_size == 0 or not path.read_bytes().strip():
+    size = path.stat().st_size
+    if size > MAX_DATA_BYTES:
+        raise PlaygroundError(f"'{path.name}' is {size / 2**20:.1f} MB; the limit for a task file is "
+                              f"{MAX_DATA_BYTES // 2**20} MB. A few hundred examples are plenty: trim the file.")
+    if size == 0 or not path.read_bytes().strip():
         raise PlaygroundError(f"'{path.name}' is empty. It needs one example per line with columns "
-                              f"'{input_col}' and '{target_col}'.")
+                              f"'{hint_cols[0]}' and '{hint_cols[1]}'.")
     if kind == "json":
         bad = _first_bad_jsonl_line(path)
         if bad:
             raise PlaygroundError(f"'{path.name}' is not valid JSON lines: {bad}. "
-                                  f"Each line must be an object like {{\"{input_col}\": ..., \"{target_col}\": ...}}.")
+                                  f"Each line must be an object like {{\"{hint_cols[0]}\": ..., \"{hint_cols[1]}\": ...}}.")
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
+        return datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
     except Exception as exc:  # datasets raises many types for unreadable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PlaygroundError(f"Could not read '{path.name}' as {kind.upper()}: {msg}") from None
-    return examples_from_dataset(ds, input_col, target_col, source=path.name)
+
+
+def read_examples(path: str | Path, input_col: str = "input", target_col: str = "target") -> list[Example]:
+    """Read a JSONL or CSV file through ``datasets`` and return its examples.
+
+    Raises PlaygroundError for a missing, empty or malformed file, or missing columns.
+    """
+    ds = read_table(path, (input_col, target_col))
+    return examples_from_dataset(ds, input_col, target_col, source=Path(path).name)
 
 
 def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> list[Example]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -59,6 +59,7 @@ class StepRecord:
     examples_per_s: float  # this step's throughput
     metric: float | None = None  # held-out metric in [0, 1], on the steps where it was measured
     eval_seconds: float = 0.0  # time that evaluation took on this step
+    predictions: list[str] | None = field(default=None, repr=False)  # held-out answers, where measured
 
 
 def target_loss(base: BaseModel, prefix: Prefix, ids: torch.Tensor, mask: torch.Tensor,
@@ -87,18 +88,21 @@ def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
             yield perm[i:i + batch_size]
 
 
+def held_out_split(task: Task) -> str:
+    """Where the live metric is measured: validation when the task has one, else test."""
+    return "validation" if task.splits.get("validation") else "test"
+
+
 def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
           cancel: threading.Event | None = None, eval_split: str | None = None) -> Iterator[StepRecord]:
     """Train ``prefix`` on ``task``'s train split, yielding a StepRecord after every step.
 
-    The held-out metric is measured every ``eval_every`` steps and at the last step, on
-    ``eval_split`` (default: validation when the task has one, else test).
+    The held-out metric is measured every ``eval_every`` steps and at the last step, on the
+    first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``).
     """
     settings.validate()
     train_set: list[Example] = task.split("train")
-    if eval_split is None:
-        eval_split = "validation" if task.splits.get("validation") else "test"
-    held_out = task.split(eval_split)[: settings.eval_examples]
+    held_out = task.split(eval_split or held_out_split(task))[: settings.eval_examples]
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in train_set]
     params = [p for p in prefix.parameters() if p.requires_grad]
@@ -126,5 +130,5 @@ def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
         last = step == settings.steps or (cancel is not None and cancel.is_set())
         if last or (settings.eval_every and step % settings.eval_every == 0):
             r = evaluate(base, task, held_out, "prefix", prefix)
-            rec.metric, rec.eval_seconds = r.score, r.seconds
+            rec.metric, rec.eval_seconds, rec.predictions = r.score, r.seconds, r.predictions
         yield rec

@@ -1,0 +1,90 @@
+"""Plotly figures for the web app: training curves and the four attention views.
+
+Pure functions from engine results (StepRecord lists, PrefixAttention) to ``go.Figure``.
+No gradio here, so they are testable and reusable in notebooks. Every trace carries a
+hovertemplate with the exact value, because learners hover to read numbers.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from .attention import PrefixAttention
+from .training import StepRecord
+
+HEIGHT = 320
+COLORS = ("#e4572e", "#2e86ab", "#76b041", "#a23b72", "#f3a712", "#3b1f2b")
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01), xaxis_title=x, yaxis_title=y, height=height,
+                      margin=dict(l=60, r=20, t=48, b=48), template="plotly_white",
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return fig
+
+
+def loss_figure(records: list[StepRecord], total_steps: int | None = None) -> go.Figure:
+    """Training loss per step (target tokens only)."""
+    fig = go.Figure(go.Scatter(
+        x=[r.step for r in records], y=[r.loss for r in records], mode="lines+markers", name="train loss",
+        line=dict(color=COLORS[0]), hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>"))
+    if total_steps:
+        fig.update_xaxes(range=[0.5, total_steps + 0.5])
+    return _layout(fig, "Training loss", "step", "cross-entropy on target tokens")
+
+
+def metric_figure(records: list[StepRecord], metric_label: str, total_steps: int | None = None,
+                  baselines: dict[str, float] | None = None) -> go.Figure:
+    """Held-out metric at the steps where it was measured, with dashed baseline lines."""
+    pts = [r for r in records if r.metric is not None]
+    fig = go.Figure(go.Scatter(
+        x=[r.step for r in pts], y=[100 * r.metric for r in pts], mode="lines+markers", name="prefix",
+        line=dict(color=COLORS[1]), hovertemplate="step %{x}<br>%{y:.1f}%<extra></extra>"))
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        fig.add_hline(y=100 * value, line_dash="dash", line_color=COLORS[2 + i % 4],
+                      annotation_text=f"{name}: {100 * value:.1f}%", annotation_position="top left")
+    fig.update_yaxes(range=[-3, 103])
+    if total_steps:
+        fig.update_xaxes(range=[0.5, total_steps + 0.5])
+    return _layout(fig, f"Held-out {metric_label}", "step", f"{metric_label} (%)")
+
+
+def layer_figure(shares: dict[str, PrefixAttention]) -> go.Figure:
+    """Share of attention on the prefix per layer; one line per prefix (overlay)."""
+    fig = go.Figure()
+    for i, (name, att) in enumerate(shares.items()):
+        y = att.layer_share.tolist()  # [layer]
+        fig.add_trace(go.Scatter(x=list(range(len(y))), y=y, mode="lines+markers", name=name,
+                                 line=dict(color=COLORS[i % len(COLORS)]),
+                                 hovertemplate=f"{name}<br>layer %{{x}}<br>share %{{y:.4f}}<extra></extra>"))
+    fig.update_yaxes(range=[0, 1.02])
+    return _layout(fig, "Share of attention on the prefix, per layer", "layer", "share (0–1)")
+
+
+def head_figure(att: PrefixAttention, name: str = "") -> go.Figure:
+    """Layer × head heatmap of the share on the prefix."""
+    z = att.head_share.T.tolist()  # [head, layer]
+    fig = go.Figure(go.Heatmap(z=z, colorscale="Viridis", zmin=0, zmax=1, colorbar=dict(title="share"),
+                               hovertemplate="layer %{x}<br>head %{y}<br>share %{z:.4f}<extra></extra>"))
+    return _layout(fig, f"Share on the prefix, layer × head {name}".strip(), "layer", "query head")
+
+
+def virtual_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
+    """Layer × virtual-token heatmap: attention on each slot, mean over heads and query positions."""
+    z = att.weights.mean(dim=(1, 2)).T.tolist()  # [layer, head, q_pos, vt] -> [layer, vt] -> [vt, layer]
+    fig = go.Figure(go.Heatmap(z=z, colorscale="Magma", colorbar=dict(title="weight"),
+                               hovertemplate="layer %{x}<br>virtual token %{y}<br>weight %{z:.4f}<extra></extra>"))
+    return _layout(fig, f"Attention on each virtual token, layer × slot {name}".strip(), "layer", "virtual token")
+
+
+def query_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
+    """Layer × prompt-token heatmap: which input tokens lean on the prefix."""
+    # unique labels even for repeated tokens; newlines and bare spaces made visible
+    labels = [f"{i}: {t.replace(chr(10), '⏎').strip() or repr(t)}" for i, t in enumerate(att.tokens)]
+    z = att.token_share.T.tolist()  # [layer, q_pos] -> [q_pos, layer]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(att.token_share.shape[0])), y=labels, colorscale="Cividis",
+                               zmin=0, zmax=1, colorbar=dict(title="share"),
+                               hovertemplate="layer %{x}<br>token %{y}<br>share %{z:.4f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+    return _layout(fig, f"Which prompt tokens lean on the prefix {name}".strip(), "layer", "prompt token",
+                   height=max(HEIGHT, 18 * len(labels) + 100))

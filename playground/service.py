@@ -1,0 +1,343 @@
+"""What the web app does, without the web: one shared model and library, many sessions.
+
+Every UI callback is a thin wrapper around one method here, so all of it is testable
+without a browser. Methods raise ``PlaygroundError`` with a message for the learner; the UI
+shows it. Shared caches (baseline scores per task, prefixes loaded from the library) are
+guarded by locks because Gradio runs callbacks in worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .archive import export_zip, stage_upload
+from .attention import PrefixAttention, prefix_attention
+from .errors import PlaygroundError
+from .evaluation import EvalResult, evaluate, per_example
+from .generate import generate_texts
+from .library import CONFIG_FILE, Library, load_prefix, make_card, read_card
+from .models import BaseModel
+from .prefix import Prefix, PrefixSettings, create_prefix, parameter_counts
+from .sessions import SessionStore, TrainingRun
+from .tasks import Task, get_task, read_table, user_task
+from .training import StepRecord, TrainSettings, held_out_split, train
+
+JUST_TRAINED = "(just trained)"
+NO_PREFIX = "(no prefix)"
+
+
+@dataclass
+class Limits:
+    """Server-side caps, so one click can't take the machine from a whole class."""
+
+    max_steps: int = 200  # optimizer steps per run
+    max_batch_size: int = 32
+    max_virtual_tokens: int = 128
+    max_eval_examples: int = 100
+    max_new_tokens: int = 48  # per answer in Switch
+    max_prompt_chars: int = 2000  # Attention and Switch inputs
+    max_switch_prefixes: int = 8
+    concurrent_trainings: int = 2  # training runs at once; the rest wait in the queue, in order
+    concurrent_requests: int = 4  # attention / switch / library calls at once
+    queue_size: int = 64  # requests waiting beyond this get a polite "queue full"
+    max_upload_mb: int = 64
+
+
+@dataclass
+class SwitchOutput:
+    name: str
+    text: str
+    seconds: float  # generation latency of this output
+
+
+@dataclass
+class SwitchResult:
+    """One input through several prefixes on the same frozen model."""
+
+    outputs: list[SwitchOutput]
+    switch_seconds: float  # fetching the selected prefixes (library cache) before generating
+    total_seconds: float
+
+
+@dataclass
+class _Cached:
+    prefix: Prefix
+    stamp: tuple = field(default=())
+
+
+class Playground:
+    """The app's engine facade; ``app.py`` wires its methods to components."""
+
+    def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None):
+        self.base, self.library, self.limits = base, library, limits or Limits()
+        self.sessions = SessionStore()
+        self._baselines: dict[tuple, dict[str, EvalResult]] = {}
+        self._baseline_locks: dict[tuple, threading.Lock] = {}
+        self._prefixes: dict[str, _Cached] = {}
+        self._lock = threading.Lock()  # guards the two dicts above and create_prefix
+        self._downloads = Path(tempfile.gettempdir()) / "prefix-playground-downloads"
+
+    # ---- Learn -------------------------------------------------------------------------------
+    def model_rows(self, settings: PrefixSettings) -> list[list]:
+        """The loaded model's live numbers, and the prefix's size at these settings."""
+        b = self.base
+        trainable, exported = parameter_counts(b, settings)
+        return [["model", b.name], ["device / dtype", f"{b.device.type} / {str(b.dtype).replace('torch.', '')}"],
+                ["layers", b.num_layers], ["attention heads (query)", b.num_heads], ["kv heads", b.num_kv_heads],
+                ["head dim", b.head_dim], ["parameters (frozen)", f"{b.num_parameters:,}"],
+                ["virtual tokens", settings.num_virtual_tokens],
+                ["trainable parameters", f"{trainable:,} ({100 * trainable / b.num_parameters:.3f}%)"],
+                ["stored at export", f"{exported:,} ({100 * exported / b.num_parameters:.3f}%)"]]
+
+    def parameter_summary(self, settings: PrefixSettings) -> str:
+        trainable, exported = parameter_counts(self.base, settings)
+        pct = lambda n: f"{100 * n / self.base.num_parameters:.3f}%"  # noqa: E731
+        if settings.prefix_projection:
+            return (f"**Trainable while training:** {trainable:,} ({pct(trainable)} of the model, MLP included) · "
+                    f"**stored after export:** {exported:,} ({pct(exported)}): the MLP is dropped.")
+        return f"**Trainable:** {trainable:,} parameters ({pct(trainable)} of the {self.base.num_parameters:,} frozen ones)."
+
+    # ---- Tasks and uploads -------------------------------------------------------------------
+    @staticmethod
+    def file_columns(path: str | Path) -> tuple[list[str], list[dict]]:
+        """Column names and the first rows of an uploaded JSONL/CSV, for picking columns."""
+        ds = read_table(path)
+        return list(ds.column_names), [dict(r) for r in ds.select(range(min(8, len(ds))))]
+
+    def load_upload(self, key: str, path: str | Path, input_col: str, target_col: str, instruction: str,
+                    metric: str) -> Task:
+        if not instruction.strip():
+            raise PlaygroundError("Write an instruction for your task: it is the baseline prompt and the prefix's "
+                                  "initial text.")
+        task = user_task(path, input_col, target_col, instruction.strip(), metric, name="upload")
+        self.sessions.get(key).upload = task
+        return task
+
+    def task(self, key: str, choice: str) -> Task:
+        """A built-in task by name, or this session's uploaded task."""
+        if choice == "upload":
+            t = self.sessions.get(key).upload
+            if t is None:
+                raise PlaygroundError("No uploaded task yet: upload a JSONL or CSV file and press 'Use this file'.")
+            return t
+        return get_task(choice)
+
+    # ---- Training ----------------------------------------------------------------------------
+    def check_settings(self, ps: PrefixSettings, ts: TrainSettings) -> None:
+        ps.validate()
+        ts.validate()
+        L = self.limits
+        for what, value, cap in (("num_virtual_tokens", ps.num_virtual_tokens, L.max_virtual_tokens),
+                                 ("steps", ts.steps, L.max_steps), ("batch size", ts.batch_size, L.max_batch_size),
+                                 ("held-out examples", ts.eval_examples, L.max_eval_examples)):
+            if value > cap:
+                raise PlaygroundError(f"{what} = {value} is above this server's limit of {cap}. Lower it.")
+
+    def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings) -> TrainingRun:
+        """A fresh prefix and run for this session; its previous run (if any) is stopped."""
+        self.check_settings(ps, ts)
+        task.split("train")  # fail early, with the task's own message, if there is nothing to train on
+        session = self.sessions.get(key)
+        if session.run and session.run.state == "running":
+            session.run.cancel.set()
+        with self._lock:  # create_prefix wraps the shared model in a throwaway PeftModel for a moment
+            prefix = create_prefix(self.base, ps, task.instruction, ts.seed)
+        run = TrainingRun(task, prefix, ps, ts)
+        run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
+        session.run = run
+        return run
+
+    def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
+        """Train, recording each step on the run; ends early when the run's Stop is pressed."""
+        try:
+            for rec in train(self.base, run.prefix, run.task, run.train_settings, cancel=run.cancel):
+                run.records.append(rec)
+                yield rec
+        finally:  # cut short by Stop, an error, or the consumer going away: "stopped", not "finished"
+            run.state = ("stopped" if run.cancel.is_set() or run.steps_done < run.train_settings.steps
+                         else "finished")
+
+    def baselines(self, task: Task, examples) -> dict[str, EvalResult]:
+        """Base model and instruction prompt on these examples; cached, since every session shares them."""
+        key = (task.name, task.instruction, task.metric,
+               hashlib.sha1("\x00".join(e.input + "\x01" + e.target for e in examples).encode()).hexdigest())
+        with self._lock:
+            lock = self._baseline_locks.setdefault(key, threading.Lock())
+        with lock:  # two students on the same task wait for one computation, not two
+            if key not in self._baselines:
+                self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
+            return self._baselines[key]
+
+    def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
+        """The before/after table on the held-out examples behind the live metric."""
+        task = run.task
+        examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
+        results = dict(self.baselines(task, examples))
+        last = run.records[-1] if run.records else None
+        if last is not None and last.predictions is not None:
+            preds, score = last.predictions, last.metric
+        else:  # stopped between evaluations: score the prefix as it is now
+            r = evaluate(self.base, task, examples, "prefix", run.prefix)
+            preds, score = r.predictions, r.score
+            if last is not None:
+                last.metric, last.predictions = score, preds
+        results["prefix"] = EvalResult("prefix", task.metric, score, len(examples), 0.0, preds)
+        run.baselines = {m: results[m].score for m in ("base", "instruction")}
+        return per_example(task, examples[:max_rows], {m: _head(r, max_rows) for m, r in results.items()})
+
+    def stop(self, key: str) -> bool:
+        return self.sessions.stop(key)
+
+    def save_trained(self, key: str, name: str, overwrite: bool = False) -> Path:
+        session = self.sessions.get(key)
+        run = session.run
+        if run is None or not run.records:
+            raise PlaygroundError("Nothing to save yet: train a prefix first.")
+        if run.state == "running":
+            raise PlaygroundError("Training is still running: wait for it to finish, or press Stop, then save.")
+        metrics = {"split": held_out_split(run.task), "metric": run.task.metric, "n": run.held_out_n,
+                   **{k: round(v, 4) for k, v in run.baselines.items()}}
+        if run.metric is not None:
+            metrics["prefix"] = round(run.metric, 4)
+        card = make_card(self.base, run.task.name, {**vars(run.train_settings), "steps_done": run.steps_done},
+                         metrics, train_examples=len(run.task.split("train")),
+                         train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction)
+        return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite)
+
+    # ---- Prefixes by name --------------------------------------------------------------------
+    def prefix_choices(self, key: str) -> list[str]:
+        s = self.sessions.peek(key)
+        mine = [JUST_TRAINED] if s and s.run and s.run.records else []
+        return mine + self.library.names()
+
+    def get_prefix(self, key: str, name: str) -> Prefix:
+        """The session's just-trained prefix, or a library prefix (cached until its file changes)."""
+        if name == JUST_TRAINED:
+            s = self.sessions.peek(key)
+            if not (s and s.run and s.run.records):
+                raise PlaygroundError("You have not trained a prefix in this session yet: train one first, or "
+                                      "pick one from the library.")
+            return s.run.prefix
+        path = self.library.path(name)
+        if not (path / CONFIG_FILE).is_file():
+            raise PlaygroundError(f"No prefix named '{name}' in the library (it may have been renamed or deleted). "
+                                  "Refresh the list.")
+        files = sorted(path.iterdir())
+        # inode too: an atomic re-save makes new files, possibly same size within one mtime tick
+        stamp = tuple((f.name, f.stat().st_ino, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        with self._lock:
+            hit = self._prefixes.get(name)
+        if hit and hit.stamp == stamp:
+            return hit.prefix
+        prefix = load_prefix(path, self.base)
+        with self._lock:
+            self._prefixes[name] = _Cached(prefix, stamp)
+        return prefix
+
+    def _check_prompt(self, text: str) -> str:
+        if not text or not text.strip():
+            raise PlaygroundError("The prompt is empty. Type a sentence first.")
+        if len(text) > self.limits.max_prompt_chars:
+            raise PlaygroundError(f"The prompt has {len(text):,} characters; the limit is "
+                                  f"{self.limits.max_prompt_chars:,}. Shorten it.")
+        return text.strip()
+
+    # ---- Attention ---------------------------------------------------------------------------
+    def attention(self, key: str, text: str, names: list[str]) -> dict[str, PrefixAttention]:
+        text = self._check_prompt(text)
+        names = [n for n in dict.fromkeys(names) if n and n != NO_PREFIX]
+        if not names:
+            raise PlaygroundError("Pick a prefix: the attention on the prefix needs one.")
+        return {n: prefix_attention(self.base, self.get_prefix(key, n), text) for n in names}
+
+    # ---- Switch ------------------------------------------------------------------------------
+    def switch(self, key: str, names: list[str], text: str) -> SwitchResult:
+        text = self._check_prompt(text)
+        names = list(dict.fromkeys(names or []))
+        if not names:
+            raise PlaygroundError("Pick at least one prefix (or 'no prefix') to compare.")
+        if len(names) > self.limits.max_switch_prefixes:
+            raise PlaygroundError(f"{len(names)} prefixes picked; the limit is {self.limits.max_switch_prefixes}.")
+        t0 = time.perf_counter()
+        chosen = {n: (None if n == NO_PREFIX else self.get_prefix(key, n)) for n in names}
+        switch_s = time.perf_counter() - t0
+        outs = []
+        for n, p in chosen.items():
+            t1 = time.perf_counter()
+            budget = min(self._answer_budget(key, n), self.limits.max_new_tokens)
+            out = generate_texts(self.base, [text], mode="base" if p is None else "prefix", prefix=p,
+                                 max_new_tokens=budget)[0]
+            outs.append(SwitchOutput(n, out, time.perf_counter() - t1))
+        return SwitchResult(outs, switch_s, time.perf_counter() - t0)
+
+    def _answer_budget(self, key: str, name: str) -> int:
+        """Generation budget: the prefix's task's own, else a default that fits a sentence."""
+        if name == JUST_TRAINED:
+            s = self.sessions.peek(key)
+            return s.run.task.max_new_tokens if s and s.run else 32
+        task = self.library_card(name).get("task") if name != NO_PREFIX else None
+        try:
+            return get_task(task).max_new_tokens if isinstance(task, str) else 32
+        except PlaygroundError:
+            return 32
+
+    # ---- Library -----------------------------------------------------------------------------
+    def library_card(self, name: str) -> dict:
+        try:
+            return read_card(self.library.path(name))
+        except PlaygroundError:
+            return {}
+
+    def library_rows(self) -> list[list]:
+        rows = []
+        for e in self.library.entries():
+            c, m = e.card, e.card.get("metrics") if isinstance(e.card.get("metrics"), dict) else {}
+            pct = lambda k: f"{100 * m[k]:.1f}%" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
+            rows.append([e.name, str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(m.get("metric", "–")),
+                         pct("prefix"), pct("instruction"), pct("base"), str(c.get("base_model", "?")),
+                         "yes" if e.name in self.library.protected else "", str(c.get("saved_at", ""))[:19]])
+        return rows
+
+    def inspect(self, name: str) -> dict:
+        path = self.library.path(name)
+        if not (path / CONFIG_FILE).is_file():
+            raise PlaygroundError(f"No prefix named '{name}' (or it lacks {CONFIG_FILE}). Refresh the list.")
+        import json
+
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        files = {f.name: f.stat().st_size for f in sorted(path.iterdir()) if f.is_file()}
+        return {"card": read_card(path), "adapter_config": config, "files (bytes)": files}
+
+    def import_upload(self, paths: list[str], name: str = "", overwrite: bool = False) -> str:
+        """Check an uploaded PEFT prefix (zip or files) against the loaded model and add it to the library."""
+        with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
+            folder, suggested = stage_upload(paths, tmp)
+            name = (name or "").strip() or suggested or "uploaded"
+            self.library.path(name)  # name check before any work
+            prefix = load_prefix(folder, self.base)  # shapes, NaNs, model fingerprint
+            card = read_card(folder)
+            card.setdefault("source", "upload")
+            self.library.save(name, prefix, card, overwrite=overwrite)
+        return name
+
+    def export(self, name: str) -> Path:
+        path = self.library.path(name)
+        if not (path / CONFIG_FILE).is_file():
+            raise PlaygroundError(f"No prefix named '{name}'.")
+        return export_zip(path, self._downloads)
+
+    def rename(self, old: str, new: str) -> None:
+        self.library.rename(old, new.strip())
+
+    def delete(self, name: str) -> None:
+        self.library.delete(name)
+
+
+def _head(r: EvalResult, n: int) -> EvalResult:
+    return EvalResult(r.mode, r.metric, r.score, min(n, r.n), r.seconds, r.predictions[:n])

@@ -1,0 +1,291 @@
+"""Browser tests: the real app on loopback, driven by Playwright in Debian's headless Chromium.
+
+The app runs as a subprocess (``python app.py``) on the real embedded model with an empty
+temporary library. Tests run in file order and build on each other: the first trains and
+saves a prefix that later ones inspect and switch to. Screenshots of every step go to
+``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("library")
+
+
+@pytest.fixture(scope="module")
+def server(library):
+    """The app on 127.0.0.1 at a free port; stopped after the module."""
+    port = _free_port()
+    log = open(library.parent / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                             "--library", str(library)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 300  # a fresh machine converts the model first (~30 s)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}: {(library.parent / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("the app did not answer within 300 s")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package "
+                           "(apt-get install chromium).")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(server)
+    pg.wait_for_selector("#header")
+    yield pg
+    ctx.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type into a slider's or number box's number input and commit it."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def plot_data(page, elem_id: str) -> list[dict]:
+    """The traces plotly is drawing in a gr.Plot (empty until it renders)."""
+    return page.evaluate(
+        """(id) => { const d = document.querySelector('#' + id + ' .js-plotly-plot');
+                      return d && d.data ? d.data.map(t => ({x: t.x || [], y: t.y || [], z: t.z || null,
+                                                             type: t.type || 'scatter'})) : []; }""", elem_id)
+
+
+def n_points(page, elem_id: str) -> int:
+    data = plot_data(page, elem_id)
+    return len(data[0]["x"]) if data else 0
+
+
+def progress(page) -> dict:
+    return page.evaluate("""() => { const d = document.querySelector('#pp-progress');
+                                    return d ? {state: d.dataset.state, step: +d.dataset.step,
+                                                total: +(d.dataset.total || 0)} : {}; }""")
+
+
+def wait_until(fn, timeout: float = 120, what: str = "condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def table_rows(page, elem_id: str) -> int:
+    """Data rows in a gr.Dataframe (its grid's aria-rowcount counts the header too)."""
+    n = page.locator(f"#{elem_id} [role=grid]").first.get_attribute("aria-rowcount")
+    return int(n) - 1 if n else 0
+
+
+def error_text(page) -> str:
+    """The text of the error toasts showing now."""
+    page.wait_for_selector(".toast-body.error", timeout=60_000)
+    return " ".join(page.locator(".toast-body.error").all_inner_texts())
+
+
+def train(page, task: str, steps: int, every: int = 2, n_eval: int = 8) -> None:
+    tab(page, "Train")
+    if task != "sentiment":
+        page.locator("#task input").click()
+        page.get_by_role("option", name=task).click()
+    set_number(page, "steps", steps)
+    if not page.locator("#eval-n").is_visible():
+        page.get_by_text("Held-out evaluation").click()
+    set_number(page, "eval-every", every)
+    set_number(page, "eval-n", n_eval)
+    page.locator("#train-btn").click()
+
+
+def save_as(page, name: str) -> None:
+    page.locator("#save-name textarea, #save-name input").first.fill(name)
+    page.locator("#save-btn").click()
+    page.wait_for_selector(f"#save-status :text('Saved')")
+
+
+def test_train_live_curves_table_and_save(page, library):
+    train(page, "sentiment", steps=6, every=2, n_eval=8)
+    # The loss curve gains points while training runs.
+    first = wait_until(lambda: n_points(page, "loss-plot") >= 1, what="the first loss point")
+    assert first
+    wait_until(lambda: n_points(page, "loss-plot") >= 3, what="more loss points")
+    shot(page, "train-running")
+    wait_until(lambda: progress(page).get("state") == "finished", timeout=180, what="training to finish")
+    loss = plot_data(page, "loss-plot")[0]
+    assert loss["x"] == [1, 2, 3, 4, 5, 6] and all(isinstance(v, (int, float)) for v in loss["y"])
+    metric = plot_data(page, "metric-plot")[0]
+    assert metric["x"] == [2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
+    wait_until(lambda: table_rows(page, "compare-table") == 8, what="the before/after table")
+    assert "held-out exact match" in page.locator("#pp-progress").inner_text()
+    save_as(page, "alpha")
+    assert (library / "alpha" / "adapter_model.safetensors").is_file()
+    card = json.loads((library / "alpha" / "card.json").read_text())
+    assert card["task"] == "sentiment" and card["metrics"]["metric"] == "exact_match"
+    shot(page, "train-done")
+
+
+def test_stop_ends_only_this_run(page, browser, server):
+    other = browser.new_context().new_page()
+    other.goto(server)
+    other.wait_for_selector("#header")
+    train(page, "sentiment", steps=60, every=0)
+    wait_until(lambda: progress(page).get("step", 0) >= 2, what="two steps")
+    page.locator("#stop-btn").click()
+    wait_until(lambda: progress(page).get("state") == "finished" and "Stopped" in page.locator("#pp-progress")
+               .inner_text() or progress(page).get("state") == "stopped", timeout=120, what="the run to stop")
+    p = progress(page)
+    assert p["total"] == 60 and 2 <= p["step"] < 60
+    wait_until(lambda: "stopped early" in page.locator("#pp-progress").inner_text(), what="the stopped note")
+    # The other session never trained: no just-trained prefix, and no progress of ours.
+    tab(other, "Attention")
+    other.locator("#att-prefix input").click()
+    options = [o.split("\n")[-1].strip() for o in other.get_by_role("option").all_inner_texts()]  # drop the ✓
+    assert "(just trained)" not in options and "alpha" in options
+    tab(other, "Train")
+    assert progress(other) == {"state": "idle", "step": 0, "total": 0}
+    shot(page, "train-stopped")
+    other.context.close()
+
+
+def test_attention_figures_have_every_layer(page):
+    tab(page, "Attention")
+    page.locator("#att-prefix input").click()
+    page.get_by_role("option", name="alpha").click()
+    page.locator("#att-run").click()
+    wait_until(lambda: plot_data(page, "att-query"), what="the attention figures")
+    layers = plot_data(page, "att-layers")
+    assert len(layers) == 1 and len(layers[0]["x"]) == 30  # SmolLM2-135M has 30 layers
+    assert all(0 <= v <= 1 for v in layers[0]["y"])
+    heads = plot_data(page, "att-heads")[0]["z"]
+    assert len(heads) == 9 and all(len(r) == 30 for r in heads)  # [head][layer]
+    vt = plot_data(page, "att-vt")[0]["z"]
+    assert len(vt) == 20 and len(vt[0]) == 30  # [virtual token][layer]
+    q = plot_data(page, "att-query")[0]["z"]
+    assert len(q) > 10 and len(q[0]) == 30  # [prompt token][layer]
+    assert "30 layers × 9 heads" in page.locator("#att-status").inner_text()
+    shot(page, "attention")
+    # An empty prompt is refused with a message, and the page keeps working.
+    page.locator("#att-prompt textarea").fill("   ")
+    page.locator("#att-run").click()
+    assert "prompt is empty" in error_text(page)
+
+
+def test_switch_between_saved_prefixes(page, library):
+    train(page, "Capitals: country or state → capital city", steps=4, every=0, n_eval=4)
+    wait_until(lambda: progress(page).get("state") == "finished", timeout=180, what="the second training")
+    save_as(page, "beta")
+    tab(page, "Switch")
+    for name in ("alpha", "beta"):
+        page.locator("#sw-choice").get_by_label(name, exact=True).check()
+    page.locator("#sw-input textarea").fill("Iceland")
+    cards = page.locator("#pp-switch .pp-card")
+    wait_until(lambda: cards.count() == 3, what="three output cards")
+    wait_until(lambda: all(t.strip() for t in page.locator(".pp-card-out").all_inner_texts()), what="the outputs")
+    outs = dict(zip(page.locator(".pp-card-name").all_inner_texts(), page.locator(".pp-card-out").all_inner_texts()))
+    assert set(outs) == {"(no prefix)", "alpha", "beta"}
+    assert len(set(outs.values())) >= 2, outs  # the prefix changes what the same frozen model says
+    assert "ms" in page.locator(".pp-switch-time").inner_text()
+    shot(page, "switch")
+    # Changing the selection re-runs live.
+    page.locator("#sw-choice").get_by_label("beta", exact=True).uncheck()
+    wait_until(lambda: cards.count() == 2, what="two cards after unchecking")
+
+
+def test_bad_uploads_show_errors(page, tmp_path):
+    tab(page, "Train")
+    page.get_by_text("Upload your own data (JSONL or CSV)").click()
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"input": "fine", "target": "ok"}\n{"input": "oops", \n', encoding="utf-8")
+    page.locator("#data-file input[type=file]").set_input_files(str(bad))
+    assert "not valid JSON lines" in error_text(page)
+    shot(page, "error-upload")
+    # A zip that tries to escape the library folder.
+    tab(page, "Library")
+    page.get_by_text("Upload a PEFT prefix").click()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../adapter_config.json", "{}")
+    page.locator("#lib-upload input[type=file]").set_input_files(str(evil))
+    page.locator("#lib-import").click()
+    wait_until(lambda: "unsafe path" in error_text(page), what="the unsafe-path error")
+    assert not (tmp_path.parent / "adapter_config.json").exists()
+    # The app still serves: the library lists the saved prefixes.
+    wait_until(lambda: table_rows(page, "lib-table") >= 2, what="the library table")
+    shot(page, "library")
+
+
+def test_learn_tab_live_numbers(page):
+    tab(page, "Learn")
+    assert page.locator("#learn-diagram svg").count() == 1
+    text = page.locator("#learn-numbers").inner_text()
+    assert "30" in text and "230,400" in text  # 20 tokens x 30 layers x 2 x (3 kv heads x 64)
+    shot(page, "learn")

@@ -1,0 +1,70 @@
+"""Helpers every tab uses: learner texts from ``assets/``, error translation, small HTML pieces."""
+
+
+import functools
+import html
+import inspect
+import logging
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from playground.errors import PlaygroundError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+log = logging.getLogger("prefix-playground")
+
+
+def asset(name: str) -> str:
+    """The text of ``assets/<name>`` (read when the UI is built, never at import)."""
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def asset_sections(name: str) -> dict[str, str]:
+    """Split a Markdown asset on ``<!-- figure: key -->`` markers; the text before the first is ``intro``."""
+    parts = re.split(r"<!--\s*figure:\s*(\w+)\s*-->", asset(name))
+    out = {"intro": parts[0].strip()}
+    out.update({parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)})
+    return out
+
+
+def _to_gr_error(exc: Exception) -> gr.Error:
+    if isinstance(exc, PlaygroundError):
+        return gr.Error(str(exc), duration=None)
+    log.exception("unexpected error in a UI callback")
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; "
+                    "try again, or report this with the steps that led to it.", duration=None)
+
+
+def friendly(fn):
+    """Show PlaygroundError (and anything unexpected) as a readable error in the page, never a crash."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error must reach the learner as a message
+                raise _to_gr_error(exc) from None
+        return gen
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _to_gr_error(exc) from None
+    return wrapper
+
+
+def key(request: gr.Request | None) -> str:
+    """The browser session's id: every piece of per-learner state hangs off it."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def esc(x) -> str:
+    return html.escape(str(x))

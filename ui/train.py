@@ -1,0 +1,216 @@
+"""The Train tab: pick a task or upload one, set the prefix, train live, compare, save."""
+
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from playground.figures import loss_figure, metric_figure
+from playground.metrics import METRIC_LABELS, METRICS
+from playground.prefix import PrefixSettings
+from playground.service import Playground
+from playground.sessions import TrainingRun
+from playground.tasks import BUILTIN, get_task
+from playground.training import TrainSettings
+
+from .common import asset, esc, friendly, key
+
+UPLOAD = "upload"
+INITS = {"task text": "task", "custom text": "text", "random": "random"}
+TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "prefix"]
+
+
+@dataclass
+class TrainTab:
+    """Components other tabs read (the prefix settings drive Learn's live numbers)."""
+
+    num_virtual_tokens: gr.Slider
+    prefix_projection: gr.Checkbox
+    encoder_hidden_size: gr.Number
+    task: gr.Dropdown
+
+
+def progress_html(run: TrainingRun | None, note: str = "", state: str | None = None) -> str:
+    """A progress bar with step, ETA, throughput and the latest metric; data-* attributes for tests."""
+    if run is None:
+        return '<div id="pp-progress" data-state="idle" data-step="0">Press <b>Train</b> to start.</div>'
+    total, done = run.train_settings.steps, run.steps_done
+    parts = [f"step {done}/{total}"]
+    eta = run.eta_seconds()
+    if run.state == "running" and eta is not None:
+        parts.append(f"ETA {eta:.0f} s")
+    if run.records:
+        parts.append(f"{run.records[-1].examples_per_s:.1f} examples/s")
+        parts.append(f"loss {run.records[-1].loss:.3f}")
+    if run.metric is not None:
+        parts.append(f"held-out {METRIC_LABELS.get(run.task.metric, run.task.metric)} {100 * run.metric:.1f}%")
+    state = state or run.state
+    label = {"running": "Training", "finished": "Done", "stopped": "Stopped", "scoring": "Comparing"}[state]
+    return (f'<div id="pp-progress" data-state="{state}" data-step="{done}" data-total="{total}">'
+            f'<progress value="{done}" max="{total}" style="width:100%;height:14px"></progress>'
+            f'<div><b>{label}</b> · {esc(" · ".join(parts))}{" · " + esc(note) if note else ""}</div></div>')
+
+
+def table_rows(rows: list[dict]) -> list[list]:
+    mark = lambda s: "✓" if s >= 0.999 else ("✗" if s <= 0.001 else f"{100 * s:.0f}%")  # noqa: E731
+    return [[r["input"], r["target"], f"{r['base']}  {mark(r['base_score'])}",
+             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['prefix']}  {mark(r['prefix_score'])}"]
+            for r in rows]
+
+
+def build(pg: Playground) -> TrainTab:
+    L = pg.limits
+    gr.Markdown(asset("train.md"))
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()] + [("Your uploaded file", UPLOAD)],
+                               value="sentiment", label="Task", elem_id="task")
+            with gr.Accordion("Upload your own data (JSONL or CSV)", open=False):
+                data_file = gr.File(label="Data file", file_types=[".jsonl", ".csv"], elem_id="data-file")
+                with gr.Row():
+                    input_col = gr.Dropdown([], label="Input column", allow_custom_value=False)
+                    target_col = gr.Dropdown([], label="Target column", allow_custom_value=False)
+                instruction = gr.Textbox(label="Instruction (the baseline prompt and the prefix's initial text)",
+                                         value="Answer with the label for this text.")
+                metric = gr.Dropdown([(METRIC_LABELS.get(m, m), m) for m in METRICS], value="exact_match",
+                                     label="Metric")
+                use_file = gr.Button("Use this file")
+                upload_status = gr.Markdown(elem_id="upload-status")
+            preview = gr.Dataframe(initial_preview(), headers=["input", "target"], label="Examples (train split)", wrap=True,
+                                   max_height=220, interactive=False)
+            n_tokens = gr.Slider(1, L.max_virtual_tokens, value=20, step=1, label="num_virtual_tokens", elem_id="n-tokens",
+                                 info="virtual key/value slots in every layer")
+            init = gr.Radio(list(INITS), value="task text", label="Initialization",
+                            info="task text: the task's instruction; random: PEFT's default")
+            init_text = gr.Textbox(label="Custom init text", visible=False)
+            with gr.Row():
+                mlp = gr.Checkbox(label="MLP reparameterization (prefix_projection)", value=False)
+                hidden = gr.Number(256, label="encoder_hidden_size", precision=0, minimum=1, maximum=4096,
+                                   visible=False)
+            with gr.Row():
+                lr = gr.Number(3e-3, label="Learning rate", minimum=1e-6, maximum=1.0)
+                steps = gr.Slider(1, L.max_steps, value=20, step=1, label="Steps", elem_id="steps")
+            with gr.Row():
+                batch = gr.Slider(1, L.max_batch_size, value=8, step=1, label="Batch size")
+                seed = gr.Number(0, label="Seed", precision=0)
+            with gr.Accordion("Held-out evaluation", open=False):
+                eval_every = gr.Slider(0, 50, value=5, step=1, label="Measure the metric every N steps (0: at the end)",
+                                       elem_id="eval-every")
+                eval_n = gr.Slider(4, L.max_eval_examples, value=32, step=1, label="Held-out examples", elem_id="eval-n")
+            params = gr.Markdown(pg.parameter_summary(PrefixSettings()), elem_id="param-summary")
+            with gr.Row():
+                train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+        with gr.Column(scale=3):
+            progress = gr.HTML(progress_html(None), elem_id="progress-box")
+            with gr.Row():
+                loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
+                metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot")
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Before / after on held-out examples", wrap=True,
+                                 interactive=False, elem_id="compare-table")
+            with gr.Row():
+                save_name = gr.Textbox(label="Save to the library as", placeholder="e.g. my-sentiment",
+                                       elem_id="save-name", scale=3)
+                overwrite = gr.Checkbox(label="Overwrite", value=False, scale=1)
+                save_btn = gr.Button("Save", elem_id="save-btn", scale=1)
+            save_status = gr.Markdown(elem_id="save-status")
+
+    # --- wiring ---------------------------------------------------------------------------------
+    @friendly
+    def show_task(choice, request: gr.Request):
+        t = pg.task(key(request), choice)
+        return [[e.input, e.target] for e in t.split("train")[:20]]
+
+    task.change(show_task, task, preview)
+
+    @friendly
+    def on_file(path):
+        if not path:
+            return gr.update(choices=[]), gr.update(choices=[]), ""
+        cols, _ = pg.file_columns(path)
+        x = "input" if "input" in cols else cols[0]
+        y = "target" if "target" in cols else cols[min(1, len(cols) - 1)]
+        return (gr.update(choices=cols, value=x), gr.update(choices=cols, value=y),
+                f"Columns: {', '.join(f'`{c}`' for c in cols)}. Pick the input and target, then press *Use this file*.")
+
+    data_file.change(on_file, data_file, [input_col, target_col, upload_status])
+
+    @friendly
+    def on_use(path, x, y, instr, m, request: gr.Request):
+        if not path:
+            raise gr.Error("Upload a JSONL or CSV file first.")
+        t = pg.load_upload(key(request), path, x or "", y or "", instr, m)
+        msg = (f"Loaded {len(t.split('train'))} training and {len(t.split('test'))} held-out examples "
+               f"(split 80/20). Task set to *Your uploaded file*.")
+        return gr.update(value=UPLOAD), [[e.input, e.target] for e in t.split("train")[:20]], msg
+
+    use_file.click(on_use, [data_file, input_col, target_col, instruction, metric], [task, preview, upload_status])
+
+    def on_init(choice):
+        return gr.update(visible=choice == "custom text"), gr.update(value=3e-2 if choice == "random" else 3e-3)
+
+    init.change(on_init, init, [init_text, lr])
+
+    def on_mlp(on, choice):
+        if on and choice != "random":
+            gr.Info("The MLP reparameterization starts from random: PEFT can't initialize it from text. "
+                    "Init set to random (learning rate 3e-2).")
+            return gr.update(visible=True), gr.update(value="random")
+        return gr.update(visible=bool(on)), gr.update()
+
+    mlp.change(on_mlp, [mlp, init], [hidden, init])
+
+    def on_params(n, on, h):
+        try:
+            return pg.parameter_summary(PrefixSettings(int(n), "random", "", bool(on), int(h or 256)))
+        except Exception:  # noqa: BLE001 - mid-typing values; the Train click validates for real
+            return gr.update()
+
+    for c in (n_tokens, mlp, hidden):
+        c.change(on_params, [n_tokens, mlp, hidden], params)
+
+    @friendly
+    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval,
+                 request: gr.Request):
+        k = key(request)
+        t = pg.task(k, choice)
+        ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256))
+        ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval))
+        run = pg.start_run(k, t, ps, ts)
+        label = METRIC_LABELS.get(t.metric, t.metric)
+        yield progress_html(run, "warming up"), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None
+        for _ in pg.run_steps(run):
+            yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
+                   gr.update())
+        stopped = run.state == "stopped"
+        yield (progress_html(run, "scoring the base model and the instruction prompt", "scoring"), gr.update(),
+               gr.update(), None)
+        rows = pg.compare_rows(run)
+        note = f"stopped early at step {run.steps_done}" if stopped else ""
+        yield (progress_html(run, note), loss_figure(run.records, ts.steps),
+               metric_figure(run.records, label, ts.steps, {"base": run.baselines["base"],
+                                                            "instruction": run.baselines["instruction"]}),
+               table_rows(rows))
+
+    train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
+                               eval_n], [progress, loss_plot, metric_plot, table],
+                    concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
+                    show_progress="hidden")
+
+    def on_stop(request: gr.Request):
+        if pg.stop(key(request)):
+            gr.Info("Stopping after the current step.")
+
+    stop_btn.click(on_stop, None, None, queue=False)
+
+    @friendly
+    def on_save(name, over, request: gr.Request):
+        path = pg.save_trained(key(request), name, bool(over))
+        return f"Saved **{esc(path.name)}** to the library. It now appears in Attention, Switch and Library."
+
+    save_btn.click(on_save, [save_name, overwrite], save_status)
+    return TrainTab(n_tokens, mlp, hidden, task)
+
+
+def initial_preview(name: str = "sentiment") -> list[list]:
+    return [[e.input, e.target] for e in get_task(name).split("train")[:20]]
