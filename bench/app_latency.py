@@ -1,0 +1,139 @@
+"""Web-app latency, measured from a real browser: cold start, Switch, and the Attention figures.
+
+    .venv/bin/python bench/app_latency.py [--repeats 5]
+
+1. Start to ready page: ``python app.py`` launched (model already in the cache) until the
+   page answers, and until Chromium shows the header.
+2. Switch: with an input typed, a click on a prefix checkbox until the new output cards are
+   on screen (2 and 3 trained prefixes, without "no prefix", whose answers run to the
+   token budget), plus the engine-side switch time the app reports.
+3. Attention: a click on "Show attention" for a 30-token prompt until all four plotly
+   figures are drawn; and the same computation in-process (engine + figures, no browser).
+
+Prefixes: three short trainings (sentiment, topic, capitals; 8 steps each) into a temporary
+library, so their answers have realistic lengths. Medians over --repeats.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ui.driver import launch_chromium, plot_data, start_app, stop_app, tab, wait_until  # noqa: E402
+
+PROMPT_30 = "The long-awaited sequel finally arrived this weekend, and despite a slow start the second half " \
+            "was clever and moving."
+
+
+def make_library(root: Path) -> None:
+    from playground.library import Library, make_card
+    from playground.models import load_model
+    from playground.prefix import PrefixSettings, create_prefix
+    from playground.tasks import get_task
+    from playground.training import TrainSettings, train
+
+    base = load_model(device="cpu")
+    lib = Library(root)
+    for name in ("sentiment", "topic", "capitals"):
+        task = get_task(name)
+        prefix = create_prefix(base, PrefixSettings(), task.instruction)
+        for _ in train(base, prefix, task, TrainSettings(steps=8, eval_every=0, eval_examples=4)):
+            pass
+        lib.save(name, prefix, make_card(base, name, {}, {}))
+    from playground.prompts import PromptFormat
+
+    n = len(PromptFormat.for_tokenizer(base.tokenizer).encode_prompt(PROMPT_30, "prefix"))
+    print(f"attention prompt: {n} tokens with the chat template", file=sys.stderr)
+    return base
+
+
+def in_process_attention(base, library: Path, repeats: int) -> list[float]:
+    from playground.figures import head_figure, layer_figure, query_token_figure, virtual_token_figure
+    from playground.library import Library
+    from playground.service import Playground
+
+    pg = Playground(base, Library(library))
+    out = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        att = pg.attention("bench", PROMPT_30, ["sentiment"])
+        a = att["sentiment"]
+        layer_figure(att), head_figure(a), virtual_token_figure(a), query_token_figure(a)
+        out.append(time.perf_counter() - t0)
+    return out[1:]  # the first call also loads the prefix from disk
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    lib = tmp / "library"
+    base = make_library(lib)
+    engine_att = in_process_attention(base, lib, args.repeats)
+    del base
+
+    results: dict[str, list[float]] = {"start_http": [], "start_page": [], "switch_2": [], "switch_3": [],
+                                       "switch_engine_ms": [], "attention_browser": []}
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            proc, url, http_s = start_app(["--library", str(lib)], tmp / f"server{i}.log")
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#header")
+            results["start_page"].append(time.perf_counter() - t0)
+            results["start_http"].append(http_s)
+            if i == 0:  # warm the model's kernels once, like a user's first click would
+                tab(page, "Attention")
+                page.locator("#att-run").click()
+                wait_until(lambda: plot_data(page, "att-query"), what="warm-up attention")
+            # Switch: input first, then add prefixes one click at a time.
+            tab(page, "Switch")
+            page.locator("#sw-choice").get_by_label("(no prefix)", exact=True).uncheck()
+            page.locator("#sw-input textarea").fill("Kenya")
+            cards = page.locator("#pp-switch .pp-card")
+            for n, name in ((1, "sentiment"), (2, "topic"), (3, "capitals")):
+                t1 = time.perf_counter()
+                page.locator("#sw-choice").get_by_label(name, exact=True).check()
+                wait_until(lambda: cards.count() == n, timeout=60, what=f"{n} cards", poll=0.005)
+                dt = time.perf_counter() - t1
+                if n > 1:
+                    results[f"switch_{n}"].append(dt)
+            txt = page.locator(".pp-switch-time b").inner_text()  # "x.y ms"
+            results["switch_engine_ms"].append(float(txt.split()[0]))
+            # Attention: the 30-token prompt, all four figures.
+            tab(page, "Attention")
+            page.locator("#att-prompt textarea").fill(PROMPT_30)
+            page.evaluate("() => document.querySelectorAll('.js-plotly-plot').forEach(d => d.remove())")
+            t2 = time.perf_counter()
+            page.locator("#att-run").click()
+            wait_until(lambda: all(plot_data(page, e) for e in ("att-layers", "att-heads", "att-vt", "att-query")),
+                       timeout=60, what="four figures", poll=0.005)
+            results["attention_browser"].append(time.perf_counter() - t2)
+            page.close()
+            stop_app(proc)
+        browser.close()
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\n| measure (median of {args.repeats}) | value |\n|---|---|")
+    print(f"| start to HTTP 200 (cached model) | {med['start_http']:.2f} s |")
+    print(f"| start to page shown in Chromium | {med['start_page']:.2f} s |")
+    print(f"| Switch click to outputs, 2 prefixes | {1000 * med['switch_2']:.0f} ms |")
+    print(f"| Switch click to outputs, 3 prefixes | {1000 * med['switch_3']:.0f} ms |")
+    print(f"| of which fetching the prefixes (engine) | {med['switch_engine_ms']:.1f} ms |")
+    print(f"| Attention click to 4 figures drawn (30-token prompt) | {1000 * med['attention_browser']:.0f} ms |")
+    print(f"| Attention computed + 4 figures built, in-process | {1000 * statistics.median(engine_att):.0f} ms |")
+    print("raw:", {k: [round(x, 3) for x in v] for k, v in results.items()}, "engine_att:",
+          [round(x, 3) for x in engine_att])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Drive the real app from outside: start it on loopback, open it in Debian's headless Chromium.
+
+Shared by the browser tests (``tests/test_browser.py``) and the latency benchmark
+(``bench/app_latency.py``), so both measure and check the same way. Playwright's own browser
+download is not reachable here, so we point it at ``/usr/bin/chromium``.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(args: list[str], log_path: Path, timeout: float = 300) -> tuple[subprocess.Popen, str, float]:
+    """``python app.py ARGS`` on 127.0.0.1 at a free port. Returns (process, url, seconds until it answered)."""
+    port = free_port()
+    log = open(log_path, "w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}: {log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url, time.perf_counter() - t0
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > timeout:
+            proc.kill()
+            raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def launch_chromium(playwright):
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package "
+                           "(apt-get install chromium).")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def wait_until(fn, timeout: float = 120, what: str = "condition", poll: float = 0.25):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def plot_data(page, elem_id: str) -> list[dict]:
+    """The traces plotly is drawing in a gr.Plot (empty until it renders)."""
+    return page.evaluate(
+        """(id) => { const d = document.querySelector('#' + id + ' .js-plotly-plot');
+                      return d && d.data ? d.data.map(t => ({x: t.x || [], y: t.y || [], z: t.z || null,
+                                                             type: t.type || 'scatter'})) : []; }""", elem_id)
