@@ -8,6 +8,7 @@ UI only: it loads the base model once, builds the Blocks and wires each tab's co
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from playground.errors import PlaygroundError
 
     args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # classrooms are often offline; no phoning home
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

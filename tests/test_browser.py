@@ -302,6 +302,29 @@ def test_closing_a_tab_mid_training_stops_its_run(browser, server, server_log):
                what="the server to notice the closed tab")
 
 
+def test_library_download_rename_delete(page, library, tmp_path):
+    tab(page, "Library")
+    pick = page.locator("#lib-pick input")
+    pick.click()
+    pick.fill("alpha")
+    pick.press("Enter")
+    wait_until(lambda: "sentiment" in page.locator("#lib-details").inner_text(), what="alpha's card")
+    with page.expect_download() as dl:
+        page.locator("#lib-download").click()
+    zpath = tmp_path / "alpha.zip"
+    dl.value.save_as(zpath)
+    with zipfile.ZipFile(zpath) as zf:
+        assert sorted(zf.namelist()) == ["alpha/adapter_config.json", "alpha/adapter_model.safetensors",
+                                         "alpha/card.json"]
+    page.get_by_label("New name").fill("alpha-renamed")
+    page.get_by_role("button", name="Rename").click()
+    wait_until(lambda: (library / "alpha-renamed").is_dir() and not (library / "alpha").exists(), what="the rename")
+    wait_until(lambda: pick.input_value() == "alpha-renamed", what="the picker to follow the rename")
+    page.locator("#lib-delete").click()
+    wait_until(lambda: not (library / "alpha-renamed").exists(), what="the delete")
+    wait_until(lambda: "Deleted" in page.locator("#lib-status").inner_text(), what="the delete message")
+
+
 def test_learn_tab_live_numbers(page):
     tab(page, "Learn")
     assert page.locator("#learn-diagram svg").count() == 1
