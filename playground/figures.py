@@ -41,8 +41,10 @@ def metric_figure(records: list[StepRecord], metric_label: str, total_steps: int
         x=[r.step for r in pts], y=[100 * r.metric for r in pts], mode="lines+markers", name="prefix",
         line=dict(color=COLORS[1]), hovertemplate="step %{x}<br>%{y:.1f}%<extra></extra>"))
     for i, (name, value) in enumerate((baselines or {}).items()):
+        # alternate sides so that equal baselines (often both 0 %) don't print on top of each other
         fig.add_hline(y=100 * value, line_dash="dash", line_color=COLORS[2 + i % 4],
-                      annotation_text=f"{name}: {100 * value:.1f}%", annotation_position="top left")
+                      annotation_text=f"{name}: {100 * value:.1f}%",
+                      annotation_position="top left" if i % 2 == 0 else "top right")
     fig.update_yaxes(range=[-3, 103])
     if total_steps:
         fig.update_xaxes(range=[0.5, total_steps + 0.5])

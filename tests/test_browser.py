@@ -228,7 +228,7 @@ def test_bad_uploads_show_errors(page, tmp_path):
     # The app still serves: the library lists the saved prefixes.
     wait_until(lambda: table_rows(page, "lib-table") >= 1, what="the library table")
     assert "alpha" in page.locator("#lib-table").inner_text()
-    shot(page, "library")
+    shot(page, "error-zip")
 
 
 def test_upload_a_csv_with_its_own_columns(page, tmp_path):
@@ -309,6 +309,7 @@ def test_library_download_rename_delete(page, library, tmp_path):
     pick.fill("alpha")
     pick.press("Enter")
     wait_until(lambda: "sentiment" in page.locator("#lib-details").inner_text(), what="alpha's card")
+    shot(page, "library")
     with page.expect_download() as dl:
         page.locator("#lib-download").click()
     zpath = tmp_path / "alpha.zip"

@@ -49,30 +49,34 @@ def build(pg: Playground):
     pick.change(on_pick, pick, [details, download])
     refresh_btn.click(listing, pick, [table, pick])
 
+    # Each action writes only its status line; the listing refreshes on success. So an error
+    # marks the status line alone, not the table and picker too.
     @friendly
     def on_rename(old, new):
         if not old:
             raise gr.Error("Pick a prefix to rename.")
         pg.rename(old, new or "")
-        return (*listing(new.strip()), f"Renamed **{esc(old)}** to **{esc(new.strip())}**.")
+        return f"Renamed **{esc(old)}** to **{esc(new.strip())}**."
 
-    rename_btn.click(on_rename, [pick, new_name], [table, pick, status])
+    rename_btn.click(on_rename, [pick, new_name], status).success(lambda n: listing(n.strip()), new_name, [table, pick])
 
     @friendly
     def on_delete(name):
         if not name:
             raise gr.Error("Pick a prefix to delete.")
         pg.delete(name)
-        return (*listing(), f"Deleted **{esc(name)}**.")
+        return f"Deleted **{esc(name)}**."
 
-    delete_btn.click(on_delete, pick, [table, pick, status])
+    delete_btn.click(on_delete, pick, status).success(lambda: listing(), None, [table, pick])
 
     @friendly
     def on_import(paths, name, over):
         got = pg.import_upload(paths or [], name or "", bool(over))
-        return (*listing(got), f"Imported **{esc(got)}**: it fits the loaded model and is now in the library.")
+        return got, f"Imported **{esc(got)}**: it fits the loaded model and is now in the library."
 
-    up_btn.click(on_import, [files, up_name, up_over], [table, pick, status], concurrency_id="infer")
+    imported = gr.State("")
+    up_btn.click(on_import, [files, up_name, up_over], [imported, status], concurrency_id="infer").success(
+        listing, imported, [table, pick])
 
     def refresh(selected):
         return listing(selected)
