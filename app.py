@@ -49,7 +49,6 @@ def build_demo(pg):
     """The Blocks for one Playground (a loaded model and its library)."""
     import gradio as gr
 
-    from playground.prefix import PrefixSettings
     from ui import attention, learn, library, switch, train
     from ui.common import key, log
 
@@ -70,15 +69,9 @@ def build_demo(pg):
             with gr.Tab("Library", id="library") as lib_tab:
                 lib_refresh, lib_in, lib_out = library.build(pg)
 
-        def live_numbers(n, on, h):
-            try:
-                return pg.model_rows(PrefixSettings(int(n), "random", "", bool(on), int(h or 256)))
-            except Exception:  # noqa: BLE001 - half-typed values; keep the last table
-                return gr.update()
-
-        for c in (tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size):
-            c.change(live_numbers, [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size], numbers,
-                     queue=False)
+        size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]
+        for c in size:
+            c.change(train.on_size(pg.model_rows), size, numbers, queue=False)
         # Prefix pickers follow the library and this session's just-trained prefix.
         att_tab.select(att_refresh, att_in, att_out, queue=False)
         sw_tab.select(sw_refresh, sw_in, sw_out, queue=False)

@@ -9,6 +9,7 @@ guarded by locks because Gradio runs callbacks in worker threads.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -310,8 +311,6 @@ class Playground:
         path = self.library.path(name)
         if not (path / CONFIG_FILE).is_file():
             raise PlaygroundError(f"No prefix named '{name}' (or it lacks {CONFIG_FILE}). Refresh the list.")
-        import json
-
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         files = {f.name: f.stat().st_size for f in sorted(path.iterdir()) if f.is_file()}
         return {"card": read_card(path), "adapter_config": config, "files (bytes)": files}

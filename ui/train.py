@@ -27,7 +27,6 @@ class TrainTab:
     num_virtual_tokens: gr.Slider
     prefix_projection: gr.Checkbox
     encoder_hidden_size: gr.Number
-    task: gr.Dropdown
 
 
 def progress_html(run: TrainingRun | None, note: str = "", state: str | None = None) -> str:
@@ -49,6 +48,20 @@ def progress_html(run: TrainingRun | None, note: str = "", state: str | None = N
     return (f'<div id="pp-progress" data-state="{state}" data-step="{done}" data-total="{total}">'
             f'<progress value="{done}" max="{total}" style="width:100%;height:14px"></progress>'
             f'<div><b>{label}</b> · {esc(" · ".join(parts))}{" · " + esc(note) if note else ""}</div></div>')
+
+
+def on_size(show):
+    """A callback from (num_virtual_tokens, MLP on, encoder_hidden_size) to ``show(PrefixSettings)``.
+
+    Only the prefix's size matters here, so init is irrelevant; half-typed values keep the last
+    output (the Train click validates for real).
+    """
+    def callback(n, on, h):
+        try:
+            return show(PrefixSettings(int(n), "random", "", bool(on), int(h or 256)))
+        except Exception:  # noqa: BLE001
+            return gr.update()
+    return callback
 
 
 def table_rows(rows: list[dict]) -> list[list]:
@@ -161,14 +174,8 @@ def build(pg: Playground) -> TrainTab:
 
     mlp.change(on_mlp, [mlp, init], [hidden, init])
 
-    def on_params(n, on, h):
-        try:
-            return pg.parameter_summary(PrefixSettings(int(n), "random", "", bool(on), int(h or 256)))
-        except Exception:  # noqa: BLE001 - mid-typing values; the Train click validates for real
-            return gr.update()
-
     for c in (n_tokens, mlp, hidden):
-        c.change(on_params, [n_tokens, mlp, hidden], params)
+        c.change(on_size(pg.parameter_summary), [n_tokens, mlp, hidden], params)
 
     @friendly
     def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval,
@@ -210,7 +217,7 @@ def build(pg: Playground) -> TrainTab:
         return f"Saved **{esc(path.name)}** to the library. It now appears in Attention, Switch and Library."
 
     save_btn.click(on_save, [save_name, overwrite], save_status)
-    return TrainTab(n_tokens, mlp, hidden, task)
+    return TrainTab(n_tokens, mlp, hidden)
 
 
 def initial_preview(name: str = "sentiment") -> list[list]:
