@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit test-browser chromium screenshots bench clean
+.PHONY: install run demo test test-unit test-browser chromium screenshots bench prefixes clean
 ARGS ?=
 
 install: $(STAMP)
@@ -44,6 +44,10 @@ screenshots: test-browser
 	mkdir -p docs/screenshots
 	cp artifacts/screenshots/learn.png artifacts/screenshots/train-done.png artifacts/screenshots/attention.png \
 	   artifacts/screenshots/switch.png artifacts/screenshots/library.png docs/screenshots/
+
+# Retrain the shipped prefixes in prefixes/ from scratch (fixed seeds, CPU) and rewrite their cards and table.
+prefixes: install
+	$(BIN)/python -m playground ship
 
 bench: install
 	$(BIN)/python bench/engine_figures.py

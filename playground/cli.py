@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-base", action="store_true", help="leave out the base model's own answer")
     p.add_argument("--max-new-tokens", type=int, default=24)
 
+    p = sub.add_parser("ship", help="retrain the shipped task prefixes from scratch (fixed seeds) and rewrite their "
+                       "cards and prefixes/README.md")
+    _model_args(p)
+    p.add_argument("--task", action="append", default=[], help="only this task (repeatable; default: all six)")
+    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
+    p.add_argument("--readme", default=None, help="README to rewrite the table in (default: LIBRARY/README.md)")
+
     p = sub.add_parser("list", help="the prefixes in the library with their cards")
     p.add_argument("--library", default=str(DEFAULT_LIBRARY))
 
@@ -241,6 +248,30 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    import time
+
+    from .library import Library
+    from .recipes import RECIPES, recipe, write_readme
+
+    tasks = [recipe(t).task for t in args.task] or list(RECIPES)
+    t0 = time.perf_counter()
+    base = load_base_verbose(args)
+    if args.model is not None:
+        print("note: the shipped prefixes and their cards are for the embedded default model", file=sys.stderr)
+    library = Library(args.library)
+    from .recipes import ship
+
+    for i, name in enumerate(tasks, 1):
+        print(f"[{i}/{len(tasks)}] {name}", file=sys.stderr, flush=True)
+        ship(base, recipe(name), library, log=lambda m: print(m, file=sys.stderr, flush=True))
+    total = time.perf_counter() - t0
+    readme = Path(args.readme) if args.readme else library.root / "README.md"
+    write_readme(readme, library, total if len(tasks) == len(RECIPES) else None)
+    print(f"Retrained {len(tasks)} prefix(es) in {total / 60:.1f} min; table in {readme}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from .library import Library
 
@@ -286,7 +317,7 @@ def cmd_prepare(args) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
-            "list": cmd_list, "demo": cmd_demo}
+            "list": cmd_list, "demo": cmd_demo, "ship": cmd_ship}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from .errors import PlaygroundError
 from .metrics import METRICS
 
 DATA_DIR = Path(__file__).parent / "data"
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "fresh")  # fresh: written by another author, for cards only
 
 
 @dataclass(frozen=True)

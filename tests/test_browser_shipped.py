@@ -1,0 +1,71 @@
+"""The shipped prefixes in the browser: the app as `make run` serves it (prefixes/ as its library,
+read-only here so nothing shipped can change), switching live between task prefixes on one
+frozen model. Runs on a copy of prefixes/ so a failing test can never touch the real folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from playground.cli import DEFAULT_LIBRARY
+from playground.recipes import RECIPES
+from ui.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_until
+
+pytestmark = pytest.mark.integration
+SHOTS = ROOT / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("shipped") / "prefixes"
+    shutil.copytree(DEFAULT_LIBRARY, lib)
+    proc, url, _ = start_app(["--library", str(lib), "--read-only-library"], lib.parent / "server.log")
+    yield url
+    stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(60_000)
+        pg.goto(server)
+        pg.wait_for_selector("#header")
+        yield pg
+        browser.close()
+
+
+def outputs(page, n: int) -> dict[str, str]:
+    cards = page.locator("#pp-switch .pp-card")
+    wait_until(lambda: cards.count() == n, what=f"{n} output cards")
+    wait_until(lambda: all(t.strip() for t in page.locator(".pp-card-out").all_inner_texts()), what="the outputs")
+    return dict(zip(page.locator(".pp-card-name").all_inner_texts(), page.locator(".pp-card-out").all_inner_texts()))
+
+
+def test_library_lists_every_shipped_prefix_protected(page):
+    tab(page, "Library")
+    grid = page.locator("#lib-table")
+    wait_until(lambda: all(name in grid.inner_text() for name in RECIPES), what="the shipped prefixes listed")
+    text = grid.inner_text()
+    assert text.count("yes") >= len(RECIPES)  # the read-only column
+
+
+def test_switch_between_shipped_task_prefixes(page):
+    tab(page, "Switch")
+    for name in ("sentiment", "topic", "shout"):
+        page.locator("#sw-choice").get_by_label(name, exact=True).check()
+    page.locator("#sw-input textarea").fill("The acting was wooden and the plot made no sense at all.")
+    outs = outputs(page, 4)  # (no prefix) + three task prefixes, same input, same frozen model
+    assert outs["sentiment"].strip().lower() == "negative", outs
+    assert outs["topic"].strip().lower() in {"world", "sports", "business", "science"}, outs
+    letters = [c for c in outs["shout"] if c.isalpha()]
+    assert letters and sum(c.isupper() for c in letters) / len(letters) > 0.9 and outs["shout"].endswith("!"), outs
+    assert outs["(no prefix)"] not in {outs["sentiment"], outs["topic"], outs["shout"]}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "switch-shipped.png"), full_page=True)

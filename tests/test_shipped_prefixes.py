@@ -1,0 +1,102 @@
+"""The shipped prefixes in prefixes/: complete, small, PEFT-loadable, and as good as their cards say.
+
+The slow test re-scores every shipped prefix on its task's test split with the embedded
+model. It fails if a metric drops below the card's figure by more than one example's worth
+(or 2 points), so a change to prompts, generation or the model loader can't lower a shipped
+prefix's quality unseen.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from playground.cli import DEFAULT_LIBRARY
+from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library
+from playground.recipes import RECIPES, TABLE_END, TABLE_START, meets_bar, readme_table
+from playground.tasks import get_task
+
+CARD_KEYS = {"task", "base_model", "base_fingerprint", "metrics", "train_examples", "steps", "train_seconds",
+             "wall_seconds", "validation", "training", "instruction"}
+
+
+def library() -> Library:
+    return Library(DEFAULT_LIBRARY)
+
+
+def shipped_entries():
+    return [e for e in library().entries() if e.card.get("source") == "shipped"]
+
+
+def test_one_shipped_prefix_per_builtin_task_with_a_full_card():
+    entries = {e.name: e for e in shipped_entries()}
+    assert set(entries) == set(RECIPES), f"shipped: {sorted(entries)}, recipes: {sorted(RECIPES)}"
+    for name, e in entries.items():
+        files = {p.name for p in e.path.iterdir()}
+        assert {CONFIG_FILE, WEIGHTS_FILE, CARD_FILE} <= files, name
+        assert sum(p.stat().st_size for p in e.path.iterdir()) < 2 * 2**20, f"{name} is not under 2 MB"
+        card = e.card
+        assert CARD_KEYS <= set(card), f"{name} card lacks {CARD_KEYS - set(card)}"
+        m = card["metrics"]
+        assert m["split"] == "test" and m["n"] == len(get_task(card["task"]).split("test"))
+        assert {"base", "instruction", "prefix"} <= set(m)
+        assert card["validation"]["split"] == "validation"
+        assert card["steps"] == RECIPES[name].train.steps
+        assert card["train_examples"] == len(get_task(name).split("train"))
+        config = json.loads((e.path / CONFIG_FILE).read_text())
+        assert config["peft_type"] == "PREFIX_TUNING" and config["num_virtual_tokens"] == card["num_virtual_tokens"]
+
+
+def test_every_shipped_prefix_meets_the_bar_on_its_card():
+    """Beat the instruction prompt by 10 points on the test split, or reach 95%."""
+    for e in shipped_entries():
+        m = e.card["metrics"]
+        assert meets_bar(e.card), f"{e.name}: prefix {m['prefix']:.3f} vs instruction {m['instruction']:.3f}"
+
+
+def test_readme_table_matches_the_cards():
+    readme = (DEFAULT_LIBRARY / "README.md").read_text(encoding="utf-8")
+    table = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    assert readme_table(library().entries()) in table, "prefixes/README.md is stale: run `python -m playground ship`"
+    assert "Retraining all of them took" in table
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_shipped_prefix_still_scores_what_its_card_claims(real, name):
+    from playground.evaluation import evaluate
+
+    entry = next(e for e in shipped_entries() if e.name == name)
+    claimed = entry.card["metrics"]
+    assert entry.card["base_fingerprint"] == real.fingerprint
+    task = get_task(name)
+    test = task.split("test")
+    got = evaluate(real, task, test, "prefix", library().load(name, real)).score
+    tolerance = max(0.02, 1.0 / len(test))  # one example may flip on another CPU's float rounding
+    assert got >= claimed["prefix"] - tolerance, f"{name}: {got:.4f} now, card claims {claimed['prefix']:.4f}"
+
+
+@pytest.mark.integration
+def test_a_shipped_prefix_loads_in_plain_peft_and_answers_the_same(real):
+    """prefixes/sentiment is a real PEFT adapter: PeftModel's greedy tokens equal ours."""
+    import copy
+
+    import torch
+    from peft import PeftModel
+
+    from playground.generate import greedy
+    from playground.prompts import PromptFormat
+
+    fmt = PromptFormat.for_tokenizer(real.tokenizer)
+    ids = fmt.encode_prompt("A clumsy, joyless sequel that wastes its cast.", "prefix")
+    ours = greedy(real, [ids], library().load("sentiment", real), max_new_tokens=4, stop_ids=fmt.stop_ids)[0]
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(real.model), str(DEFAULT_LIBRARY / "sentiment")).eval()
+    with torch.inference_mode():
+        out = peft_model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                  max_new_tokens=4, do_sample=False, eos_token_id=list(fmt.stop_ids),
+                                  pad_token_id=real.tokenizer.pad_token_id)
+    theirs = out[0, len(ids):].tolist()
+    assert theirs[:len(ours)] == ours
+    assert real.tokenizer.decode([t for t in ours if t not in fmt.stop_ids]).strip() == "negative"
