@@ -252,7 +252,7 @@ def cmd_ship(args) -> int:
     import time
 
     from .library import Library
-    from .recipes import RECIPES, recipe, write_readme
+    from .recipes import RECIPES, recipe, ship, write_readme
 
     tasks = [recipe(t).task for t in args.task] or list(RECIPES)
     t0 = time.perf_counter()
@@ -260,8 +260,6 @@ def cmd_ship(args) -> int:
     if args.model is not None:
         print("note: the shipped prefixes and their cards are for the embedded default model", file=sys.stderr)
     library = Library(args.library)
-    from .recipes import ship
-
     for i, name in enumerate(tasks, 1):
         print(f"[{i}/{len(tasks)}] {name}", file=sys.stderr, flush=True)
         ship(base, recipe(name), library, log=lambda m: print(m, file=sys.stderr, flush=True))

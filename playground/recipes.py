@@ -150,7 +150,6 @@ def readme_table(entries: list, total_seconds: float | None = None) -> str:
     return out
 
 
-
 TABLE_START, TABLE_END = "<!-- shipped-table:start -->", "<!-- shipped-table:end -->"
 
 
