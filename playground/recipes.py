@@ -74,13 +74,11 @@ def recipe(task: str) -> Recipe:
 
 def score_modes(base: BaseModel, task: Task, split: str, prefix=None) -> dict:
     """{split, metric, n, base, instruction[, prefix]} on one split, rounded for a card."""
-    from .evaluation import evaluate
+    from .evaluation import evaluate_all
 
-    examples = task.split(split)
-    out = {"split": split, "metric": task.metric, "n": len(examples)}
-    for mode in ("base", "instruction") + (("prefix",) if prefix is not None else ()):
-        out[mode] = round(evaluate(base, task, examples, mode, prefix).score, 4)
-    return out
+    results = evaluate_all(base, task, split, prefix)
+    return {"split": split, "metric": task.metric, "n": len(task.split(split)),
+            **{mode: round(r.score, 4) for mode, r in results.items()}}
 
 
 def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = print) -> Shipped:
