@@ -1,0 +1,84 @@
+"""The training fast path keeps the semantics: bf16 autocast vs fp32, and when 'auto' picks which."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import playground.training as T
+from playground.errors import PlaygroundError
+from playground.evaluation import evaluate
+from playground.prefix import PrefixSettings, create_prefix
+from playground.prompts import PromptFormat, pad_right
+from playground.tasks import get_task
+from playground.training import TrainSettings, autocast_dtype, target_loss, train
+
+
+def _batch(base, task, n=4):
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    enc = [fmt.encode_example(e.input, e.target, "prefix") for e in task.split("train")[:n]]
+    return pad_right([e[0] for e in enc], base.tokenizer.pad_token_id, [e[1] for e in enc])
+
+
+def test_auto_precision_follows_the_hardware(tiny_llama, monkeypatch):
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: True)
+    assert autocast_dtype(tiny_llama, "auto") == torch.bfloat16
+    assert autocast_dtype(tiny_llama, "fp32") is None
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
+    assert autocast_dtype(tiny_llama, "auto") is None  # emulated bf16 is slower than fp32
+    assert autocast_dtype(tiny_llama, "bf16") == torch.bfloat16  # asked for explicitly
+
+
+def test_a_low_precision_model_always_autocasts_to_its_own_dtype(tiny_llama):
+    half = type(tiny_llama)(**{**vars(tiny_llama), "dtype": torch.bfloat16})
+    assert autocast_dtype(half, "fp32") == torch.bfloat16
+
+
+def test_unknown_precision_is_refused_with_the_choices():
+    with pytest.raises(PlaygroundError, match="auto, fp32, bf16"):
+        TrainSettings(precision="fp8").validate()
+
+
+def test_bf16_autocast_loss_and_gradient_match_fp32(tiny):
+    """bf16 changes rounding, not what is computed: loss within 1%, gradient pointing the same way."""
+    task = get_task("sentiment")
+    prefix = create_prefix(tiny, PrefixSettings(num_virtual_tokens=6, init="random"), seed=2)
+    ids, mask, labels = _batch(tiny, task)
+    grads, losses = [], []
+    for amp in (False, True):
+        prefix.encoder.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = target_loss(tiny, prefix, ids, mask, labels)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in prefix.parameters()]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
+    assert all(p.dtype == torch.float32 for p in prefix.parameters())  # the optimizer's copy stays fp32
+
+
+def test_fp32_setting_is_bit_for_bit_the_plain_loop(tiny_llama):
+    """precision='fp32' must be exactly the straightforward loop: same losses on the same seed, run twice."""
+    task = get_task("sentiment")
+    runs = []
+    for _ in range(2):
+        prefix = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=4, init="random"), seed=5)
+        s = TrainSettings(steps=3, batch_size=4, eval_every=0, eval_examples=2, precision="fp32", learning_rate=1e-2)
+        runs.append([r.loss for r in train(tiny_llama, prefix, task, s)])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.integration
+def test_bf16_training_reaches_the_same_accuracy_as_fp32_on_the_real_model(real):
+    """The accuracy check behind making bf16 autocast the CPU default (BENCHMARKS.md has the timings)."""
+    task = get_task("sentiment")
+    test = task.split("test")
+    scores, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        prefix = create_prefix(real, PrefixSettings(), task.instruction, seed=0)
+        recs = list(train(real, prefix, task, TrainSettings(steps=8, eval_every=0, eval_examples=4,
+                                                            precision=precision)))
+        losses[precision] = [r.loss for r in recs]
+        scores[precision] = evaluate(real, task, test, "prefix", prefix).score
+    assert scores["bf16"] >= 0.9 and abs(scores["bf16"] - scores["fp32"]) <= 0.05, scores
+    assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=2e-2)
