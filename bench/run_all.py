@@ -23,8 +23,8 @@ RESULTS = HERE / "results"
 SUITE = {
     "time_to_accuracy": ("time_to_accuracy.py", ["--cap", "60"], ["--cap", "3"]),
     "throughput": ("throughput.py", ["--steps", "12"], ["--steps", "4"]),
-    "mixed_batch": ("mixed_batch.py", [], ["--quick"]),
-    "prefix_overhead": ("prefix_overhead.py", [], ["--quick"]),
+    "mixed_batch": ("mixed_batch.py", [], ["--tokens", "6", "--repeats", "1"]),
+    "prefix_overhead": ("prefix_overhead.py", [], ["--new-tokens", "4", "--repeats", "1"]),
     "attention_latency": ("attention_latency.py", [], ["--repeats", "3"]),
     "cold_start": ("cold_start.py", ["--repeats", "3"], ["--repeats", "1"]),
     "peak_memory": ("peak_memory.py", ["--steps", "20"], ["--steps", "3"]),

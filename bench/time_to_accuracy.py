@@ -35,9 +35,10 @@ def ours(base, task, test, evaluate, cap: int):
     if curve[-1][2] >= TARGET:
         return curve, 0
     for rec in train(base, prefix, task, settings):
+        t = clock.elapsed()
         with clock.pause():
             acc = evaluate(base, task, test, "prefix", prefix).score
-            curve.append((rec.step, clock.elapsed(), acc))
+            curve.append((rec.step, t, acc))
             print(f"  ours   step {rec.step:3d} loss {rec.loss:7.3f} {curve[-1][1]:6.2f} s  acc {acc:.3f}", flush=True)
         if acc >= TARGET:
             return curve, rec.step
@@ -52,10 +53,12 @@ def anchor(base, task, test, evaluate, cap: int):
 
     class Score(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kw):
+            t = clock.elapsed()
             with clock.pause():
                 base.model.eval()
                 acc = evaluate(base, task, test, "prefix", peft_as_prefix(trainer_model)).score
-                curve.append((state.global_step, clock.elapsed(), acc))
+                base.model.train()  # as the Trainer left it
+                curve.append((state.global_step, t, acc))
                 print(f"  anchor step {state.global_step:3d} {curve[-1][1]:6.2f} s  acc {acc:.3f}", flush=True)
                 if acc >= TARGET:
                     control.should_training_stop = True

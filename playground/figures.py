@@ -1,4 +1,4 @@
-"""Plotly figures for the web app: training curves and the four attention views.
+"""Plotly figures for the web app: training curves, the four attention views, and the inference overhead.
 
 Pure functions from engine results (StepRecord lists, PrefixAttention) to ``go.Figure``.
 No gradio here, so they are testable and reusable in notebooks. Every trace carries a
@@ -8,8 +8,10 @@ hovertemplate with the exact value, because learners hover to read numbers.
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .attention import PrefixAttention
+from .overhead import OverheadPoint
 from .training import StepRecord
 
 HEIGHT = 320
@@ -90,3 +92,27 @@ def query_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
     return _layout(fig, f"Which prompt tokens lean on the prefix {name}".strip(), "layer", "prompt token",
                    height=max(HEIGHT, 18 * len(labels) + 100))
+
+
+def overhead_figure(points: list[OverheadPoint]) -> go.Figure:
+    """Per-token latency and time to first token (ms, left axis) and KV-cache MB (right axis) vs P.
+
+    One set of three lines per prompt length T; dashes mark the cache, the memory axis.
+    """
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, T in enumerate(sorted({p.T for p in points})):
+        row = sorted((p for p in points if p.T == T), key=lambda p: p.P)
+        x = [p.P for p in row]
+        tag = f" (T={T})"
+        for j, (name, y, unit) in enumerate((("per token", [1000 * p.per_token_s for p in row], "ms"),
+                                             ("first token", [1000 * p.ttft_s for p in row], "ms"))):
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", name=name + tag, line=dict(color=COLORS[(2 * i + j) % len(COLORS)]),
+                hovertemplate=f"{name}{tag}<br>P = %{{x}}<br>%{{y:.1f}} {unit}<extra></extra>"), secondary_y=False)
+        fig.add_trace(go.Scatter(
+            x=x, y=[p.kv_bytes_measured / 1e6 for p in row], mode="lines+markers", name="KV cache" + tag,
+            line=dict(color=COLORS[(4 + i) % len(COLORS)], dash="dash"),
+            hovertemplate=f"KV cache{tag}<br>P = %{{x}}<br>%{{y:.2f}} MB<extra></extra>"), secondary_y=True)
+    fig.update_yaxes(title_text="latency (ms)", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="KV cache (MB)", rangemode="tozero", showgrid=False, secondary_y=True)
+    return _layout(fig, "What a prefix costs at inference", "virtual tokens P", "latency (ms)")

@@ -1,8 +1,12 @@
-"""Greedy generation with or without a prefix, and side-by-side outputs of several prefixes.
+"""Greedy generation with or without a prefix, and side-by-side outputs of several prefixes in one batch.
 
 A small decoding loop of our own (rather than ``model.generate``) because it must work on a
-model shared by many sessions with a per-call prefix cache, and the mixed-prefix batch of a
-later issue extends exactly this loop. Tests check its tokens equal ``PeftModel.generate``.
+model shared by many sessions with a per-call prefix cache, and because it batches rows that
+sit behind *different* prefixes. PEFT cannot: its mixed-adapter batches (``adapter_names=``)
+cover LoRA-like tuners only, and ``set_adapter`` is global, so it runs one prefix per call.
+A prefix is only a key/value cache, so rows with different prefixes can share a batch once
+their caches are padded to one length and the padding is masked. Tests check the tokens equal
+``PeftModel.generate`` row by row.
 """
 
 from __future__ import annotations
@@ -11,42 +15,113 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from .models import BaseModel
 from .prefix import Prefix
 from .prompts import PromptFormat, pad_left
 
 
+def mixed_prefix_cache(base: BaseModel, prefixes: list[Prefix | None]) -> tuple[DynamicCache | None, torch.Tensor]:
+    """One key/value cache for rows behind different prefixes (None: no prefix, P = 0).
+
+    Row i's P_i virtual tokens sit right-aligned in the last P_i of Pmax slots, zeros before them.
+    Returns (cache with per layer key and value [batch, kv_head, Pmax, head_dim], or None when no row
+    has a prefix; mask [batch, Pmax], 1 on row i's real virtual tokens, 0 on its padding).
+    """
+    dev, B = base.device, len(prefixes)
+    lens = [0 if p is None else p.num_virtual_tokens for p in prefixes]
+    Pmax = max(lens, default=0)
+    mask = torch.zeros(B, Pmax, dtype=torch.long, device=dev)  # [batch, Pmax]
+    if Pmax == 0:
+        return None, mask
+    kv = None
+    groups: dict[int, list[int]] = {}  # id(prefix) -> its rows: each prefix is turned into key/values once
+    for i, p in enumerate(prefixes):
+        if p is not None:
+            groups.setdefault(id(p), []).append(i)
+    for rows in groups.values():
+        p, P = prefixes[rows[0]], lens[rows[0]]
+        kvs = p.key_values(1, base.dtype)  # per layer (key, value), each [1, kv_head, P, head_dim]
+        pkv = torch.cat([t for pair in kvs for t in pair]).to(dev)  # [layer*2, kv_head, P, head_dim]
+        if kv is None:
+            L2, H, _, D = pkv.shape
+            # [layer*2, batch, kv_head, Pmax, head_dim]
+            kv = torch.zeros(L2, B, H, Pmax, D, dtype=base.dtype, device=dev)
+        idx = torch.tensor(rows, device=dev)
+        kv[:, idx, :, Pmax - P:] = pkv[:, None]  # right-aligned: the real tokens follow right after the prefix
+        mask[idx, Pmax - P:] = 1
+    return DynamicCache([(kv[2 * i], kv[2 * i + 1]) for i in range(kv.shape[0] // 2)]), mask
+
+
 @torch.inference_mode()
+def mixed_prefill(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefix | None]):
+    """The first forward of a mixed batch: left-padded prompts, row i behind ``prefixes[i]``.
+
+    Returns (the model's output: logits [batch, 1, vocab] at the last position, and the cache;
+    mask [batch, Pmax + T]; position_ids [batch, T]) for the decoding loop to go on from.
+    """
+    dev = base.device
+    cache, pmask = mixed_prefix_cache(base, prefixes)  # pmask [batch, Pmax]
+    ids, mask = pad_left(prompts, base.tokenizer.pad_token_id)  # [batch, T]
+    mask = torch.cat([pmask, mask.to(dev)], dim=1)  # [batch, Pmax + T]: 0 on prefix padding and prompt padding
+    # Positions count row i's real tokens after its own P_i virtual ones: P_i, P_i + 1, ... as PEFT gives.
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, pmask.shape[1]:]  # [batch, T]
+    out = base.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos, past_key_values=cache,
+                     use_cache=True, logits_to_keep=1)
+    return out, mask, pos
+
+
+@torch.inference_mode()
+def greedy_mixed(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefix | None],
+                 max_new_tokens: int | list[int] = 16, stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids), row i behind ``prefixes[i]``, in one batch.
+
+    Row i gets exactly what ``greedy(base, [prompts[i]], prefixes[i], budget_i, stop_ids)`` gives: at
+    most budget_i new ids (``max_new_tokens``: one for all, or one per row), ending at the first stop
+    id (kept). A row leaves the batch when it ends.
+    """
+    B = len(prompts)
+    if len(prefixes) != B:
+        raise ValueError(f"{B} prompts but {len(prefixes)} prefixes: give one prefix (or None) per prompt.")
+    budgets = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != B:
+        raise ValueError(f"{B} prompts but {len(budgets)} budgets: give one max_new_tokens per prompt.")
+    new: list[list[int]] = [[] for _ in range(B)]
+    rows = [i for i in range(B) if budgets[i] > 0]  # original index of each live row
+    if not rows:
+        return new
+    out, mask, pos = mixed_prefill(base, [prompts[i] for i in rows], [prefixes[i] for i in rows])
+    stops = set(stop_ids)
+    for _ in range(max(budgets)):
+        nxt = out.logits[:, -1].argmax(-1)  # [batch]
+        live = []  # batch positions of the rows that go on
+        for k, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            new[r].append(t)
+            if t not in stops and len(new[r]) < budgets[r]:
+                live.append(k)
+        if not live:
+            break
+        if len(live) < len(rows):  # drop ended rows: the rest go on as they would alone
+            keep = torch.tensor(live, device=base.device)  # [live]
+            out.past_key_values.batch_select_indices(keep)
+            rows = [rows[k] for k in live]
+            nxt, mask, pos = nxt[keep], mask[keep], pos[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [batch, k_pos + 1]
+        pos = pos[:, -1:] + 1  # [batch, 1]
+        out = base.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                         past_key_values=out.past_key_values, use_cache=True)
+    return new
+
+
 def greedy(base: BaseModel, prompts: list[list[int]], prefix: Prefix | None = None, max_new_tokens: int = 16,
            stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
-    """Greedy continuation of each prompt (token ids), stopping at any stop id. Returns new ids per row."""
-    model, dev = base.model, base.device
-    ids, mask = pad_left(prompts, base.tokenizer.pad_token_id)  # [batch, T]
-    ids, mask = ids.to(dev), mask.to(dev)
-    B = ids.shape[0]
-    P = prefix.num_virtual_tokens if prefix is not None else 0
-    full_mask = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=dev), mask], dim=1)  # [batch, P + T]
-    # Positions count real tokens only, so a left-padded row starts right after the prefix.
-    pos = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, P:]  # [batch, T]
-    cache = prefix.cache(B, base.dtype) if prefix is not None else None
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
-    stops = torch.tensor(stop_ids or [-1], device=dev)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    new = []
-    for _ in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)  # [batch]
-        new.append(torch.where(done, -1, nxt))
-        done |= torch.isin(nxt, stops)
-        if bool(done.all()):
-            break
-        full_mask = torch.cat([full_mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-        pos = pos[:, -1:] + 1  # [batch, 1]
-        out = model(input_ids=nxt[:, None], attention_mask=full_mask, position_ids=pos,
-                    past_key_values=out.past_key_values, use_cache=True)
-    rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in range(B)]  # [batch, steps]
-    return [[t for t in row if t != -1] for row in rows]
+    """Greedy continuation of each prompt (token ids), all behind one prefix, stopping at any stop id."""
+    return greedy_mixed(base, prompts, [prefix] * len(prompts), max_new_tokens, stop_ids)
+
+
+def _decode(base: BaseModel, fmt: PromptFormat, row: list[int]) -> str:
+    return base.tokenizer.decode([t for t in row if t not in fmt.stop_ids], skip_special_tokens=True).strip()
 
 
 def generate_texts(base: BaseModel, inputs: list[str], mode: str = "base", instruction: str = "",
@@ -56,27 +131,36 @@ def generate_texts(base: BaseModel, inputs: list[str], mode: str = "base", instr
     outs: list[str] = []
     for i in range(0, len(inputs), batch_size):
         chunk = [fmt.encode_prompt(x, mode, instruction) for x in inputs[i:i + batch_size]]
-        for row in greedy(base, chunk, prefix, max_new_tokens, fmt.stop_ids):
-            row = [t for t in row if t not in fmt.stop_ids]
-            outs.append(base.tokenizer.decode(row, skip_special_tokens=True).strip())
+        outs += [_decode(base, fmt, row) for row in greedy(base, chunk, prefix, max_new_tokens, fmt.stop_ids)]
     return outs
+
+
+def generate_texts_mixed(base: BaseModel, inputs: list[str], prefixes: list[Prefix | None],
+                         max_new_tokens: int | list[int] = 16, modes: list[str] | None = None,
+                         instruction: str = "") -> list[str]:
+    """Answer inputs[i] behind prefixes[i], all rows in one batch; decoded answers, stop token dropped.
+
+    modes[i] says how row i is prompted; by default "prefix" for a prefix row, "base" for a None row.
+    """
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    modes = modes or ["base" if p is None else "prefix" for p in prefixes]
+    prompts = [fmt.encode_prompt(x, m, instruction) for x, m in zip(inputs, modes, strict=True)]
+    return [_decode(base, fmt, row) for row in greedy_mixed(base, prompts, prefixes, max_new_tokens, fmt.stop_ids)]
 
 
 @dataclass
 class SideBySide:
-    """One input run through several prefixes (None = the base model as is)."""
+    """One input run through several prefixes (None = the base model as is), all in one mixed batch."""
 
     input: str
     outputs: dict[str, str]  # prefix name -> answer
-    seconds: dict[str, float]  # prefix name -> latency of that answer
+    seconds: dict[str, float]  # prefix name -> latency of that answer: the one batch's time, the same for all
 
 
 def side_by_side(base: BaseModel, text: str, prefixes: dict[str, Prefix | None], max_new_tokens: int = 24) -> SideBySide:
-    """Run one input through each prefix in turn (a naive loop; a mixed batch comes later)."""
-    outputs, seconds = {}, {}
-    for name, prefix in prefixes.items():
-        t0 = time.perf_counter()
-        mode = "base" if prefix is None else "prefix"
-        outputs[name] = generate_texts(base, [text], mode=mode, prefix=prefix, max_new_tokens=max_new_tokens)[0]
-        seconds[name] = time.perf_counter() - t0
-    return SideBySide(text, outputs, seconds)
+    """Run one input through every prefix at once: one row per prefix in one mixed batch."""
+    names = list(prefixes)
+    t0 = time.perf_counter()
+    texts = generate_texts_mixed(base, [text] * len(names), [prefixes[n] for n in names], max_new_tokens)
+    s = time.perf_counter() - t0
+    return SideBySide(text, dict(zip(names, texts)), {n: s for n in names})

@@ -22,9 +22,10 @@ from .archive import export_zip, stage_upload
 from .attention import PrefixAttention, prefix_attention
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
-from .generate import generate_texts
+from .generate import generate_texts_mixed
 from .library import CONFIG_FILE, Library, load_prefix, make_card, read_card
 from .models import BaseModel
+from .overhead import OverheadPoint, measure_overhead
 from .prefix import Prefix, PrefixSettings, create_prefix, parameter_counts
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
@@ -55,7 +56,7 @@ class Limits:
 class SwitchOutput:
     name: str
     text: str
-    seconds: float  # generation latency of this output
+    seconds: float  # generation latency of this output: the one mixed batch's time, the same for every output
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SwitchResult:
     outputs: list[SwitchOutput]
     switch_seconds: float  # fetching the selected prefixes (library cache) before generating
     total_seconds: float
+    batched: bool = True  # all outputs came from one mixed batch, a row per prefix
 
 
 @dataclass
@@ -270,13 +272,13 @@ class Playground:
         t0 = time.perf_counter()
         chosen = {n: (None if n == NO_PREFIX else self.get_prefix(key, n)) for n in names}
         switch_s = time.perf_counter() - t0
-        outs = []
-        for n, p in chosen.items():
-            t1 = time.perf_counter()
-            budget = min(self._answer_budget(key, n), self.limits.max_new_tokens)
-            out = generate_texts(self.base, [text], mode="base" if p is None else "prefix", prefix=p,
-                                 max_new_tokens=budget)[0]
-            outs.append(SwitchOutput(n, out, time.perf_counter() - t1))
+        # One mixed batch: each row behind its own prefix's cache, with its own answer budget.
+        budgets = [min(self._answer_budget(key, n), self.limits.max_new_tokens) for n in chosen]
+        modes = ["base" if p is None else "prefix" for p in chosen.values()]
+        t1 = time.perf_counter()
+        texts = generate_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
+        batch_s = time.perf_counter() - t1
+        outs = [SwitchOutput(n, t, batch_s) for n, t in zip(chosen, texts)]
         return SwitchResult(outs, switch_s, time.perf_counter() - t0)
 
     def _answer_budget(self, key: str, name: str) -> int:
@@ -338,6 +340,21 @@ class Playground:
 
     def delete(self, name: str) -> None:
         self.library.delete(name)
+
+    # ---- Learn: what a prefix costs at inference (issue 5) -----------------------------------
+    _overhead_lock = threading.Lock()  # one measurement per process: two at once would share the cores
+
+    def overhead(self, progress=None) -> list[OverheadPoint]:
+        """A small live grid for the Learn tab (P = 0, 32, 128, 512 at T = 16): a few seconds on CPU."""
+        T, new = 16, 8
+        room = getattr(self.base.config, "max_position_embeddings", None) or 10**9  # GPT-2: 1024 positions
+        Ps = [P for P in (0, 32, 128, 512) if P + T + new <= room]
+        if not self._overhead_lock.acquire(blocking=False):
+            raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
+        try:
+            return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
+        finally:
+            self._overhead_lock.release()
 
 
 def _head(r: EvalResult, n: int) -> EvalResult:

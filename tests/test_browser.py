@@ -332,3 +332,16 @@ def test_learn_tab_live_numbers(page):
     text = page.locator("#learn-numbers").inner_text()
     assert "30" in text and "230,400" in text  # 20 tokens x 30 layers x 2 x (3 kv heads x 64)
     shot(page, "learn")
+
+
+def test_learn_tab_measures_what_a_prefix_costs(page):
+    """The Learn tab's live overhead chart: latency per token, first token and KV cache vs prefix length."""
+    tab(page, "Learn")
+    page.locator("#overhead-run").click()
+    wait_until(lambda: plot_data(page, "overhead-plot"), timeout=120, what="the overhead chart")
+    traces = plot_data(page, "overhead-plot")
+    xs = {tuple(t["x"]) for t in traces}
+    assert (0, 32, 128, 512) in xs, traces  # one point per prefix length P
+    assert all(all(v > 0 for v in t["y"]) for t in traces)
+    assert "per virtual token" in page.locator("#overhead-status").inner_text()
+    shot(page, "learn-overhead")

@@ -28,6 +28,7 @@ from playground.attention import PrefixAttention
 from playground.errors import PlaygroundError
 from playground.figures import head_figure, layer_figure, loss_figure, metric_figure, query_token_figure, \
     virtual_token_figure
+from playground.generate import generate_texts
 from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library, load_prefix
 from playground.prefix import PrefixSettings, create_prefix, parameter_counts
 from playground.service import JUST_TRAINED, NO_PREFIX, Limits, Playground
@@ -541,29 +542,30 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     save_random(pg, "p")
     text = "  A warm and funny film. "
     calls = []
-    real = service_mod.generate_texts
+    real = service_mod.generate_texts_mixed
 
-    def spy(base, inputs, mode="base", instruction="", prefix=None, max_new_tokens=16, **kw):
-        out = real(base, inputs, mode, instruction, prefix, max_new_tokens, **kw)
-        calls.append(dict(inputs=inputs, mode=mode, prefix=prefix, budget=max_new_tokens, out=out))
+    def spy(base, inputs, prefixes, max_new_tokens=16, modes=None, **kw):
+        out = real(base, inputs, prefixes, max_new_tokens, modes, **kw)
+        calls.append(dict(inputs=inputs, prefixes=prefixes, budgets=max_new_tokens, modes=modes, out=out))
         return out
 
-    monkeypatch.setattr(service_mod, "generate_texts", spy)
+    monkeypatch.setattr(service_mod, "generate_texts_mixed", spy)
     res = pg.switch("k", [NO_PREFIX, JUST_TRAINED, "p", "p"], text)
     assert [o.name for o in res.outputs] == [NO_PREFIX, JUST_TRAINED, "p"]
     assert all(isinstance(o.text, str) and o.seconds >= 0 for o in res.outputs)
     assert 0 <= res.switch_seconds <= res.total_seconds
-    # Each name went through its own prefix, with its task's answer budget capped by the server's limit.
+    # One mixed batch, a row per name, each behind its own prefix with its task's answer budget capped by the limit.
+    assert len(calls) == 1 and res.batched and len({o.seconds for o in res.outputs}) == 1
+    c = calls[0]
     n = min(get_task("sentiment").max_new_tokens, LIMITS["max_new_tokens"])
-    assert [(c["mode"], c["budget"], c["inputs"]) for c in calls] == [
-        ("base", LIMITS["max_new_tokens"], [text.strip()]), ("prefix", n, [text.strip()]),
-        ("prefix", n, [text.strip()])]
-    assert calls[0]["prefix"] is None and calls[1]["prefix"] is run.prefix
-    assert calls[2]["prefix"] is pg.get_prefix("k", "p")  # the library cache's object
-    assert [o.text for o in res.outputs] == [c["out"][0] for c in calls]
-    # ... and the same call made directly gives the same answer.
-    assert res.outputs[2].text == real(pg.base, [text.strip()], "prefix", prefix=pg.get_prefix("k", "p"),
-                                       max_new_tokens=n)[0]
+    assert c["inputs"] == [text.strip()] * 3 and c["modes"] == ["base", "prefix", "prefix"]
+    assert c["budgets"] == [LIMITS["max_new_tokens"], n, n]
+    assert c["prefixes"][0] is None and c["prefixes"][1] is run.prefix
+    assert c["prefixes"][2] is pg.get_prefix("k", "p")  # the library cache's object
+    assert [o.text for o in res.outputs] == c["out"]
+    # ... and each answer equals that prefix run alone.
+    assert res.outputs[2].text == generate_texts(pg.base, [text.strip()], "prefix", prefix=pg.get_prefix("k", "p"),
+                                                 max_new_tokens=n)[0]
 
 
 def test_switch_refusals(pg):

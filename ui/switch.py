@@ -12,15 +12,18 @@ from .common import asset, esc, friendly, key
 
 
 def cards_html(res: SwitchResult) -> str:
-    """Side-by-side output cards, with each output's latency and the switch time."""
+    """Side-by-side output cards, with the batch's latency and the switch time."""
     cards = "".join(
         f'<div class="pp-card" data-name="{esc(o.name)}"><div class="pp-card-name">{esc(o.name)}</div>'
         f'<div class="pp-card-out">{esc(o.text) or "<i>(empty)</i>"}</div>'
-        f'<div class="pp-card-lat">{1000 * o.seconds:.0f} ms</div></div>' for o in res.outputs)
+        f'<div class="pp-card-lat">{1000 * o.seconds:.0f} ms{" (shared batch)" if res.batched else ""}</div></div>'
+        for o in res.outputs)
+    how = (f"all {len(res.outputs)} outputs were generated in one mixed batch (a row per prefix, each with its own "
+           f"key/value cache) in <b>{1000 * res.outputs[0].seconds:.0f} ms</b>") if res.batched and res.outputs else ""
     return (f'<div id="pp-switch" class="pp-cards">{cards}</div>'
             f'<p class="pp-switch-time">Switching to {len(res.outputs)} prefix(es) took '
             f'<b>{1000 * res.switch_seconds:.1f} ms</b> (a prefix is a per-call key/value cache; the model is not '
-            f'touched) · all outputs in {res.total_seconds:.2f} s.</p>')
+            f'touched) · {how + " · " if how else ""}{res.total_seconds:.2f} s in all.</p>')
 
 
 def build(pg: Playground):

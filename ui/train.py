@@ -11,7 +11,7 @@ from playground.prefix import PrefixSettings
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
-from playground.training import TrainSettings
+from playground.training import PRECISIONS, TrainSettings, autocast_dtype
 
 from .common import asset, esc, friendly, key
 
@@ -101,7 +101,7 @@ def build(pg: Playground) -> TrainTab:
                 hidden = gr.Number(256, label="encoder_hidden_size", precision=0, minimum=1, maximum=4096,
                                    visible=False)
             with gr.Row():
-                lr = gr.Number(3e-3, label="Learning rate", minimum=1e-6, maximum=1.0)
+                lr = gr.Number(1e-2, label="Learning rate", minimum=1e-6, maximum=1.0)
                 steps = gr.Slider(1, L.max_steps, value=20, step=1, label="Steps", elem_id="steps")
             with gr.Row():
                 batch = gr.Slider(1, L.max_batch_size, value=8, step=1, label="Batch size")
@@ -110,6 +110,12 @@ def build(pg: Playground) -> TrainTab:
                 eval_every = gr.Slider(0, 50, value=5, step=1, label="Measure the metric every N steps (0: at the end)",
                                        elem_id="eval-every")
                 eval_n = gr.Slider(4, L.max_eval_examples, value=32, step=1, label="Held-out examples", elem_id="eval-n")
+            with gr.Accordion("Speed", open=False):
+                amp = autocast_dtype(pg.base, "auto")
+                precision = gr.Radio(list(PRECISIONS), value="auto", label="Training precision", elem_id="precision",
+                                     info=f"auto = {'bf16 autocast' if amp is not None else 'fp32'} on this machine "
+                                          "(bf16 where the CPU/GPU multiplies it in hardware); the prefix itself "
+                                          "always stays fp32")
             params = gr.Markdown(pg.parameter_summary(PrefixSettings()), elem_id="param-summary")
             with gr.Row():
                 train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
@@ -161,7 +167,7 @@ def build(pg: Playground) -> TrainTab:
     use_file.click(on_use, [data_file, input_col, target_col, instruction, metric], [task, preview, upload_status])
 
     def on_init(choice):
-        return gr.update(visible=choice == "custom text"), gr.update(value=3e-2 if choice == "random" else 3e-3)
+        return gr.update(visible=choice == "custom text"), gr.update(value=3e-2 if choice == "random" else 1e-2)
 
     init.change(on_init, init, [init_text, lr])
 
@@ -178,12 +184,12 @@ def build(pg: Playground) -> TrainTab:
         c.change(on_size(pg.parameter_summary), [n_tokens, mlp, hidden], params)
 
     @friendly
-    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval,
+    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec,
                  request: gr.Request):
         k = key(request)
         t = pg.task(k, choice)
         ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256))
-        ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval))
+        ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval), prec or "auto")
         run = pg.start_run(k, t, ps, ts)
         label = METRIC_LABELS.get(t.metric, t.metric)
         yield progress_html(run, "warming up"), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None
@@ -201,7 +207,7 @@ def build(pg: Playground) -> TrainTab:
                table_rows(rows))
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
-                               eval_n], [progress, loss_plot, metric_plot, table],
+                               eval_n, precision], [progress, loss_plot, metric_plot, table],
                     concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
                     show_progress="hidden")
 
