@@ -15,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ class BaseModel:
     fingerprint: str  # short hash of the weights; prefixes record it to detect a wrong model
     load_seconds: float = 0.0
     converted: bool = False  # True when this load built the safetensors cache
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # built once from the frozen weights
 
     @property
     def config(self):

@@ -82,3 +82,25 @@ def test_bf16_training_reaches_the_same_accuracy_as_fp32_on_the_real_model(real)
         scores[precision] = evaluate(real, task, test, "prefix", prefix).score
     assert scores["bf16"] >= 0.9 and abs(scores["bf16"] - scores["fp32"]) <= 0.05, scores
     assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=2e-2)
+
+
+def test_the_bf16_twin_is_bit_identical_to_plain_autocast_and_shares_the_rest(tiny_llama):
+    """Casting the frozen Linear weights once gives exactly what autocast's per-matmul cast gives."""
+    task = get_task("sentiment")
+    prefix = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=5, init="random"), seed=4)
+    ids, mask, labels = _batch(tiny_llama, task)
+    twin = T.bf16_backbone(tiny_llama)
+    assert T.bf16_backbone(tiny_llama) is twin  # built once, shared
+    out = []
+    for backbone in (None, twin):
+        prefix.encoder.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = target_loss(tiny_llama, prefix, ids, mask, labels, backbone)
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in prefix.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+    original = tiny_llama.model.model
+    assert twin.embed_tokens.weight is original.embed_tokens.weight  # shared, not copied
+    assert twin.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert original.layers[0].self_attn.q_proj.weight.dtype == torch.float32  # the shared model is untouched
