@@ -49,8 +49,10 @@ screenshots: test-browser
 prefixes: install
 	$(BIN)/python -m playground ship
 
-bench: install
-	$(BIN)/python bench/engine_figures.py
+# The benchmark suite: ours vs the anchors, each printing its ratio last (about 12 min on 2 cores).
+# Results in bench/results/, charts in docs/bench/; BENCHMARKS.md records a full run.
+bench: install chromium
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
