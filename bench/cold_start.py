@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, median, setup, write_json
+from common import machine, median, setup, write_json
 
 ANCHOR_APP = '''
 import sys, gradio as gr, peft, torch
@@ -38,22 +38,11 @@ gr.Interface(answer, "text", "text", title="SmolLM2 demo").launch(server_name="1
 
 def time_page(cmd: list[str], port: int, ready_selector: str, browser, log: Path) -> tuple[float, float]:
     """Seconds from ``cmd`` launched to HTTP 200 and to ``ready_selector`` visible in Chromium."""
-    import urllib.request
+    from ui.driver import start_server, stop_app
 
-    url = f"http://127.0.0.1:{port}/"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc, url, http = start_server(cmd, port, log, timeout=120, poll=0.05)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{cmd} exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
-        http = time.perf_counter() - t0
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector(ready_selector, state="visible", timeout=60_000)
@@ -61,11 +50,7 @@ def time_page(cmd: list[str], port: int, ready_selector: str, browser, log: Path
         page.close()
         return http, shown
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
 
 def main() -> None:

@@ -28,14 +28,20 @@ def free_port() -> int:
 def start_app(args: list[str], log_path: Path, timeout: float = 300) -> tuple[subprocess.Popen, str, float]:
     """``python app.py ARGS`` on 127.0.0.1 at a free port. Returns (process, url, seconds until it answered)."""
     port = free_port()
+    return start_server([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
+                        port, log_path, timeout)
+
+
+def start_server(cmd: list[str], port: int, log_path: Path, timeout: float = 300,
+                 poll: float = 0.1) -> tuple[subprocess.Popen, str, float]:
+    """Run ``cmd`` (a web server on 127.0.0.1:port) until it answers HTTP 200. Returns (process, url, seconds)."""
     log = open(log_path, "w")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with {proc.returncode}: {log_path.read_text()}")
+            raise RuntimeError(f"{Path(cmd[1]).name} exited with {proc.returncode}: {log_path.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -44,8 +50,8 @@ def start_app(args: list[str], log_path: Path, timeout: float = 300) -> tuple[su
             pass
         if time.perf_counter() - t0 > timeout:
             proc.kill()
-            raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{Path(cmd[1]).name} did not answer within {timeout:.0f} s")
+        time.sleep(poll)
 
 
 def stop_app(proc: subprocess.Popen) -> None:
