@@ -68,15 +68,16 @@ def prefix_overhead(d):
     pts = d.get("points", [])
     fig = make_subplots(rows=1, cols=3, subplot_titles=("latency per generated token", "time to first token",
                                                         "KV-cache memory"))
-    for T in sorted({p["T"] for p in pts}):
+    colors = ["#1f77b4", "#d62728"]
+    for i, T in enumerate(sorted({p["T"] for p in pts})):
         row = sorted((p for p in pts if p["T"] == T), key=lambda p: p["P"])
-        x = [p["P"] for p in row]
+        x, line = [p["P"] for p in row], dict(color=colors[i % 2])
         fig.add_scatter(x=x, y=[1000 * p["per_token_s"] for p in row], name=f"prompt {T} tokens", row=1, col=1,
-                        legendgroup=str(T))
+                        legendgroup=str(T), line=line)
         fig.add_scatter(x=x, y=[1000 * p["ttft_s"] for p in row], name=f"prompt {T}", row=1, col=2,
-                        legendgroup=str(T), showlegend=False)
+                        legendgroup=str(T), showlegend=False, line=line)
         fig.add_scatter(x=x, y=[p["kv_bytes_measured"] / 2**20 for p in row], name=f"prompt {T}", row=1, col=3,
-                        legendgroup=str(T), showlegend=False)
+                        legendgroup=str(T), showlegend=False, line=line)
     fig.update_xaxes(title_text="virtual tokens P")
     fig.update_yaxes(title_text="ms", row=1, col=1)
     fig.update_yaxes(title_text="ms", row=1, col=2)
