@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training precision; auto: bf16 autocast where the CPU/GPU is fast at it, else fp32")
 
     p = sub.add_parser("eval", help="held-out metric of a prefix (and baselines); JSON on the last line")
     _model_args(p)
@@ -165,7 +167,7 @@ def cmd_train(args) -> int:
     if name in library.names() and not args.overwrite:
         raise PlaygroundError(f"A prefix named '{name}' already exists in {library.root}; use --name or --overwrite.")
     ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection, args.encoder_hidden_size)
-    ts = TrainSettings(args.lr, args.steps, args.batch_size, args.seed, args.eval_every)
+    ts = TrainSettings(args.lr, args.steps, args.batch_size, args.seed, args.eval_every, precision=args.precision)
     ps.validate()
     ts.validate()
     base = load_base_verbose(args)
