@@ -49,7 +49,7 @@ screenshots: test-browser
 prefixes: install
 	$(BIN)/python -m playground ship
 
-# The benchmark suite: ours vs the anchors, each printing its ratio last (about 12 min on 2 cores).
+# The benchmark suite: ours vs the anchors, each printing its ratio last (about 10 min on 2 cores).
 # Results in bench/results/, charts in docs/bench/; BENCHMARKS.md records a full run.
 bench: install chromium
 	$(BIN)/python bench/run_all.py
