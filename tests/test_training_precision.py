@@ -104,3 +104,24 @@ def test_the_bf16_twin_is_bit_identical_to_plain_autocast_and_shares_the_rest(ti
     assert twin.embed_tokens.weight is original.embed_tokens.weight  # shared, not copied
     assert twin.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
     assert original.layers[0].self_attn.q_proj.weight.dtype == torch.float32  # the shared model is untouched
+
+
+def test_a_bf16_model_trains_and_batches_prefixes_as_on_a_gpu(tiny_llama):
+    """The CUDA default is the model in bf16; the same code path runs on the CPU here (no GPU in CI)."""
+    import copy
+
+    from playground.generate import greedy, greedy_mixed
+
+    model = copy.deepcopy(tiny_llama.model).to(torch.bfloat16)
+    half = type(tiny_llama)(**{**vars(tiny_llama), "model": model, "dtype": torch.bfloat16, "derived": {}})
+    task = get_task("sentiment")
+    prefix = create_prefix(half, PrefixSettings(num_virtual_tokens=4, init="random"), seed=6)
+    recs = list(train(half, prefix, task, TrainSettings(steps=2, batch_size=4, eval_every=0, eval_examples=2)))
+    assert all(torch.isfinite(torch.tensor(r.loss)) for r in recs)
+    assert all(p.dtype == torch.float32 for p in prefix.parameters())  # the trained copy stays fp32
+    assert "bf16_backbone" not in half.derived  # a bf16 model needs no bf16 twin
+    other = create_prefix(half, PrefixSettings(num_virtual_tokens=7, init="random"), seed=7)
+    fmt = PromptFormat.for_tokenizer(half.tokenizer)
+    prompts = [fmt.encode_prompt(t, "prefix") for t in ("a fine film", "dull and far too long", "ok")]
+    rows = greedy_mixed(half, prompts, [prefix, other, None], 5)
+    assert rows == [greedy(half, [p], q, 5)[0] for p, q in zip(prompts, [prefix, other, None])]
