@@ -1,0 +1,304 @@
+"""The tuning methods the Compare lab puts side by side on one frozen model (issue 6, engine part).
+
+Each method is one small object with the same four things: its trainable parameters, a
+training loss over target tokens (the LM head applied only at target positions, as in
+``training.target_loss``), greedy answers, and its sizes (trainable, stored at export, and the
+key/value positions it adds to every layer at inference):
+
+- ``prefix`` / ``prefix_mlp``: prefix tuning, directly or through PEFT's MLP (``Prefix``);
+- ``prompt``: prompt tuning, PEFT's ``PromptEmbedding``: P trainable vectors in front of the
+  input *embeddings*, so only the first layer sees them directly;
+- ``lora``: PEFT's ``LoraConfig`` injected into a *module copy* of the shared model whose
+  weight tensors are the shared model's own (no memory copied), so the model other sessions
+  use is never changed;
+- ``instruction``: the base model with the task instruction as its system prompt (no training).
+
+As in ``prefix.py``, nothing global is switched: each object carries what it adds, so two
+sessions can use different methods on one model at once. Tests check each against plain PEFT.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model
+
+from .errors import PlaygroundError
+from .generate import greedy, greedy_mixed
+from .models import BaseModel
+from .prefix import INITS, MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix
+from .prompts import PromptFormat, pad_left
+
+METHODS = {
+    "prefix": "Prefix tuning",
+    "prefix_mlp": "Prefix tuning + MLP",
+    "prompt": "Prompt tuning",
+    "lora": "LoRA",
+    "instruction": "Instruction prompt (no training)",
+}
+
+
+@dataclass
+class MethodSettings:
+    """One method and its knobs. Field names follow PEFT's configs."""
+
+    method: str = "prefix"  # a key of METHODS
+    num_virtual_tokens: int = 20  # prefix, prefix_mlp, prompt
+    init: str = "task"  # "task", "text" or "random" (prefix_mlp: random only, PEFT can't invert the MLP)
+    init_text: str = ""  # with init == "text"
+    encoder_hidden_size: int = 256  # prefix_mlp: the MLP's hidden width
+    r: int = 4  # lora: rank
+    lora_alpha: int = 8  # lora: scale numerator (scale = lora_alpha / r)
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # lora: which Linear layers get adapters
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise PlaygroundError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
+        if self.method in ("prefix", "prefix_mlp", "prompt"):
+            n = self.num_virtual_tokens
+            if not isinstance(n, int) or not 1 <= n <= MAX_VIRTUAL_TOKENS:
+                raise PlaygroundError(f"num_virtual_tokens must be a whole number from 1 to {MAX_VIRTUAL_TOKENS}; got {n}.")
+            if self.init not in INITS:
+                raise PlaygroundError(f"Unknown init '{self.init}'. Choose one of: {', '.join(INITS)}.")
+            if self.init == "text" and not self.init_text.strip():
+                raise PlaygroundError("init 'text' needs an init text. Type a sentence, or choose init 'task' or 'random'.")
+        if self.method == "prefix_mlp" and self.init != "random":
+            raise PlaygroundError("Prefix tuning with the MLP can't start from text: PEFT cannot invert the MLP. "
+                                  "Choose init 'random' for it, or the direct prefix for text init.")
+        if self.method == "lora":
+            if not (isinstance(self.r, int) and 1 <= self.r <= 256):
+                raise PlaygroundError(f"LoRA rank r must be a whole number from 1 to 256; got {self.r}.")
+            if not self.target_modules:
+                raise PlaygroundError("LoRA needs at least one target module, e.g. q_proj and v_proj.")
+
+
+def _head_loss(base: BaseModel, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the LM head at target positions only. hidden: [batch, T, hidden]; labels: [batch, T]."""
+    shifted = labels[:, 1:]  # position t predicts token t+1
+    keep = shifted != -100  # [batch, T-1]
+    logits = base.model.get_output_embeddings()(hidden[:, :-1][keep])  # [targets, vocab]
+    return torch.nn.functional.cross_entropy(logits.float(), shifted[keep])
+
+
+class PrefixMethod:
+    """Prefix tuning (direct or through the MLP): a thin view of ``prefix.Prefix``."""
+
+    def __init__(self, prefix: Prefix, method: str):
+        self.prefix, self.method = prefix, method
+
+    def parameters(self):
+        return self.prefix.parameters()
+
+    def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
+        from .training import target_loss  # training imports evaluation, which imports generate
+
+        return target_loss(base, self.prefix, ids, mask, labels, backbone)
+
+    def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        return greedy(base, prompts, self.prefix, max_new_tokens, stop_ids)
+
+    @property
+    def trainable_parameters(self) -> int:
+        return self.prefix.trainable_parameters
+
+    @property
+    def stored_parameters(self) -> int:
+        return self.prefix.exported_parameters
+
+    @property
+    def extra_positions(self) -> int:
+        return self.prefix.num_virtual_tokens
+
+
+class PromptMethod:
+    """Prompt tuning: P trainable input embeddings (PEFT's ``PromptEmbedding``) in front of the prompt.
+
+    The virtual tokens go through every layer like real tokens, so they take P key/value
+    positions in every layer at inference too, but they are trained only at the input.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, config: PromptTuningConfig):
+        self.encoder, self.config = encoder, config  # encoder.embedding.weight: [P, hidden]
+
+    @property
+    def P(self) -> int:
+        return self.config.num_virtual_tokens
+
+    def parameters(self):
+        return self.encoder.parameters()
+
+    def _embeds(self, base: BaseModel, ids: torch.Tensor) -> torch.Tensor:
+        """[virtual tokens; the ids' embeddings]: [batch, P + T, hidden], in the model's dtype."""
+        words = base.model.get_input_embeddings()(ids)  # [batch, T, hidden]
+        virtual = self.encoder.embedding.weight.to(words.dtype)  # [P, hidden]
+        return torch.cat([virtual.unsqueeze(0).expand(ids.shape[0], -1, -1), words], dim=1)
+
+    def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
+        """ids, mask, labels: [batch, T] (right-padded). The virtual tokens take positions 0..P-1, as in PEFT."""
+        backbone = backbone if backbone is not None else getattr(base.model, base.model.base_model_prefix)
+        B = ids.shape[0]
+        full_mask = torch.cat([mask.new_ones(B, self.P), mask], dim=1)  # [batch, P + T]
+        hidden = backbone(inputs_embeds=self._embeds(base, ids), attention_mask=full_mask,
+                          use_cache=False).last_hidden_state  # [batch, P + T, hidden]
+        pad = labels.new_full((B, self.P), -100)  # no loss on the virtual tokens
+        return _head_loss(base, hidden, torch.cat([pad, labels], dim=1))
+
+    @torch.inference_mode()
+    def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        """Greedy, batched. Rows are [virtual | left padding | prompt]; the mask hides the padding and
+        positions skip it, so each row gets what it would alone (PEFT's prompt-tuning ``generate``)."""
+        dev, B = base.device, len(prompts)
+        ids, mask = pad_left(prompts, base.tokenizer.pad_token_id)  # [batch, T]
+        ids, mask = ids.to(dev), mask.to(dev)
+        mask = torch.cat([mask.new_ones(B, self.P), mask], dim=1)  # [batch, P + T]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, P + T]: real tokens at P.. in every row
+        out = base.model(inputs_embeds=self._embeds(base, ids), attention_mask=mask, position_ids=pos,
+                         use_cache=True, logits_to_keep=1)
+        stops, new, live = set(stop_ids), [[] for _ in range(B)], [max_new_tokens > 0] * B
+        for _ in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1)  # [batch]
+            for i, t in enumerate(nxt.tolist()):
+                if live[i]:
+                    new[i].append(t)
+                    live[i] = t not in stops and len(new[i]) < max_new_tokens
+            if not any(live):
+                break
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # [batch, k_pos + 1]
+            pos = pos[:, -1:] + 1  # [batch, 1]
+            out = base.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                             past_key_values=out.past_key_values, use_cache=True)
+        return new
+
+    @property
+    def trainable_parameters(self) -> int:
+        return self.encoder.embedding.weight.numel()
+
+    stored_parameters = trainable_parameters
+
+    @property
+    def extra_positions(self) -> int:
+        return self.P
+
+
+class LoraMethod:
+    """LoRA on a module copy of the shared model: the same weight tensors, its own adapter layers."""
+
+    def __init__(self, model: torch.nn.Module, config: LoraConfig):
+        self.model, self.config = model, config  # model: PEFT's LoraModel-injected copy (a *ForCausalLM)
+
+    def view(self, base: BaseModel) -> BaseModel:
+        """``base`` with this copy as its model, so the ordinary generation code runs through the adapters."""
+        return replace(base, model=self.model, derived={})
+
+    def parameters(self):
+        return [p for n, p in self.model.named_parameters() if "lora_" in n]
+
+    def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
+        view = self.view(base)
+        hidden = getattr(self.model, self.model.base_model_prefix)(input_ids=ids, attention_mask=mask,
+                                                                   use_cache=False).last_hidden_state
+        return _head_loss(view, hidden, labels)
+
+    def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        return greedy(self.view(base), prompts, None, max_new_tokens, stop_ids)
+
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    stored_parameters = trainable_parameters
+    extra_positions = 0
+
+
+class InstructionMethod:
+    """The baseline: the task instruction as a system prompt, nothing trained."""
+
+    def __init__(self, instruction: str):
+        self.instruction = instruction
+
+    def parameters(self):
+        return []
+
+    def loss(self, *a, **k):
+        raise PlaygroundError("The instruction-prompt baseline has nothing to train.")
+
+    def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        return greedy_mixed(base, prompts, [None] * len(prompts), max_new_tokens, stop_ids)
+
+    trainable_parameters = stored_parameters = extra_positions = 0
+
+
+def prompt_mode(method: str) -> str:
+    """How inputs are prompted for a method (see prompts.MODES)."""
+    return {"instruction": "instruction", "lora": "prefix"}.get(method, "prefix")
+
+
+def _shared_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """New modules around the same parameter and buffer tensors: adapters injected here leave ``model`` alone."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, shared)
+
+
+def create_method(base: BaseModel, settings: MethodSettings, instruction: str = "", seed: int = 0):
+    """A fresh, trainable instance of ``settings.method`` for ``base``, initialized as the settings say."""
+    settings.validate()
+    m = settings.method
+    if m == "instruction":
+        return InstructionMethod(instruction)
+    if m in ("prefix", "prefix_mlp"):
+        ps = PrefixSettings(settings.num_virtual_tokens, settings.init, settings.init_text, m == "prefix_mlp",
+                            settings.encoder_hidden_size)
+        return PrefixMethod(create_prefix(base, ps, instruction, seed), m)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # seed without touching others' RNG
+        torch.manual_seed(seed)
+        warnings.simplefilter("ignore", FutureWarning)
+        if m == "prompt":
+            return _create_prompt(base, settings, instruction)
+        config = LoraConfig(task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
+                            target_modules=list(settings.target_modules))
+        try:
+            peft_model = get_peft_model(_shared_copy(base.model), config)
+        except ValueError as exc:  # PEFT names the modules it could not find
+            raise PlaygroundError(f"LoRA could not attach to {list(settings.target_modules)}: {exc}. Name Linear "
+                                  "layers of this model, e.g. q_proj and v_proj for Llama, c_attn for GPT-2.") from None
+        model = peft_model.base_model.model  # the copy, with LoRA layers in it
+        for n, p in model.named_parameters():
+            p.requires_grad_("lora_" in n)
+        return LoraMethod(model, config)
+
+
+def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) -> PromptMethod:
+    """PEFT's PromptEmbedding, text init through PEFT's own code (it reads the tokenizer from a folder)."""
+    text = {"task": instruction, "text": settings.init_text}.get(settings.init, "")
+    if settings.init != "random" and not text.strip():
+        raise PlaygroundError("This task has no instruction text to initialize from; choose init 'text' or 'random'.")
+    with tempfile.TemporaryDirectory(prefix="pg-tok-") as tmp:
+        if text:
+            base.tokenizer.save_pretrained(tmp)
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings.num_virtual_tokens,
+                                    prompt_tuning_init="TEXT" if text else "RANDOM",
+                                    prompt_tuning_init_text=text or None, tokenizer_name_or_path=tmp if text else None)
+        wrapper = PeftModelForCausalLM(base.model, config)  # throwaway: PEFT fills in the shapes and runs the init
+    encoder = wrapper.prompt_encoder["default"].float().to(base.device)
+    encoder.requires_grad_(True)
+    # The temporary tokenizer folder is gone now: keep a config that builds again without it
+    # (the trained weights are what matter; a PeftModel made from it gets them copied in).
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings.num_virtual_tokens,
+                                prompt_tuning_init="RANDOM", token_dim=config.token_dim,
+                                num_transformer_submodules=config.num_transformer_submodules,
+                                num_layers=config.num_layers, num_attention_heads=config.num_attention_heads)
+    return PromptMethod(encoder, config)
+
+
+def answer_texts(base: BaseModel, method, inputs: list[str], mode: str, instruction: str = "",
+                 max_new_tokens: int = 16) -> list[str]:
+    """Decoded greedy answers of ``method`` for each input (stop tokens dropped)."""
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    prompts = [fmt.encode_prompt(x, mode, instruction) for x in inputs]
+    rows = method.generate(base, prompts, max_new_tokens, fmt.stop_ids)
+    return [base.tokenizer.decode([t for t in r if t not in fmt.stop_ids], skip_special_tokens=True).strip()
+            for r in rows]

@@ -1,0 +1,165 @@
+"""The Compare lab's methods (prompt tuning, LoRA, prefix, instruction) against plain PEFT, on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModelForCausalLM
+
+from playground.errors import PlaygroundError
+from playground.generate import generate_texts
+from playground.methods import MethodSettings, answer_texts, create_method, prompt_mode
+from playground.prompts import PromptFormat, pad_right
+from playground.tasks import get_task
+
+INSTRUCTION = "Classify the movie review as positive or negative."
+
+
+def _batch(base, n=4, mode="prefix"):
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    enc = [fmt.encode_example(e.input, e.target, mode) for e in get_task("sentiment").split("train")[:n]]
+    return pad_right([e[0] for e in enc], base.tokenizer.pad_token_id, [e[1] for e in enc])
+
+
+def _shake(params, seed=1, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def _prompts(base, texts=("a fine film", "dull and far too long for its thin story", "ok")):
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    return [fmt.encode_prompt(t, "prefix") for t in texts]
+
+
+def test_prompt_tuning_text_init_is_peft_own(tiny):
+    m = create_method(tiny, MethodSettings("prompt", num_virtual_tokens=6), INSTRUCTION)
+    ids = tiny.tokenizer(INSTRUCTION)["input_ids"]
+    ids = (ids * 6)[:6]  # PEFT repeats or cuts the text's tokens to the prefix length
+    want = tiny.model.get_input_embeddings().weight[ids]
+    assert torch.equal(m.encoder.embedding.weight.detach(), want)
+    assert m.trainable_parameters == m.stored_parameters == 6 * tiny.model.config.hidden_size
+    assert m.extra_positions == 6
+
+
+def test_prompt_tuning_loss_and_tokens_equal_plain_peft(tiny):
+    m = create_method(tiny, MethodSettings("prompt", num_virtual_tokens=5, init="random"), seed=2)
+    _shake(m.parameters(), scale=2.0)
+    peft_model = PeftModelForCausalLM(tiny.model, m.config)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(m.encoder.embedding.weight)
+    ids, mask, labels = _batch(tiny)
+    with torch.no_grad():
+        ours = m.loss(tiny, ids, mask, labels)
+        theirs = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    prompts = _prompts(tiny)
+    batched = m.generate(tiny, prompts, 6)
+    for p, row in zip(prompts, batched):
+        ids1 = torch.tensor([p])
+        with torch.no_grad():
+            out = peft_model.generate(input_ids=ids1, attention_mask=torch.ones_like(ids1), max_new_tokens=6,
+                                      do_sample=False, eos_token_id=None, pad_token_id=tiny.tokenizer.pad_token_id)
+        assert row == out[0, -6:].tolist()
+
+
+def test_lora_lives_on_a_copy_and_equals_its_peft_model(tiny_llama):
+    base = tiny_llama
+    q_before = base.model.model.layers[0].self_attn.q_proj
+    m = create_method(base, MethodSettings("lora", r=2, lora_alpha=4), seed=3)
+    assert base.model.model.layers[0].self_attn.q_proj is q_before  # the shared model is untouched
+    assert type(q_before).__name__ == "Linear" and not any("lora_" in n for n, _ in base.model.named_parameters())
+    lora_q = m.model.model.layers[0].self_attn.q_proj
+    assert lora_q.base_layer.weight is q_before.weight  # same tensor, no copy
+    cfg = base.model.config
+    per_layer = 2 * (cfg.hidden_size + cfg.num_attention_heads * cfg.head_dim) \
+        + 2 * (cfg.hidden_size + cfg.num_key_value_heads * cfg.head_dim)  # r=2 on q_proj and v_proj
+    assert m.trainable_parameters == cfg.num_hidden_layers * per_layer and m.extra_positions == 0
+    ids, mask, labels = _batch(base)
+    with torch.no_grad():
+        plain = base.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert torch.allclose(m.loss(base, ids, mask, labels), plain, atol=1e-5)  # LoRA starts at B = 0
+    _shake(m.parameters(), scale=1.0)
+    with torch.no_grad():
+        ours = m.loss(base, ids, mask, labels)
+        theirs = m.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert not torch.allclose(ours, plain, atol=1e-4)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    for p, row in zip(_prompts(base), m.generate(base, _prompts(base), 5)):
+        ids1 = torch.tensor([p])
+        out = m.model.generate(input_ids=ids1, attention_mask=torch.ones_like(ids1), max_new_tokens=5,
+                               do_sample=False, eos_token_id=None, pad_token_id=base.tokenizer.pad_token_id)
+        assert row == out[0, -5:].tolist()
+
+
+@pytest.mark.parametrize("method", ["prefix", "prefix_mlp", "prompt", "lora"])
+def test_every_method_trains_only_its_own_parameters(tiny_llama, method):
+    base = tiny_llama
+    init = "random" if method == "prefix_mlp" else "task"
+    m = create_method(base, MethodSettings(method, num_virtual_tokens=4, init=init, encoder_hidden_size=16), INSTRUCTION)
+    frozen = {n: p.detach().clone() for n, p in base.model.named_parameters()}
+    ids, mask, labels = _batch(base, n=8)
+    opt = torch.optim.AdamW(list(m.parameters()), lr=0.1)
+    losses = []
+    for _ in range(8):
+        loss = m.loss(base, ids, mask, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in base.model.named_parameters())
+    assert m.trainable_parameters > 0 and m.stored_parameters > 0
+    if method == "prefix_mlp":
+        assert m.trainable_parameters > m.stored_parameters  # the MLP is dropped at export
+
+
+def test_instruction_baseline_equals_the_evaluation_path(tiny):
+    m = create_method(tiny, MethodSettings("instruction"), INSTRUCTION)
+    texts = ["a fine film", "a total bore"]
+    assert prompt_mode("instruction") == "instruction"
+    assert answer_texts(tiny, m, texts, "instruction", INSTRUCTION, 5) == \
+        generate_texts(tiny, texts, "instruction", INSTRUCTION, max_new_tokens=5)
+    with pytest.raises(PlaygroundError, match="nothing to train"):
+        m.loss(tiny, None, None, None)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (MethodSettings("adapterhub"), "Unknown method 'adapterhub'"),
+    (MethodSettings("prefix_mlp", init="task"), "can't start from text"),
+    (MethodSettings("prompt", num_virtual_tokens=0), "num_virtual_tokens"),
+    (MethodSettings("prompt", init="text"), "needs an init text"),
+    (MethodSettings("lora", r=0), "rank r"),
+    (MethodSettings("lora", target_modules=()), "at least one target module"),
+])
+def test_bad_settings_get_one_clear_message(settings, match):
+    with pytest.raises(PlaygroundError, match=match):
+        settings.validate()
+
+
+def test_lora_on_modules_the_model_lacks_names_the_fix(tiny):
+    with pytest.raises(PlaygroundError, match="could not attach .*e.g. q_proj and v_proj for Llama, c_attn"):
+        create_method(tiny, MethodSettings("lora", target_modules=("no_such_proj",)))
+
+
+@pytest.mark.integration
+def test_prompt_tuning_and_lora_on_the_real_model_equal_peft(real):
+    """SmolLM2 (GQA, chat template): our prompt-tuning loss is PEFT's; a LoRA copy leaves the shared model alone."""
+    m = create_method(real, MethodSettings("prompt", num_virtual_tokens=12), INSTRUCTION)
+    peft_model = PeftModelForCausalLM(real.model, m.config)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(m.encoder.embedding.weight)
+        ids, mask, labels = _batch(real)
+        assert torch.allclose(m.loss(real, ids, mask, labels), peft_model(input_ids=ids, attention_mask=mask,
+                                                                            labels=labels).loss, atol=1e-4)
+    lora = create_method(real, MethodSettings("lora"), seed=0)
+    assert lora.trainable_parameters == 30 * (4 * (576 + 576) + 4 * (576 + 192))  # r=4 on q_proj and v_proj
+    fingerprint = real.fingerprint
+    texts = ["A tender, funny film.", "Dull from start to finish."]
+    # B = 0 at init: the LoRA copy answers exactly like the shared model
+    assert answer_texts(real, lora, texts, "prefix", max_new_tokens=6) == \
+        generate_texts(real, texts, "prefix", max_new_tokens=6)
+    from playground.models import weights_fingerprint
+
+    assert weights_fingerprint(real.model) == fingerprint
