@@ -294,6 +294,23 @@ def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) 
     return PromptMethod(encoder, config)
 
 
+def evaluate_method(base: BaseModel, task, examples, method):
+    """``evaluation.evaluate`` for any method: greedy answers to held-out examples, scored by the task's metric."""
+    import time
+
+    from .evaluation import EvalResult
+    from .metrics import score
+
+    t0 = time.perf_counter()
+    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
+    preds = []
+    for i in range(0, len(examples), 16):
+        chunk = examples[i:i + 16]
+        preds += answer_texts(base, method, [e.input for e in chunk], mode, task.instruction, task.max_new_tokens)
+    s = score(task.metric, preds, [e.target for e in examples])
+    return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
+
+
 def answer_texts(base: BaseModel, method, inputs: list[str], mode: str, instruction: str = "",
                  max_new_tokens: int = 16) -> list[str]:
     """Decoded greedy answers of ``method`` for each input (stop tokens dropped)."""

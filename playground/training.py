@@ -156,10 +156,12 @@ def held_out_split(task: Task) -> str:
     return "validation" if task.splits.get("validation") else "test"
 
 
-def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
+def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
           cancel: threading.Event | None = None, eval_split: str | None = None) -> Iterator[StepRecord]:
     """Train ``prefix`` on ``task``'s train split, yielding a StepRecord after every step.
 
+    ``prefix`` is a ``Prefix``, or any tuning method of ``playground.methods`` (prompt tuning,
+    LoRA, ...): the same loop, data order, precision and evaluation serve the Compare lab.
     The held-out metric is measured every ``eval_every`` steps and at the last step, on the
     first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``).
     """
@@ -177,6 +179,20 @@ def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
     amp = autocast_dtype(base, settings.precision)
     # an fp32 model trained under bf16 autocast: use its bf16 twin, cast once instead of every step
     backbone = bf16_backbone(base) if amp == torch.bfloat16 and base.dtype == torch.float32 else None
+    if isinstance(prefix, Prefix):
+        def loss_of(ids, mask, labels):
+            return target_loss(base, prefix, ids, mask, labels, backbone)
+
+        def score():
+            return evaluate(base, task, held_out, "prefix", prefix)
+    else:  # a playground.methods object brings its own loss and answers
+        from .methods import evaluate_method
+
+        def loss_of(ids, mask, labels):
+            return prefix.loss(base, ids, mask, labels, backbone)
+
+        def score():
+            return evaluate_method(base, task, held_out, prefix)
     trained = 0.0
     for step in range(1, settings.steps + 1):
         if cancel is not None and cancel.is_set():
@@ -186,7 +202,7 @@ def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
         ids, mask, labels = pad_right([encoded[i][0] for i in idx], pad, [encoded[i][1] for i in idx])
         ids, mask, labels = ids.to(base.device), mask.to(base.device), labels.to(base.device)
         with torch.autocast(base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = target_loss(base, prefix, ids, mask, labels, backbone)
+            loss = loss_of(ids, mask, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -195,6 +211,6 @@ def train(base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings,
         rec = StepRecord(step, loss.item(), trained, len(idx) / dt)
         last = step == settings.steps or (cancel is not None and cancel.is_set())
         if last or (settings.eval_every and step % settings.eval_every == 0):
-            r = evaluate(base, task, held_out, "prefix", prefix)
+            r = score()
             rec.metric, rec.eval_seconds, rec.predictions = r.score, r.seconds, r.predictions
         yield rec

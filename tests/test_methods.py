@@ -163,3 +163,29 @@ def test_prompt_tuning_and_lora_on_the_real_model_equal_peft(real):
     from playground.models import weights_fingerprint
 
     assert weights_fingerprint(real.model) == fingerprint
+
+
+@pytest.mark.parametrize("method", ["prompt", "lora"])
+def test_the_training_loop_runs_any_method_with_its_held_out_metric(tiny_llama, method):
+    from playground.training import TrainSettings, train
+
+    m = create_method(tiny_llama, MethodSettings(method, num_virtual_tokens=4), INSTRUCTION, seed=1)
+    before = [p.detach().clone() for p in m.parameters()]
+    recs = list(train(tiny_llama, m, get_task("sentiment"),
+                      TrainSettings(steps=3, batch_size=4, eval_every=2, eval_examples=3, learning_rate=1e-2)))
+    assert [r.step for r in recs] == [1, 2, 3] and [r.metric is not None for r in recs] == [False, True, True]
+    assert len(recs[-1].predictions) == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_a_prefix_scores_the_same_through_the_methods_path(tiny):
+    from playground.evaluation import evaluate
+
+    task = get_task("sentiment")
+    m = create_method(tiny, MethodSettings("prefix", num_virtual_tokens=5), task.instruction, seed=4)
+    _shake(m.parameters())
+    examples = task.split("validation")[:5]
+    from playground.methods import evaluate_method
+
+    assert evaluate_method(tiny, task, examples, m).predictions == \
+        evaluate(tiny, task, examples, "prefix", m.prefix).predictions
