@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", default=str(DEFAULT_LIBRARY))
     p.add_argument("--readme", default=None, help="README to rewrite the table in (default: LIBRARY/README.md)")
 
+    p = sub.add_parser("compare", help="prefix vs prompt tuning vs LoRA vs the instruction prompt on one task")
+    _model_args(p)
+    p.add_argument("--task", default="sentiment", help="built-in task")
+    p.add_argument("--methods", default="prefix,prefix_mlp,prompt,lora,instruction", help="comma-separated")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-examples", type=int, default=48)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 for a spread")
+    p.add_argument("--num-virtual-tokens", type=int, default=20)
+    p.add_argument("--r", type=int, default=4, help="LoRA rank")
+    p.add_argument("--json", default=None, help="write every run's records here")
+
     p = sub.add_parser("list", help="the prefixes in the library with their cards")
     p.add_argument("--library", default=str(DEFAULT_LIBRARY))
 
@@ -318,7 +331,32 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
+def cmd_compare(args) -> int:
+    from .compare import check_methods, compare, summary, to_json
+    from .tasks import get_task
+    from .training import TrainSettings
+
+    names = check_methods(args.methods.split(","))
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise PlaygroundError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got '{args.seeds}'.") from None
+    task = get_task(args.task)
+    ts = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                       eval_examples=args.eval_examples)
+    ts.validate()
+    base = load_base_verbose(args)
+    results = compare(base, task, names, ts, seeds or [0], args.num_virtual_tokens, args.r)
+    headers, rows = summary(results, base)
+    print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(results), indent=1), encoding="utf-8")
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
             "list": cmd_list, "demo": cmd_demo, "ship": cmd_ship}
 
 

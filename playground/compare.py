@@ -1,0 +1,155 @@
+"""The Compare lab's runner: several tuning methods on one task, same data, same step budget.
+
+For each method it trains with the ordinary loop (``training.train``: same data order, batch,
+precision and held-out metric), then measures what the comparison table people quote
+asserts: trainable parameters while training and stored at export, the held-out metric
+against step and wall time, the latency per generated token, and the key/value cache the
+method adds. ``python -m playground compare`` prints the table and writes the records as JSON.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from .errors import PlaygroundError
+from .methods import METHODS, InstructionMethod, MethodSettings, create_method, evaluate_method
+from .models import BaseModel
+from .tasks import Task
+from .training import StepRecord, TrainSettings, held_out_split, train
+
+# AdamW learning rates per method for the step budgets of a live demo (tens of steps).
+DEFAULT_LR = {"prefix": 1e-2, "prefix_mlp": 3e-3, "prompt": 3e-2, "lora": 3e-3}
+WHERE = {  # where each method changes the computation (the column of the table people quote)
+    "prefix": "keys/values in every layer",
+    "prefix_mlp": "keys/values in every layer (MLP dropped at export)",
+    "prompt": "input embeddings only",
+    "lora": "attention weights (q, v) in every layer",
+    "instruction": "nothing trained: a text prompt",
+}
+
+
+@dataclass
+class MethodResult:
+    """One method's run: sizes, curve and inference cost."""
+
+    method: str  # a key of methods.METHODS
+    trainable: int  # parameters the optimizer updated
+    stored: int  # parameters saved at export
+    extra_positions: int  # key/value positions added to every layer at inference
+    kv_bytes_added: int  # what those positions cost per request: layer x 2 x kv_head x head_dim x P x bytes
+    records: list[StepRecord] = field(default_factory=list, repr=False)  # the training curve (empty: no training)
+    metric: float = 0.0  # held-out metric at the end
+    train_seconds: float = 0.0  # training time, evaluation excluded
+    per_token_s: float = 0.0  # greedy latency per generated token on one prompt (16 tokens, no early stop)
+
+
+def kv_bytes(base: BaseModel, positions: int) -> int:
+    itemsize = torch.empty((), dtype=base.dtype).element_size()
+    return base.num_layers * 2 * base.num_kv_heads * base.head_dim * positions * itemsize
+
+
+def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16) -> float:
+    """Seconds per generated token for one prompt, prefill included (median of 3 after a warm-up)."""
+    from .prompts import PromptFormat
+
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
+    prompt = [fmt.encode_prompt(text, mode, getattr(method, "instruction", ""))]
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        method.generate(base, prompt, new_tokens)  # no stop ids: exactly new_tokens every time
+        times.append((time.perf_counter() - t0) / new_tokens)
+    return sorted(times[1:])[1]
+
+
+def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSettings,
+               cancel: threading.Event | None = None) -> Iterator[StepRecord | MethodResult]:
+    """Train one method (yielding each StepRecord), then yield its MethodResult."""
+    method = create_method(base, ms, task.instruction, ts.seed)
+    res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, method.extra_positions,
+                       kv_bytes(base, method.extra_positions))
+    if isinstance(method, InstructionMethod):
+        held_out = task.split(held_out_split(task))[: ts.eval_examples]
+        res.metric = evaluate_method(base, task, held_out, method).score
+    else:
+        for rec in train(base, method, task, ts, cancel=cancel):
+            res.records.append(rec)
+            yield rec
+        res.metric = res.records[-1].metric if res.records and res.records[-1].metric is not None else 0.0
+        res.train_seconds = res.records[-1].elapsed if res.records else 0.0
+    res.per_token_s = per_token_latency(base, method, task.split("test")[0].input)
+    yield res
+
+
+def check_methods(names: list[str]) -> list[str]:
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise PlaygroundError(f"Unknown method(s): {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
+    if not names:
+        raise PlaygroundError(f"Pick at least one method: {', '.join(METHODS)}.")
+    return list(dict.fromkeys(names))
+
+
+def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
+    """The comparison table, measured: method, trainable / stored params, where, inference cost, quality."""
+    n = base.num_parameters
+    rows = []
+    for r in results:
+        rows.append([METHODS[r.method], f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
+                     f"{r.stored:,} ({100 * r.stored / n:.3f}%)", WHERE[r.method],
+                     f"{1000 * r.per_token_s:.1f} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
+                     f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
+    return rows
+
+
+TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "inference cost", "held-out metric",
+                 "training time"]
+
+
+def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, seeds: list[int],
+            num_virtual_tokens: int = 20, r: int = 4, learning_rates: dict | None = None,
+            say=print) -> dict[str, list[MethodResult]]:
+    """Every method for every seed (the CLI's full runs). Returns method -> one MethodResult per seed."""
+    from dataclasses import replace
+
+    names = check_methods(names)
+    lrs = {**DEFAULT_LR, **(learning_rates or {})}
+    out: dict[str, list[MethodResult]] = {n: [] for n in names}
+    for seed in seeds:
+        for n in names:
+            ms = MethodSettings(n, num_virtual_tokens, "random" if n == "prefix_mlp" else "task", r=r)
+            run_ts = replace(ts, seed=seed, learning_rate=lrs.get(n, ts.learning_rate))
+            for item in run_method(base, task, ms, run_ts):
+                if isinstance(item, MethodResult):
+                    out[n].append(item)
+                    say(f"{METHODS[n]:>34} seed {seed}: metric {100 * item.metric:5.1f}% after "
+                        f"{len(item.records)} steps, {item.train_seconds:5.1f} s, {1000 * item.per_token_s:.1f} ms/token")
+    return out
+
+
+def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> tuple[list[str], list[list[str]]]:
+    """The table over seeds: the metric as mean ± spread (min-max), the rest from the first seed."""
+    headers = TABLE_HEADERS + ["seeds"]
+    rows = []
+    for n, runs in results.items():
+        row = table_rows(runs[:1], base)[0]
+        ms = [100 * r.metric for r in runs]
+        mean = sum(ms) / len(ms)
+        row[5] = f"{mean:.1f}%" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")
+        rows.append(row + [str(len(runs))])
+    return headers, rows
+
+
+def to_json(results: dict[str, list[MethodResult]]) -> dict:
+    from dataclasses import asdict
+
+    return {n: [{**{k: v for k, v in asdict(r).items() if k != "records"},
+                 "records": [{"step": s.step, "loss": s.loss, "elapsed": s.elapsed, "metric": s.metric}
+                             for s in r.records]} for r in runs] for n, runs in results.items()}

@@ -1,0 +1,67 @@
+"""The Compare lab's runner: every method through one loop, its sizes and costs, the table and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from playground.compare import MethodResult, check_methods, compare, kv_bytes, run_method, summary, to_json
+from playground.errors import PlaygroundError
+from playground.methods import MethodSettings
+from playground.tasks import get_task
+from playground.training import StepRecord, TrainSettings
+
+from .conftest import ROOT
+
+
+def test_each_method_reports_its_curve_sizes_and_costs(tiny_llama):
+    task = get_task("sentiment")
+    ts = TrainSettings(steps=2, batch_size=4, eval_every=1, eval_examples=3)
+    got = {}
+    for name in ("prefix", "prompt", "lora", "instruction"):
+        items = list(run_method(tiny_llama, task, MethodSettings(name, num_virtual_tokens=3), ts))
+        res = items[-1]
+        assert isinstance(res, MethodResult) and all(isinstance(i, StepRecord) for i in items[:-1])
+        assert res.per_token_s > 0 and 0.0 <= res.metric <= 1.0
+        got[name] = res
+    assert [len(got[n].records) for n in got] == [2, 2, 2, 0]  # the baseline trains nothing
+    assert got["prefix"].kv_bytes_added == got["prompt"].kv_bytes_added == kv_bytes(tiny_llama, 3) > 0
+    assert got["lora"].kv_bytes_added == 0 and got["instruction"].trainable == 0
+    assert got["prompt"].stored == 3 * tiny_llama.model.config.hidden_size
+
+
+def test_seeds_give_a_spread_in_the_table_and_json_round_trips(tiny_llama):
+    task = get_task("sentiment")
+    ts = TrainSettings(steps=1, batch_size=2, eval_every=0, eval_examples=2)
+    res = compare(tiny_llama, task, ["prompt", "instruction"], ts, seeds=[0, 1], num_virtual_tokens=2,
+                  say=lambda *_: None)
+    assert [len(v) for v in res.values()] == [2, 2]
+    headers, rows = summary(res, tiny_llama)
+    assert headers[-1] == "seeds" and [r[-1] for r in rows] == ["2", "2"]
+    data = json.loads(json.dumps(to_json(res)))
+    assert data["prompt"][0]["records"][0]["step"] == 1
+
+
+def test_unknown_or_no_methods_are_refused():
+    with pytest.raises(PlaygroundError, match="Unknown method.*adapters"):
+        check_methods(["prefix", "adapters"])
+    with pytest.raises(PlaygroundError, match="at least one"):
+        check_methods([" "])
+
+
+@pytest.mark.integration
+def test_compare_cli_on_the_real_model(tmp_path):
+    out = tmp_path / "compare.json"
+    proc = subprocess.run([sys.executable, "-m", "playground", "compare", "--methods", "prefix,prompt,instruction",
+                           "--steps", "2", "--eval-every", "0", "--eval-examples", "8", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| Prefix tuning | 230,400 (0.171%)" in proc.stdout and "| Prompt tuning | 11,520" in proc.stdout
+    data = json.loads(out.read_text())
+    assert set(data) == {"prefix", "prompt", "instruction"} and len(data["prefix"][0]["records"]) == 2
+    bad = subprocess.run([sys.executable, "-m", "playground", "compare", "--methods", "prefix,loraa"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Unknown method(s): loraa" in bad.stderr
