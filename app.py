@@ -49,7 +49,8 @@ def build_demo(pg):
     """The Blocks for one Playground (a loaded model and its library)."""
     import gradio as gr
 
-    from ui import attention, learn, library, switch, train
+    from playground.compare import CompareLab
+    from ui import attention, compare, learn, library, switch, train
     from ui.common import key, log
 
     b = pg.base
@@ -68,6 +69,9 @@ def build_demo(pg):
                 sw_refresh, sw_in, sw_out = switch.build(pg)
             with gr.Tab("Library", id="library") as lib_tab:
                 lib_refresh, lib_in, lib_out = library.build(pg)
+            with gr.Tab("Compare", id="compare"):
+                lab = CompareLab(pg.base, pg.limits.max_steps, pg.limits.max_eval_examples)
+                compare.build(pg, lab)
 
         size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]
         for c in size:
@@ -84,6 +88,7 @@ def build_demo(pg):
             s = pg.sessions.peek(k)
             running = bool(s and s.run and s.run.state == "running")
             pg.sessions.drop(k)  # tab closed: stop its run, free its prefix
+            lab.stop(k)  # and its comparison
             log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
 
         demo.unload(forget)

@@ -156,3 +156,53 @@ def to_json(results: dict[str, list[MethodResult]]) -> dict:
     return {n: [{**{k: v for k, v in asdict(r).items() if k != "records"},
                  "records": [{"step": s.step, "loss": s.loss, "elapsed": s.elapsed, "metric": s.metric}
                              for s in r.records]} for r in runs] for n, runs in results.items()}
+
+
+class CompareLab:
+    """The Compare tab's engine: short comparisons streamed per session, within the server's limits.
+
+    Each session gets its own Stop (a threading.Event); the shared model is never changed
+    (LoRA trains on a module copy, the prefixes and prompts are per-call inputs).
+    """
+
+    def __init__(self, base: BaseModel, max_steps: int = 60, max_eval_examples: int = 100):
+        self.base, self.max_steps, self.max_eval_examples = base, max_steps, max_eval_examples
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def stream(self, key: str, task: Task, names: list[str], steps: int, eval_every: int = 5,
+               eval_examples: int = 24) -> Iterator[tuple[str, StepRecord | MethodResult]]:
+        """(method, StepRecord) while each method trains, then (method, MethodResult); methods run in turn."""
+        names = check_methods(names)
+        if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):
+            raise PlaygroundError(f"steps = {steps} is outside this server's range for a comparison (1 to "
+                                  f"{self.max_steps}). Use the CLI (`python -m playground compare`) for longer runs.")
+        if not 1 <= eval_examples <= self.max_eval_examples:
+            raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
+        cancel = threading.Event()
+        with self._lock:
+            old = self._cancel.get(key)
+            if old is not None:
+                old.set()  # a new comparison replaces this session's running one
+            self._cancel[key] = cancel
+        try:
+            for n in names:
+                if cancel.is_set():
+                    return
+                ms = MethodSettings(n, 20, "random" if n == "prefix_mlp" else "task")
+                ts = TrainSettings(learning_rate=DEFAULT_LR.get(n, 1e-2), steps=steps, eval_every=eval_every,
+                                   eval_examples=eval_examples)
+                for item in run_method(self.base, task, ms, ts, cancel=cancel):
+                    yield n, item
+        finally:
+            with self._lock:
+                if self._cancel.get(key) is cancel:
+                    del self._cancel[key]
+
+    def stop(self, key: str) -> bool:
+        with self._lock:
+            ev = self._cancel.get(key)
+        if ev is None:
+            return False
+        ev.set()
+        return True

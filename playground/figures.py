@@ -116,3 +116,23 @@ def overhead_figure(points: list[OverheadPoint]) -> go.Figure:
     fig.update_yaxes(title_text="latency (ms)", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="KV cache (MB)", rangemode="tozero", showgrid=False, secondary_y=True)
     return _layout(fig, "What a prefix costs at inference", "virtual tokens P", "latency (ms)")
+
+
+def compare_figure(curves: dict[str, list[StepRecord]], metric_label: str, x: str = "step",
+                   baselines: dict[str, float] | None = None) -> go.Figure:
+    """Held-out metric per method against optimizer steps (x="step") or seconds of training (x="time");
+    untrained baselines as dashed lines."""
+    fig = go.Figure()
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        fig.add_hline(y=100 * value, line_dash="dash", line_color=COLORS[(len(curves) + i) % len(COLORS)],
+                      annotation_text=f"{name}: {100 * value:.1f}%", annotation_position="top left")
+    for i, (name, records) in enumerate(curves.items()):
+        pts = [r for r in records if r.metric is not None]
+        xs = [r.step if x == "step" else r.elapsed for r in pts]
+        unit = "step %{x}" if x == "step" else "%{x:.1f} s"
+        fig.add_trace(go.Scatter(x=xs, y=[100 * r.metric for r in pts], mode="lines+markers", name=name,
+                                 line=dict(color=COLORS[i % len(COLORS)]),
+                                 hovertemplate=f"{name}<br>{unit}<br>%{{y:.1f}}%<extra></extra>"))
+    fig.update_yaxes(range=[-3, 103])
+    what = "step" if x == "step" else "seconds of training"
+    return _layout(fig, f"Held-out {metric_label} vs {what}", what, f"{metric_label} (%)")

@@ -65,3 +65,23 @@ def test_compare_cli_on_the_real_model(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "playground", "compare", "--methods", "prefix,loraa"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Unknown method(s): loraa" in bad.stderr
+
+
+def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
+    from playground.compare import CompareLab
+    from playground.figures import compare_figure
+
+    lab = CompareLab(tiny_llama, max_steps=5)
+    task = get_task("sentiment")
+    items = list(lab.stream("a", task, ["prompt", "instruction"], steps=2, eval_every=1, eval_examples=2))
+    assert [n for n, _ in items] == ["prompt", "prompt", "prompt", "instruction"]
+    curves = {"prompt": [i for n, i in items if isinstance(i, StepRecord)]}
+    fig = compare_figure(curves, "accuracy", "time", {"instruction": items[-1][1].metric})
+    assert len(fig.data) == 1 and list(fig.data[0].x) == [r.elapsed for r in curves["prompt"]]
+    with pytest.raises(PlaygroundError, match="outside this server's range"):
+        next(lab.stream("a", task, ["prefix"], steps=6))
+    gen = lab.stream("b", task, ["prompt", "lora"], steps=3, eval_every=0, eval_examples=2)
+    first = next(gen)
+    assert first[0] == "prompt" and lab.stop("b") and not lab.stop("nobody")
+    rest = list(gen)  # the current step finishes, then nothing more: LoRA never starts
+    assert all(n == "prompt" for n, _ in rest)
