@@ -30,7 +30,7 @@ from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_
 from .errors import PlaygroundError
 from .generate import greedy, greedy_mixed
 from .models import BaseModel
-from .prefix import INITS, MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix
+from .prefix import Prefix, PrefixSettings, create_prefix
 from .prompts import PromptFormat, pad_left
 
 METHODS = {
@@ -58,14 +58,8 @@ class MethodSettings:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise PlaygroundError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
-        if self.method in ("prefix", "prefix_mlp", "prompt"):
-            n = self.num_virtual_tokens
-            if not isinstance(n, int) or not 1 <= n <= MAX_VIRTUAL_TOKENS:
-                raise PlaygroundError(f"num_virtual_tokens must be a whole number from 1 to {MAX_VIRTUAL_TOKENS}; got {n}.")
-            if self.init not in INITS:
-                raise PlaygroundError(f"Unknown init '{self.init}'. Choose one of: {', '.join(INITS)}.")
-            if self.init == "text" and not self.init_text.strip():
-                raise PlaygroundError("init 'text' needs an init text. Type a sentence, or choose init 'task' or 'random'.")
+        if self.method in ("prefix", "prefix_mlp", "prompt"):  # virtual tokens: the prefix's own checks
+            PrefixSettings(self.num_virtual_tokens, self.init, self.init_text).validate()
         if self.method == "prefix_mlp" and self.init != "random":
             raise PlaygroundError("Prefix tuning with the MLP can't start from text: PEFT cannot invert the MLP. "
                                   "Choose init 'random' for it, or the direct prefix for text init.")
