@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from .errors import PlaygroundError
-from .methods import METHODS, InstructionMethod, MethodSettings, create_method, evaluate_method
+from .methods import METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method
 from .models import BaseModel
 from .tasks import Task
 from .training import StepRecord, TrainSettings, held_out_split, train
@@ -49,6 +49,7 @@ class MethodResult:
     metric: float = 0.0  # held-out metric at the end
     train_seconds: float = 0.0  # training time, evaluation excluded
     per_token_s: float = 0.0  # greedy latency per generated token on one prompt (16 tokens, no early stop)
+    per_token_merged_s: float | None = None  # LoRA only: the same with the adapters merged into the weights
 
 
 def kv_bytes(base: BaseModel, positions: int) -> int:
@@ -56,12 +57,12 @@ def kv_bytes(base: BaseModel, positions: int) -> int:
     return base.num_layers * 2 * base.num_kv_heads * base.head_dim * positions * itemsize
 
 
-def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16) -> float:
+def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, mode: str | None = None) -> float:
     """Seconds per generated token for one prompt, prefill included (median of 3 after a warm-up)."""
     from .prompts import PromptFormat
 
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
+    mode = mode or ("instruction" if isinstance(method, InstructionMethod) else "prefix")
     prompt = [fmt.encode_prompt(text, mode, getattr(method, "instruction", ""))]
     times = []
     for _ in range(4):
@@ -86,7 +87,11 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
             yield rec
         res.metric = res.records[-1].metric if res.records and res.records[-1].metric is not None else 0.0
         res.train_seconds = res.records[-1].elapsed if res.records else 0.0
-    res.per_token_s = per_token_latency(base, method, task.split("test")[0].input)
+    text = task.split("test")[0].input
+    res.per_token_s = per_token_latency(base, method, text)
+    if isinstance(method, LoraMethod):
+        merged = method.merged(base)
+        res.per_token_merged_s = per_token_latency(merged, InstructionMethod(""), text, mode="prefix")
     yield res
 
 
@@ -105,9 +110,10 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
     n = base.num_parameters
     rows = []
     for r in results:
+        merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
         rows.append([METHODS[r.method], f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
                      f"{r.stored:,} ({100 * r.stored / n:.3f}%)", WHERE[r.method],
-                     f"{1000 * r.per_token_s:.1f} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
+                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
                      f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
     return rows
 

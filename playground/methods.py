@@ -200,6 +200,25 @@ class LoraMethod:
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         return greedy(self.view(base), prompts, None, max_new_tokens, stop_ids)
 
+    def merged(self, base: BaseModel) -> BaseModel:
+        """``base`` with the adapters merged into new weights (W + scale·B·A) of the targeted layers only.
+
+        What "no inference overhead once merged" means: plain Linear layers again. Uses PEFT's
+        ``get_delta_weight``; the merged layers get tensors of their own, every other tensor is
+        still the shared model's.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        merged = _shared_copy(base.model)
+        layers = dict(merged.named_modules())
+        with torch.no_grad():
+            for name, module in self.model.named_modules():
+                if isinstance(module, LoraLayer):
+                    target = layers[name]  # the same path in the plain copy: a torch.nn.Linear
+                    delta = module.get_delta_weight("default").to(target.weight.dtype)  # [out, in]
+                    target.weight = torch.nn.Parameter(target.weight + delta, requires_grad=False)
+        return replace(base, model=merged, derived={})
+
     @property
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

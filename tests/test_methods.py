@@ -189,3 +189,19 @@ def test_a_prefix_scores_the_same_through_the_methods_path(tiny):
 
     assert evaluate_method(tiny, task, examples, m).predictions == \
         evaluate(tiny, task, examples, "prefix", m.prefix).predictions
+
+
+def test_merged_lora_computes_the_same_with_plain_layers_and_leaves_the_shared_model(tiny_llama):
+    base = tiny_llama
+    m = create_method(base, MethodSettings("lora", r=2, lora_alpha=4), seed=5)
+    _shake(m.parameters(), scale=1.0)
+    merged = m.merged(base)
+    q = merged.model.model.layers[1].self_attn.q_proj
+    assert type(q) is torch.nn.Linear and q.weight is not base.model.model.layers[1].self_attn.q_proj.weight
+    assert merged.model.model.layers[1].mlp.up_proj.weight is base.model.model.layers[1].mlp.up_proj.weight
+    ids, mask, _ = _batch(base)
+    with torch.no_grad():
+        assert torch.allclose(merged.model(input_ids=ids, attention_mask=mask).logits,
+                              m.model(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+        assert not torch.allclose(merged.model(input_ids=ids, attention_mask=mask).logits,
+                                  base.model(input_ids=ids, attention_mask=mask).logits, atol=1e-4)
