@@ -136,7 +136,7 @@ def main() -> None:
     print("|---|---|---|")
     for name, v in results.items():
         print(f"| {name} | {v:.1f} | {v / a:.2f}x |")
-    print(f"padding share of token positions: " + ", ".join(f"{k} {v:.1%}" for k, v in waste.items()))
+    print("padding share of token positions: " + ", ".join(f"{k} {v:.1%}" for k, v in waste.items()))
     ours_v = results["ours, bf16 autocast, weights cast once (app default)"]
     write_json(args.json, {"machine": machine(), "examples_per_s": results, "padding_waste": waste,
                            "steps": n, "warmup": w, "default_precision": default})

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import torch
 
 from .errors import PlaygroundError
 from .methods import METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method
 from .models import BaseModel
+from .overhead import kv_cache_bytes
 from .tasks import Task
 from .training import StepRecord, TrainSettings, held_out_split, train
 
@@ -52,11 +52,6 @@ class MethodResult:
     per_token_merged_s: float | None = None  # LoRA only: the same with the adapters merged into the weights
 
 
-def kv_bytes(base: BaseModel, positions: int) -> int:
-    itemsize = torch.empty((), dtype=base.dtype).element_size()
-    return base.num_layers * 2 * base.num_kv_heads * base.head_dim * positions * itemsize
-
-
 def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, mode: str | None = None) -> float:
     """Seconds per generated token for one prompt, prefill included (median of 3 after a warm-up)."""
     from .prompts import PromptFormat
@@ -77,7 +72,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
     """Train one method (yielding each StepRecord), then yield its MethodResult."""
     method = create_method(base, ms, task.instruction, ts.seed)
     res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, method.extra_positions,
-                       kv_bytes(base, method.extra_positions))
+                       kv_cache_bytes(base, method.extra_positions))
     if isinstance(method, InstructionMethod):
         held_out = task.split(held_out_split(task))[: ts.eval_examples]
         res.metric = evaluate_method(base, task, held_out, method).score
@@ -90,8 +85,8 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
     text = task.split("test")[0].input
     res.per_token_s = per_token_latency(base, method, text)
     if isinstance(method, LoraMethod):
-        merged = method.merged(base)
-        res.per_token_merged_s = per_token_latency(merged, InstructionMethod(""), text, mode="prefix")
+        # merged, it is a plain model again: time it with no adapter at all (InstructionMethod's plain greedy)
+        res.per_token_merged_s = per_token_latency(method.merged(base), InstructionMethod(""), text, mode="prefix")
     yield res
 
 

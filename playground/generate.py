@@ -92,8 +92,25 @@ def greedy_mixed(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefi
     if not rows:
         return new
     out, mask, pos = mixed_prefill(base, [prompts[i] for i in rows], [prefixes[i] for i in rows])
+    for r, got in zip(rows, decode(base, out, mask, pos, [budgets[i] for i in rows], stop_ids)):
+        new[r] = got
+    return new
+
+
+@torch.inference_mode()
+def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets: list[int],
+           stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
+    """Greedy decoding after a prefill, whatever that prefill held (prefix caches, prompt embeddings).
+
+    out: the prefill's output (logits [batch, 1, vocab] and its cache); mask: [batch, k_pos];
+    pos: [batch, q_pos], the last column the last position. Row i gets at most budgets[i] (> 0) new
+    ids, ending at the first stop id (kept), and leaves the batch when it ends.
+    """
+    B = len(budgets)
+    new: list[list[int]] = [[] for _ in range(B)]
+    rows = list(range(B))  # original index of each live row
     stops = set(stop_ids)
-    for _ in range(max(budgets)):
+    for _ in range(max(budgets, default=0)):
         nxt = out.logits[:, -1].argmax(-1)  # [batch]
         live = []  # batch positions of the rows that go on
         for k, (r, t) in enumerate(zip(rows, nxt.tolist())):

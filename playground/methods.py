@@ -28,10 +28,11 @@ import torch
 from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model
 
 from .errors import PlaygroundError
-from .generate import greedy, greedy_mixed
+from .generate import decode, greedy
 from .models import BaseModel
 from .prefix import Prefix, PrefixSettings, create_prefix
 from .prompts import PromptFormat, pad_left
+from .training import head_loss, target_loss
 
 METHODS = {
     "prefix": "Prefix tuning",
@@ -70,14 +71,6 @@ class MethodSettings:
                 raise PlaygroundError("LoRA needs at least one target module, e.g. q_proj and v_proj.")
 
 
-def _head_loss(base: BaseModel, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the LM head at target positions only. hidden: [batch, T, hidden]; labels: [batch, T]."""
-    shifted = labels[:, 1:]  # position t predicts token t+1
-    keep = shifted != -100  # [batch, T-1]
-    logits = base.model.get_output_embeddings()(hidden[:, :-1][keep])  # [targets, vocab]
-    return torch.nn.functional.cross_entropy(logits.float(), shifted[keep])
-
-
 class PrefixMethod:
     """Prefix tuning (direct or through the MLP): a thin view of ``prefix.Prefix``."""
 
@@ -88,8 +81,6 @@ class PrefixMethod:
         return self.prefix.parameters()
 
     def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
-        from .training import target_loss  # training imports evaluation, which imports generate
-
         return target_loss(base, self.prefix, ids, mask, labels, backbone)
 
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
@@ -139,33 +130,22 @@ class PromptMethod:
         hidden = backbone(inputs_embeds=self._embeds(base, ids), attention_mask=full_mask,
                           use_cache=False).last_hidden_state  # [batch, P + T, hidden]
         pad = labels.new_full((B, self.P), -100)  # no loss on the virtual tokens
-        return _head_loss(base, hidden, torch.cat([pad, labels], dim=1))
+        return head_loss(base.model.get_output_embeddings(), hidden, torch.cat([pad, labels], dim=1))
 
     @torch.inference_mode()
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         """Greedy, batched. Rows are [virtual | left padding | prompt]; the mask hides the padding and
         positions skip it, so each row gets what it would alone (PEFT's prompt-tuning ``generate``)."""
         dev, B = base.device, len(prompts)
+        if max_new_tokens <= 0:
+            return [[] for _ in range(B)]
         ids, mask = pad_left(prompts, base.tokenizer.pad_token_id)  # [batch, T]
         ids, mask = ids.to(dev), mask.to(dev)
         mask = torch.cat([mask.new_ones(B, self.P), mask], dim=1)  # [batch, P + T]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, P + T]: real tokens at P.. in every row
         out = base.model(inputs_embeds=self._embeds(base, ids), attention_mask=mask, position_ids=pos,
                          use_cache=True, logits_to_keep=1)
-        stops, new, live = set(stop_ids), [[] for _ in range(B)], [max_new_tokens > 0] * B
-        for _ in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1)  # [batch]
-            for i, t in enumerate(nxt.tolist()):
-                if live[i]:
-                    new[i].append(t)
-                    live[i] = t not in stops and len(new[i]) < max_new_tokens
-            if not any(live):
-                break
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # [batch, k_pos + 1]
-            pos = pos[:, -1:] + 1  # [batch, 1]
-            out = base.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                             past_key_values=out.past_key_values, use_cache=True)
-        return new
+        return decode(base, out, mask, pos, [max_new_tokens] * B, stop_ids)
 
     @property
     def trainable_parameters(self) -> int:
@@ -192,10 +172,10 @@ class LoraMethod:
         return [p for n, p in self.model.named_parameters() if "lora_" in n]
 
     def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
-        view = self.view(base)
+        """The copy's own backbone (its LoRA layers), not the shared ``backbone``. ids, mask, labels: [batch, T]."""
         hidden = getattr(self.model, self.model.base_model_prefix)(input_ids=ids, attention_mask=mask,
                                                                    use_cache=False).last_hidden_state
-        return _head_loss(view, hidden, labels)
+        return head_loss(self.model.get_output_embeddings(), hidden, labels)
 
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         return greedy(self.view(base), prompts, None, max_new_tokens, stop_ids)
@@ -240,7 +220,7 @@ class InstructionMethod:
         raise PlaygroundError("The instruction-prompt baseline has nothing to train.")
 
     def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy_mixed(base, prompts, [None] * len(prompts), max_new_tokens, stop_ids)
+        return greedy(base, prompts, None, max_new_tokens, stop_ids)
 
     trainable_parameters = stored_parameters = extra_positions = 0
 

@@ -136,9 +136,14 @@ def target_loss(base: BaseModel, prefix: Prefix, ids: torch.Tensor, mask: torch.
     backbone = backbone if backbone is not None else getattr(base.model, base.model.base_model_prefix)
     hidden = prefix_forward(base, ids, mask, prefix, module=backbone,
                             use_cache=False).last_hidden_state  # [batch, T, hidden]
+    return head_loss(base.model.get_output_embeddings(), hidden, labels)
+
+
+def head_loss(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the LM ``head`` at target positions only. hidden: [batch, T, hidden]; labels: [batch, T]."""
     shifted = labels[:, 1:]  # position t predicts token t+1
     keep = shifted != -100  # [batch, T-1]
-    logits = base.model.get_output_embeddings()(hidden[:, :-1][keep])  # [targets, vocab]
+    logits = head(hidden[:, :-1][keep])  # [targets, vocab]
     return torch.nn.functional.cross_entropy(logits.float(), shifted[keep])
 
 

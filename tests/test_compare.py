@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from playground.compare import MethodResult, check_methods, compare, kv_bytes, run_method, summary, to_json
+from playground.compare import MethodResult, check_methods, compare, run_method, summary, to_json
+from playground.overhead import kv_cache_bytes
 from playground.errors import PlaygroundError
 from playground.methods import MethodSettings
 from playground.tasks import get_task
@@ -28,7 +29,7 @@ def test_each_method_reports_its_curve_sizes_and_costs(tiny_llama):
         assert res.per_token_s > 0 and 0.0 <= res.metric <= 1.0
         got[name] = res
     assert [len(got[n].records) for n in got] == [2, 2, 2, 0]  # the baseline trains nothing
-    assert got["prefix"].kv_bytes_added == got["prompt"].kv_bytes_added == kv_bytes(tiny_llama, 3) > 0
+    assert got["prefix"].kv_bytes_added == got["prompt"].kv_bytes_added == kv_cache_bytes(tiny_llama, 3) > 0
     assert got["lora"].kv_bytes_added == 0 and got["instruction"].trainable == 0
     assert got["lora"].per_token_merged_s > 0 and got["prefix"].per_token_merged_s is None
     assert got["prompt"].stored == 3 * tiny_llama.model.config.hidden_size
