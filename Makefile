@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit test-browser chromium screenshots bench prefixes clean
+.PHONY: install run demo test test-unit test-browser chromium screenshots bench experiments prefixes clean
 ARGS ?=
 
 install: $(STAMP)
@@ -53,6 +53,11 @@ prefixes: install
 # Results in bench/results/, charts in docs/bench/; BENCHMARKS.md records a full run.
 bench: install chromium
 	$(BIN)/python bench/run_all.py
+
+# Li & Liang's ablations and the method comparison, 3 seeds, on the 2-core CPU (about 30 min; resumes if
+# interrupted). Tables and PNG charts in docs/experiments/; docs/experiments.md discusses them.
+experiments: install chromium
+	$(BIN)/python -m playground experiments --out docs/experiments $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -98,6 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-virtual-tokens", type=int, default=20)
     p.add_argument("--r", type=int, default=4, help="LoRA rank")
     p.add_argument("--json", default=None, help="write every run's records here")
+    p.add_argument("--out", default=None, help="folder for results.json and the figures with error bars "
+                   "(HTML, and PNG when Chromium is installed)")
+    p.add_argument("--split", default=None, help="held-out split for the metric (default: validation where the "
+                   "task has one, else test)")
+
+    p = sub.add_parser("experiments", help="Li & Liang's ablations (prefix length, init in low data, MLP vs direct, "
+                       "prefix vs prompt) and the method comparison, over several seeds; writes tables and figures")
+    _model_args(p)
+    p.add_argument("--task", default="topic", help="built-in task")
+    p.add_argument("--studies", default="compare,length,init,mlp", help="comma-separated, from: compare, length "
+                   "(with prompt tuning at equal lengths), init, mlp")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--eval-examples", type=int, default=60)
+    p.add_argument("--split", default="test", help="held-out split for the metric")
+    p.add_argument("--lengths", default="1,2,5,10,20,50,100", help="prefix lengths to sweep")
+    p.add_argument("--prompt-lengths", default="1,5,20,100", help="prompt-tuning lengths (prefix vs prompt)")
+    p.add_argument("--train-sizes", default="16,64", help="training-set sizes for the init study")
+    p.add_argument("--out", default="experiments-out", help="folder for results.json, results.md and the figures; "
+                   "a rerun with the same settings resumes")
 
     p = sub.add_parser("list", help="the prefixes in the library with their cards")
     p.add_argument("--library", default=str(DEFAULT_LIBRARY))
@@ -346,17 +367,61 @@ def cmd_compare(args) -> int:
                        eval_examples=args.eval_examples)
     ts.validate()
     base = load_base_verbose(args)
-    results = compare(base, task, names, ts, seeds or [0], args.num_virtual_tokens, args.r)
+    results = compare(base, task, names, ts, seeds or [0], args.num_virtual_tokens, args.r, eval_split=args.split)
     headers, rows = summary(results, base)
     print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(results), indent=1), encoding="utf-8")
+    if args.out:
+        from .figures import seeds_curve_figure, write_figures
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(to_json(results), indent=1), encoding="utf-8")
+        figs = {f"compare_{x}": seeds_curve_figure(to_json(results), task.metric, x) for x in ("step", "time")}
+        for path in write_figures(figs, out):
+            print(f"wrote {path}")
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
+def _numbers(text: str, kind, flag: str) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PlaygroundError(f"{flag} takes numbers separated by commas; got '{text}'.") from None
+
+
+def cmd_experiments(args) -> int:
+    from .experiments import ExperimentSettings, figures, markdown_tables, run_all
+    from .figures import write_figures
+    from .tasks import get_task
+
+    s = ExperimentSettings(task=args.task, studies=tuple(x.strip() for x in args.studies.split(",") if x.strip()),
+                           seeds=_numbers(args.seeds, int, "--seeds"), steps=args.steps,
+                           eval_examples=args.eval_examples, eval_split=args.split,
+                           lengths=_numbers(args.lengths, int, "--lengths"),
+                           prompt_lengths=_numbers(args.prompt_lengths, int, "--prompt-lengths"),
+                           train_sizes=_numbers(args.train_sizes, int, "--train-sizes"))
+    s.validate()
+    task = get_task(args.task)
+    task.split(s.eval_split)  # a clear message now, not after the model loads
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_base_verbose(args)
+    t0 = time.perf_counter()
+    data = run_all(base, task, s, out, say=lambda m: print(m, flush=True))
+    data["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "results.md").write_text(markdown_tables(data) + "\n", encoding="utf-8")
+    print(markdown_tables(data))
+    for path in write_figures(figures(data), out):
+        print(f"wrote {path}")
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'} ({data['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "experiments": cmd_experiments, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
             "list": cmd_list, "demo": cmd_demo, "ship": cmd_ship}
 
 

@@ -16,7 +16,8 @@ from typing import Iterator
 
 
 from .errors import PlaygroundError
-from .methods import METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method
+from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method,
+                      exported_bytes)
 from .models import BaseModel
 from .overhead import kv_cache_bytes
 from .tasks import Task
@@ -43,6 +44,7 @@ class MethodResult:
     method: str  # a key of methods.METHODS
     trainable: int  # parameters the optimizer updated
     stored: int  # parameters saved at export
+    stored_bytes: int  # size of the exported adapter_model.safetensors (PEFT's format, fp32)
     extra_positions: int  # key/value positions added to every layer at inference
     kv_bytes_added: int  # what those positions cost per request: layer x 2 x kv_head x head_dim x P x bytes
     records: list[StepRecord] = field(default_factory=list, repr=False)  # the training curve (empty: no training)
@@ -68,20 +70,24 @@ def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, 
 
 
 def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSettings,
-               cancel: threading.Event | None = None) -> Iterator[StepRecord | MethodResult]:
-    """Train one method (yielding each StepRecord), then yield its MethodResult."""
+               cancel: threading.Event | None = None, eval_split: str | None = None) -> Iterator[StepRecord | MethodResult]:
+    """Train one method (yielding each StepRecord), then yield its MethodResult.
+
+    The metric is measured on ``eval_split`` (default: ``held_out_split(task)``, validation where there is one).
+    """
     method = create_method(base, ms, task.instruction, ts.seed)
-    res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, method.extra_positions,
+    res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, 0, method.extra_positions,
                        kv_cache_bytes(base, method.extra_positions))
     if isinstance(method, InstructionMethod):
-        held_out = task.split(held_out_split(task))[: ts.eval_examples]
+        held_out = task.split(eval_split or held_out_split(task))[: ts.eval_examples]
         res.metric = evaluate_method(base, task, held_out, method).score
     else:
-        for rec in train(base, method, task, ts, cancel=cancel):
+        for rec in train(base, method, task, ts, cancel=cancel, eval_split=eval_split):
             res.records.append(rec)
             yield rec
         res.metric = res.records[-1].metric if res.records and res.records[-1].metric is not None else 0.0
         res.train_seconds = res.records[-1].elapsed if res.records else 0.0
+    res.stored_bytes = exported_bytes(method)  # written as PEFT files, measured, deleted
     text = task.split("test")[0].input
     res.per_token_s = per_token_latency(base, method, text)
     if isinstance(method, LoraMethod):
@@ -107,7 +113,7 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
     for r in results:
         merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
         rows.append([METHODS[r.method], f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
-                     f"{r.stored:,} ({100 * r.stored / n:.3f}%)", WHERE[r.method],
+                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", WHERE[r.method],
                      f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
                      f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
     return rows
@@ -119,7 +125,7 @@ TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "in
 
 def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, seeds: list[int],
             num_virtual_tokens: int = 20, r: int = 4, learning_rates: dict | None = None,
-            say=print) -> dict[str, list[MethodResult]]:
+            eval_split: str | None = None, say=print) -> dict[str, list[MethodResult]]:
     """Every method for every seed (the CLI's full runs). Returns method -> one MethodResult per seed."""
     from dataclasses import replace
 
@@ -130,7 +136,7 @@ def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, se
         for n in names:
             ms = MethodSettings(n, num_virtual_tokens, "random" if n == "prefix_mlp" else "task", r=r)
             run_ts = replace(ts, seed=seed, learning_rate=lrs.get(n, ts.learning_rate))
-            for item in run_method(base, task, ms, run_ts):
+            for item in run_method(base, task, ms, run_ts, eval_split=eval_split):
                 if isinstance(item, MethodResult):
                     out[n].append(item)
                     say(f"{METHODS[n]:>34} seed {seed}: metric {100 * item.metric:5.1f}% after "
@@ -166,8 +172,10 @@ class CompareLab:
     (LoRA trains on a module copy, the prefixes and prompts are per-call inputs).
     """
 
-    def __init__(self, base: BaseModel, max_steps: int = 60, max_eval_examples: int = 100):
+    def __init__(self, base: BaseModel, max_steps: int = 60, max_eval_examples: int = 100,
+                 max_ablation_steps: int = 600):
         self.base, self.max_steps, self.max_eval_examples = base, max_steps, max_eval_examples
+        self.max_ablation_steps = max_ablation_steps  # one ablation's grid in all: about 5 min of CPU training
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -180,12 +188,7 @@ class CompareLab:
                                   f"{self.max_steps}). Use the CLI (`python -m playground compare`) for longer runs.")
         if not 1 <= eval_examples <= self.max_eval_examples:
             raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
-        cancel = threading.Event()
-        with self._lock:
-            old = self._cancel.get(key)
-            if old is not None:
-                old.set()  # a new comparison replaces this session's running one
-            self._cancel[key] = cancel
+        cancel = self._begin(key)
         try:
             for n in names:
                 if cancel.is_set():
@@ -196,9 +199,53 @@ class CompareLab:
                 for item in run_method(self.base, task, ms, ts, cancel=cancel):
                     yield n, item
         finally:
-            with self._lock:
-                if self._cancel.get(key) is cancel:
-                    del self._cancel[key]
+            self._end(key, cancel)
+
+    def ablate(self, key: str, task: Task, study: str, steps: int, seeds: int = 1,
+               eval_examples: int = 24) -> Iterator[tuple[int, int, object]]:
+        """One of Li & Liang's ablations at a classroom budget (``experiments.LAB_GRIDS``): yields
+        (runs done, runs in all, experiments.Run) after each run. The whole grid must fit in
+        ``max_ablation_steps`` optimizer steps; the CLI (``python -m playground experiments``) has no cap."""
+        from .experiments import LAB_GRIDS, lab_settings, plan, run_one
+
+        if study not in LAB_GRIDS:
+            raise PlaygroundError(f"Unknown ablation '{study}'. Choose one of: {', '.join(LAB_GRIDS)}.")
+        if not (isinstance(seeds, int) and 1 <= seeds <= 3):
+            raise PlaygroundError(f"seeds must be 1, 2 or 3 here; got {seeds}. Use the CLI for more.")
+        if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):
+            raise PlaygroundError(f"steps = {steps} is outside this server's range (1 to {self.max_steps}).")
+        if not 1 <= eval_examples <= self.max_eval_examples:
+            raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
+        s = lab_settings(task, study, steps, seeds, eval_examples)
+        specs = plan(s)
+        if len(specs) * steps > self.max_ablation_steps:
+            raise PlaygroundError(
+                f"This ablation is {len(specs)} runs x {steps} steps = {len(specs) * steps} steps, over this server's "
+                f"limit of {self.max_ablation_steps}. Use fewer steps or seeds, or the CLI (`python -m playground "
+                "experiments`) for full runs.")
+        cancel = self._begin(key)
+        try:
+            for i, spec in enumerate(specs, 1):
+                run = run_one(self.base, task, spec, s, cancel)
+                if run is None:  # stopped mid-run: a partial run would skew the mean, so it is dropped
+                    return
+                yield i, len(specs), run
+        finally:
+            self._end(key, cancel)
+
+    def _begin(self, key: str) -> threading.Event:
+        cancel = threading.Event()
+        with self._lock:
+            old = self._cancel.get(key)
+            if old is not None:
+                old.set()  # a new comparison replaces this session's running one
+            self._cancel[key] = cancel
+        return cancel
+
+    def _end(self, key: str, cancel: threading.Event) -> None:
+        with self._lock:
+            if self._cancel.get(key) is cancel:
+                del self._cancel[key]
 
     def stop(self, key: str) -> bool:
         with self._lock:

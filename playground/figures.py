@@ -136,3 +136,127 @@ def compare_figure(curves: dict[str, list[StepRecord]], metric_label: str, x: st
     fig.update_yaxes(range=[-3, 103])
     what = "step" if x == "step" else "seconds of training"
     return _layout(fig, f"Held-out {metric_label} vs {what}", what, f"{metric_label} (%)")
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    """(mean, mean - min, max - mean): a point with asymmetric error bars spanning every seed."""
+    mean = sum(values) / len(values)
+    return mean, mean - min(values), max(values) - mean
+
+
+def seeds_curve_figure(runs_by_method: dict[str, list[dict]], metric_label: str, x: str = "step") -> go.Figure:
+    """The Compare CLI's curves over seeds: mean held-out metric per method, error bars from the worst
+    to the best seed, against steps (x="step") or mean seconds of training (x="time").
+
+    ``runs_by_method``: ``compare.to_json``'s output (method -> one dict per seed, with "records").
+    """
+    from .methods import METHODS
+
+    fig = go.Figure()
+    for i, (name, runs) in enumerate(runs_by_method.items()):
+        color = COLORS[i % len(COLORS)]
+        label = METHODS.get(name, name)
+        if not any(r["records"] for r in runs):  # untrained baseline: a dashed line at its mean
+            mean, _, _ = _spread([100 * r["metric"] for r in runs])
+            fig.add_hline(y=mean, line_dash="dash", line_color=color, annotation_text=f"{label}: {mean:.1f}%",
+                          annotation_position="top left")
+            continue
+        steps = sorted({rec["step"] for r in runs for rec in r["records"] if rec["metric"] is not None})
+        xs, ys, lo, hi = [], [], [], []
+        for st in steps:
+            at = [rec for r in runs for rec in r["records"] if rec["step"] == st and rec["metric"] is not None]
+            m, dlo, dhi = _spread([100 * rec["metric"] for rec in at])
+            xs.append(st if x == "step" else sum(rec["elapsed"] for rec in at) / len(at))
+            ys.append(m), lo.append(dlo), hi.append(dhi)
+        unit = "step %{x}" if x == "step" else "%{x:.1f} s"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=color),
+                                 error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+                                 hovertemplate=f"{label}<br>{unit}<br>mean %{{y:.1f}}%<extra></extra>"))
+    fig.update_yaxes(range=[-3, 103])
+    what = "step" if x == "step" else "seconds of training (mean over seeds)"
+    n = max(len(r) for r in runs_by_method.values())
+    return _layout(fig, f"Held-out {metric_label} vs {what.split(' (')[0]}: mean of {n} seeds, bars from worst "
+                   "to best", what, f"{metric_label} (%)", height=420)
+
+
+def ablation_figure(points: list, metric_label: str, x_label: str, log_x: bool = False,
+                    bars: bool = False) -> go.Figure:
+    """One ablation study: the metric after training per series against the swept value, as the mean
+    over seeds with error bars from the worst to the best seed. ``points``: ``experiments.Point`` list."""
+    fig = go.Figure()
+    series = list(dict.fromkeys(p.series for p in points))
+    for i, name in enumerate(series):
+        pts = [p for p in points if p.series == name]
+        err = dict(type="data", symmetric=False, array=[100 * (p.hi - p.mean) for p in pts],
+                   arrayminus=[100 * (p.mean - p.lo) for p in pts])
+        xs = [f"{p.x:g}" for p in pts] if bars else [p.x for p in pts]
+        common = dict(x=xs, y=[100 * p.mean for p in pts], name=name, error_y=err,
+                      customdata=[[100 * p.lo, 100 * p.hi, p.n, 100 * p.start] for p in pts],
+                      hovertemplate=f"{name}<br>{x_label} %{{x}}<br>mean %{{y:.1f}}% (seeds: %{{customdata[0]:.1f}}–"
+                                    "%{customdata[1]:.1f}, n=%{customdata[2]})<br>before training "
+                                    "%{customdata[3]:.1f}%<extra></extra>")
+        if bars:
+            fig.add_trace(go.Bar(marker_color=COLORS[i % len(COLORS)], **common))
+        else:
+            fig.add_trace(go.Scatter(mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)]), **common))
+    if bars:
+        fig.update_layout(barmode="group")
+        fig.update_xaxes(type="category")
+    elif log_x:
+        fig.update_xaxes(type="log")
+    fig.update_yaxes(range=[-3, 103])
+    n = max(p.n for p in points)
+    return _layout(fig, f"Held-out {metric_label} after training vs {x_label}: mean of {n} seeds, bars from "
+                   "worst to best", x_label, f"{metric_label} (%)", height=420)
+
+
+def loss_curves_figure(runs: list[dict]) -> go.Figure:
+    """Training loss per step of every seed, one panel per learning rate, one color per series:
+    how smooth (stable) or jumpy each way of optimizing is. ``runs``: ``experiments.Run`` dicts."""
+    xs = sorted({r["x"] for r in runs})
+    series = list(dict.fromkeys(r["series"] for r in runs))
+    fig = make_subplots(rows=1, cols=len(xs), shared_yaxes=True, subplot_titles=[f"lr {x:g}" for x in xs])
+    for col, x in enumerate(xs, 1):
+        for i, name in enumerate(series):
+            for j, r in enumerate(r for r in runs if r["x"] == x and r["series"] == name):
+                fig.add_trace(go.Scatter(
+                    x=[c[0] for c in r["curve"]], y=[c[1] for c in r["curve"]], mode="lines", name=name,
+                    legendgroup=name, showlegend=col == 1 and j == 0, line=dict(color=COLORS[i % len(COLORS)], width=1),
+                    hovertemplate=f"{name}, seed {r['seed']}<br>step %{{x}}<br>loss %{{y:.3f}}<extra></extra>"),
+                    row=1, col=col)
+    fig.update_yaxes(type="log")
+    return _layout(fig, "Training loss of every seed (log scale)", "step", "loss", height=380)
+
+
+def write_figures(figs: dict[str, go.Figure], out_dir, png: bool = True, width: int = 1000,
+                  height: int = 440) -> list:
+    """Write each figure as interactive HTML (plotly.js once, beside them) and, with ``png`` and a
+    Chromium at PLAYGROUND_CHROMIUM (default /usr/bin/chromium), as PNG screenshots of that HTML.
+    Returns the paths written. Plotly's own image export needs kaleido and a Chrome download."""
+    import os
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figs.items():
+        path = out / f"{name}.html"
+        fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+        written.append(path)
+    chromium = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
+    if not png or not figs or not Path(chromium).exists():
+        return written
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": width, "height": height})
+        for name, fig in figs.items():
+            page.goto((out / f"{name}.html").resolve().as_uri())
+            page.wait_for_selector(".main-svg")
+            path = out / f"{name}.png"
+            page.locator(".js-plotly-plot").first.screenshot(path=str(path))
+            written.append(path)
+        browser.close()
+    return written

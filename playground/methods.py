@@ -94,6 +94,11 @@ class PrefixMethod:
     def stored_parameters(self) -> int:
         return self.prefix.exported_parameters
 
+    def export(self, folder) -> None:
+        """PEFT's files: the MLP folded away, as ``library.write_prefix`` saves them."""
+        config, emb = self.prefix.exported()  # emb: [P, layers * 2 * token_dim]
+        _write_adapter(folder, config, {"prompt_embeddings": emb})
+
     @property
     def extra_positions(self) -> int:
         return self.prefix.num_virtual_tokens
@@ -157,6 +162,11 @@ class PromptMethod:
     def extra_positions(self) -> int:
         return self.P
 
+    def export(self, folder) -> None:
+        """PEFT's prompt-tuning files: ``PeftModel.from_pretrained`` loads them (tested)."""
+        config = replace(self.config, inference_mode=True)
+        _write_adapter(folder, config, {"prompt_embeddings": self.encoder.embedding.weight.detach()})  # [P, hidden]
+
 
 class LoraMethod:
     """LoRA on a module copy of the shared model: the same weight tensors, its own adapter layers."""
@@ -206,6 +216,14 @@ class LoraMethod:
     stored_parameters = trainable_parameters
     extra_positions = 0
 
+    def export(self, folder) -> None:
+        """PEFT's LoRA files: its state-dict keys (``base_model.model.`` + the module path, the adapter
+        name dropped), so ``PeftModel.from_pretrained`` loads them (tested)."""
+        config = replace(self.config, inference_mode=True)
+        tensors = {f"base_model.model.{n.replace('.default.', '.')}": p.detach()
+                   for n, p in self.model.named_parameters() if "lora_" in n}
+        _write_adapter(folder, config, tensors)
+
 
 class InstructionMethod:
     """The baseline: the task instruction as a system prompt, nothing trained."""
@@ -223,6 +241,33 @@ class InstructionMethod:
         return greedy(base, prompts, None, max_new_tokens, stop_ids)
 
     trainable_parameters = stored_parameters = extra_positions = 0
+
+    def export(self, folder) -> None:
+        raise PlaygroundError("The instruction prompt has nothing trained to export: it is just the task's text.")
+
+
+def _write_adapter(folder, config, tensors: dict[str, torch.Tensor]) -> None:
+    """adapter_config.json (PEFT's own writer) and adapter_model.safetensors into a new ``folder``."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    config.save_pretrained(str(folder))
+    save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def exported_bytes(method) -> int:
+    """Size of the adapter weights file ``method.export`` writes (0 for the instruction prompt)."""
+    if isinstance(method, InstructionMethod):
+        return 0
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="pg-export-") as tmp:
+        method.export(Path(tmp) / "adapter")
+        return (Path(tmp) / "adapter" / "adapter_model.safetensors").stat().st_size
 
 
 def prompt_mode(method: str) -> str:

@@ -362,3 +362,22 @@ def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     traces = plot_data(page, "cmp-by-step")
     assert traces and traces[0]["x"][-1] == 2  # prompt tuning's metric at its last step
     shot(page, "compare")
+
+
+def test_an_ablation_runs_from_the_compare_tab_with_error_bars_and_loss_curves(page):
+    tab(page, "Compare")
+    page.locator("#abl-study").get_by_label("MLP vs direct optimization").check()
+    page.locator("#abl-steps input[type=number]").fill("2")
+    page.locator("#abl-steps input[type=number]").press("Enter")
+    page.locator("#abl-run").click()
+    wait_until(lambda: page.locator("#abl-progress").get_attribute("data-state") == "finished", timeout=240,
+               what="the ablation")
+    assert page.locator("#abl-progress").get_attribute("data-done") == "4"
+    text = page.locator("#abl-table").inner_text()
+    assert "direct" in text and "MLP" in text and "0.03" in text
+    traces = plot_data(page, "abl-plot")
+    assert {t["name"] for t in traces} == {"direct", "MLP"} and all(t["x"] == [0.001, 0.03] for t in traces)
+    assert all(t["error_y"] == [0, 0] for t in traces)  # one seed: no spread yet
+    curves = plot_data(page, "abl-curves")
+    assert len(curves) == 4 and all(len(t["x"]) == 2 for t in curves)  # 2 series x 2 lrs, 2 steps each
+    shot(page, "ablation")

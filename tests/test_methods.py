@@ -205,3 +205,29 @@ def test_merged_lora_computes_the_same_with_plain_layers_and_leaves_the_shared_m
                               m.model(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
         assert not torch.allclose(merged.model(input_ids=ids, attention_mask=mask).logits,
                                   base.model(input_ids=ids, attention_mask=mask).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["prefix_mlp", "prompt", "lora"])
+def test_exported_adapters_load_in_plain_peft_and_answer_the_same(tiny_llama, method, tmp_path):
+    from peft import PeftModel
+
+    from playground.methods import _shared_copy, exported_bytes
+
+    base = tiny_llama
+    m = create_method(base, MethodSettings(method, num_virtual_tokens=4, init="random", r=2), seed=1)
+    _shake(m.parameters(), scale=1.0)
+    m.export(tmp_path / "a")
+    weights = tmp_path / "a" / "adapter_model.safetensors"
+    assert exported_bytes(m) == weights.stat().st_size
+    assert weights.stat().st_size > 4 * m.stored_parameters  # fp32 values plus the safetensors header
+    peft_model = PeftModel.from_pretrained(_shared_copy(base.model), str(tmp_path / "a"))  # LoRA injects: a copy
+    prompts = _prompts(base)
+    for p, row in zip(prompts, m.generate(base, prompts, 5)):
+        ids1 = torch.tensor([p])
+        with torch.no_grad():
+            out = peft_model.generate(input_ids=ids1, attention_mask=torch.ones_like(ids1), max_new_tokens=5,
+                                      do_sample=False, eos_token_id=None, pad_token_id=base.tokenizer.pad_token_id)
+        assert row == out[0, -5:].tolist()
+    assert not any("lora_" in n for n, _ in base.model.named_parameters())
+    with pytest.raises(PlaygroundError, match="nothing trained to export"):
+        create_method(base, MethodSettings("instruction")).export(tmp_path / "b")

@@ -1,9 +1,12 @@
 """The Compare tab: several tuning methods on one task, trained in turn, with curves and a measured table."""
 
+from dataclasses import asdict
+
 import gradio as gr
 
 from playground.compare import TABLE_HEADERS, CompareLab, MethodResult, table_rows
-from playground.figures import compare_figure
+from playground.experiments import X_LABEL, aggregate
+from playground.figures import ablation_figure, compare_figure, loss_curves_figure
 from playground.methods import METHODS
 from playground.metrics import METRIC_LABELS
 from playground.service import Playground
@@ -70,3 +73,59 @@ def build(pg: Playground, lab: CompareLab) -> None:
         lab.stop(key(request))
 
     stop.click(on_stop, None, None, queue=False)
+    build_ablations(pg, lab)
+
+
+STUDIES = {"Prefix length, and prompt tuning at the same length": "length", "Init in low data": "init",
+           "MLP vs direct optimization": "mlp"}
+ABLATION_HEADERS = ["series", "swept value", "after training (mean)", "worst–best seed", "before training", "seeds"]
+
+
+def ablation_status(done: int, total: int, last: str = "", state: str = "running") -> str:
+    text = f"run {done}/{total}" + (f" · last: {esc(last)}" if last else "") if total else "Press Run ablation."
+    return f'<div id="abl-progress" data-state="{state}" data-done="{done}">{text}</div>'
+
+
+def build_ablations(pg: Playground, lab: CompareLab) -> None:
+    gr.Markdown(asset("ablations.md"))
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            a_task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()], value="topic", label="Task",
+                                 elem_id="abl-task")
+            study = gr.Radio(list(STUDIES.items()), value="length", label="Study", elem_id="abl-study")
+            a_steps = gr.Slider(1, lab.max_steps, value=10, step=1, label="Steps per run", elem_id="abl-steps")
+            seeds = gr.Slider(1, 3, value=1, step=1, label="Seeds", elem_id="abl-seeds")
+            with gr.Row():
+                a_run = gr.Button("Run ablation", variant="primary", elem_id="abl-run")
+                a_stop = gr.Button("Stop", variant="stop", elem_id="abl-stop")
+        with gr.Column(scale=3):
+            a_status = gr.HTML(ablation_status(0, 0), elem_id="abl-status")
+            a_plot = gr.Plot(label="metric after training", elem_id="abl-plot")
+            a_curves = gr.Plot(label="loss of every seed", visible=False, elem_id="abl-curves")
+            a_table = gr.Dataframe(headers=ABLATION_HEADERS, label="Per cell, over seeds", interactive=False,
+                                   elem_id="abl-table")
+
+    @friendly
+    def on_ablate(task_name, study_name, n_steps, n_seeds, request: gr.Request):
+        t = get_task(task_name)
+        label = METRIC_LABELS.get(t.metric, t.metric)
+        runs = []
+        yield ablation_status(0, 0, "starting"), None, gr.update(visible=study_name == "mlp", value=None), None
+        for done, total, run in lab.ablate(key(request), t, study_name, int(n_steps), int(n_seeds)):
+            runs.append(asdict(run))
+            points = aggregate(runs)
+            rows = [[p.series, f"{p.x:g}", f"{100 * p.mean:.1f}%", f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%",
+                     f"{100 * p.start:.1f}%", p.n] for p in points]
+            fig = ablation_figure(points, label, X_LABEL[study_name], log_x=study_name != "init",
+                                  bars=study_name == "init")
+            curves = loss_curves_figure(runs) if study_name == "mlp" else None
+            last = f"{run.series}, {X_LABEL[study_name]} {run.x:g}, seed {run.seed}: {100 * run.metric:.1f}%"
+            yield (ablation_status(done, total, last, "finished" if done == total else "running"), fig,
+                   gr.update(visible=study_name == "mlp", value=curves), rows)
+
+    a_run.click(on_ablate, [a_task, study, a_steps, seeds], [a_status, a_plot, a_curves, a_table],
+                concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")
+    def on_ablate_stop(request: gr.Request):
+        lab.stop(key(request))
+
+    a_stop.click(on_ablate_stop, None, None, queue=False)

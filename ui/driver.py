@@ -88,4 +88,6 @@ def plot_data(page, elem_id: str) -> list[dict]:
     return page.evaluate(
         """(id) => { const d = document.querySelector('#' + id + ' .js-plotly-plot');
                       return d && d.data ? d.data.map(t => ({x: t.x || [], y: t.y || [], z: t.z || null,
-                                                             type: t.type || 'scatter'})) : []; }""", elem_id)
+                                                             type: t.type || 'scatter', name: t.name || null,
+                                                             error_y: t.error_y ? t.error_y.array : null})) : []; }""",
+        elem_id)
