@@ -145,11 +145,17 @@ def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, se
 
 
 def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> tuple[list[str], list[list[str]]]:
-    """The table over seeds: the metric as mean ± spread (min-max), the rest from the first seed."""
+    """The table over seeds: the metric as mean (min-max), latencies as the median seed's, the rest from the first seed."""
+    import statistics
+    from dataclasses import replace
+
     headers = TABLE_HEADERS + ["seeds"]
     rows = []
     for n, runs in results.items():
-        row = table_rows(runs[:1], base)[0]
+        merged = [r.per_token_merged_s for r in runs if r.per_token_merged_s is not None]
+        typical = replace(runs[0], per_token_s=statistics.median(r.per_token_s for r in runs),
+                          per_token_merged_s=statistics.median(merged) if merged else None)
+        row = table_rows([typical], base)[0]
         ms = [100 * r.metric for r in runs]
         mean = sum(ms) / len(ms)
         row[5] = f"{mean:.1f}%" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")

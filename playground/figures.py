@@ -175,8 +175,8 @@ def seeds_curve_figure(runs_by_method: dict[str, list[dict]], metric_label: str,
     fig.update_yaxes(range=[-3, 103])
     what = "step" if x == "step" else "seconds of training (mean over seeds)"
     n = max(len(r) for r in runs_by_method.values())
-    return _layout(fig, f"Held-out {metric_label} vs {what.split(' (')[0]}: mean of {n} seeds, bars from worst "
-                   "to best", what, f"{metric_label} (%)", height=420)
+    return _legend_below(_layout(fig, f"Held-out {metric_label} vs {what.split(' (')[0]}: mean of {n} seeds, bars "
+                                 "from worst to best", what, f"{metric_label} (%)", height=440))
 
 
 def ablation_figure(points: list, metric_label: str, x_label: str, log_x: bool = False,
@@ -206,8 +206,8 @@ def ablation_figure(points: list, metric_label: str, x_label: str, log_x: bool =
         fig.update_xaxes(type="log")
     fig.update_yaxes(range=[-3, 103])
     n = max(p.n for p in points)
-    return _layout(fig, f"Held-out {metric_label} after training vs {x_label}: mean of {n} seeds, bars from "
-                   "worst to best", x_label, f"{metric_label} (%)", height=420)
+    return _legend_below(_layout(fig, f"Held-out {metric_label} after training vs {x_label}: mean of {n} seeds, "
+                                 "bars from worst to best", x_label, f"{metric_label} (%)", height=440))
 
 
 def loss_curves_figure(runs: list[dict]) -> go.Figure:
@@ -225,7 +225,14 @@ def loss_curves_figure(runs: list[dict]) -> go.Figure:
                     hovertemplate=f"{name}, seed {r['seed']}<br>step %{{x}}<br>loss %{{y:.3f}}<extra></extra>"),
                     row=1, col=col)
     fig.update_yaxes(type="log")
-    return _layout(fig, "Training loss of every seed (log scale)", "step", "loss", height=380)
+    return _legend_below(_layout(fig, "Training loss of every seed (log scale)", "step", "loss", height=400))
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Long titles and many series: the legend goes under the x axis instead of beside the title."""
+    fig.update_layout(legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, xanchor="left"),
+                      margin=dict(l=60, r=20, t=48, b=90))
+    return fig
 
 
 def write_figures(figs: dict[str, go.Figure], out_dir, png: bool = True, width: int = 1000,
