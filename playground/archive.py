@@ -16,6 +16,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import PlaygroundError
@@ -63,6 +64,11 @@ def _zip_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
             raise PlaygroundError(f"The zip entry '{raw}' is nested too deep. Zip one prefix folder: "
                                   f"name/{CONFIG_FILE}, name/{WEIGHTS_FILE}.")
         _check_basename(path.name)
+        if info.flag_bits & 0x1:
+            raise PlaygroundError(f"The zip entry '{raw}' is encrypted. Zip the prefix folder without a password.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise PlaygroundError(f"The zip entry '{raw}' uses compression method {info.compress_type}; re-zip the "
+                                  "prefix folder with plain zip (deflate).")
         if info.file_size > MAX_FILE_BYTES:
             raise PlaygroundError(f"'{raw}' would unpack to {info.file_size / 2**20:.0f} MB; the limit is "
                                   f"{MAX_FILE_BYTES // 2**20} MB per file.")
@@ -112,8 +118,10 @@ def stage_upload(paths: list[str | Path], workdir: str | Path) -> tuple[Path, st
                             if left <= 0:
                                 raise PlaygroundError(f"'{info.filename}' unpacks past the {MAX_FILE_BYTES // 2**20} "
                                                       "MB limit.")
-        except zipfile.BadZipFile:
-            raise PlaygroundError(f"'{zips[0].name}' is not a valid zip file.") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+            # a damaged member (bad CRC, truncated deflate stream) fails only while it is read
+            raise PlaygroundError(f"'{zips[0].name}' is not a valid zip file ({str(exc)[:120]}). Zip the prefix "
+                                  "folder again.") from None
         suggested = suggested or zips[0].stem
     else:
         for p in paths:

@@ -10,7 +10,11 @@ Files are read through ``datasets`` loaders (json / csv); errors name the file, 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,28 +93,80 @@ def get_task(name: str) -> Task:
     return task
 
 
-def _first_bad_jsonl_line(path: Path) -> str | None:
-    """Find the first line a JSON-lines reader would reject, for a precise error message."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                return f"line {i} is not valid JSON ({exc.msg})"
-            if not isinstance(row, dict):
-                return f"line {i} is a JSON {type(row).__name__}, not an object like {{\"input\": ..., \"target\": ...}}"
-    return None
-
-
 MAX_DATA_BYTES = 5 * 1024 * 1024  # a toy task fits in far less; bigger files are most likely a mistake
+MAX_TEXT_CHARS = 2000  # per input, target and instruction: as long as a prompt in Attention and Switch
+MAX_COLUMNS = 256  # a task needs two; thousands of columns are a mistake (or an attack on the parser)
+
+
+def _unique_keys(pairs: list) -> dict:
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise ValueError(f"the key {k!r} appears twice")
+        seen.add(k)
+    return dict(pairs)
+
+
+def _first_bad_jsonl_line(text: str) -> str | None:
+    """Find the first line a JSON-lines reader would reject, for a precise error message."""
+    if text.lstrip().startswith("["):
+        return "the file is one JSON array, not an object per line (convert it with `jq -c '.[]'`)"
+    columns: set = set()
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as exc:
+            return f"line {i} is not valid JSON ({exc.msg})"
+        except ValueError as exc:  # from _unique_keys: the reader would silently keep the last one
+            return f"line {i} is ambiguous: {exc}"
+        except RecursionError:
+            return f"line {i} is nested too deeply"
+        if not isinstance(row, dict):
+            return f"line {i} is a JSON {type(row).__name__}, not an object like {{\"input\": ..., \"target\": ...}}"
+        columns.update(row)
+        if len(columns) > MAX_COLUMNS:
+            return f"line {i} brings the number of different keys past {MAX_COLUMNS}"
+    return None if columns else "its objects have no keys"
+
+
+def _csv_header(name: str, text: str) -> list[str] | None:
+    """The header row, refused where the CSV reader would silently mangle it (a second 'x' becomes 'x.1')."""
+    try:
+        rows = csv.reader(io.StringIO(text))
+        header, first = (next((row for row in rows if row), None) for _ in range(2))
+    except csv.Error:
+        return None  # the loader reports it, with its line
+    if header is None:
+        return None
+    if len(header) > MAX_COLUMNS:
+        raise PlaygroundError(f"'{name}' has {len(header):,} columns in its header row; a task needs an input and "
+                              "a target column. Check that the first line is the header.")
+    dups = [c for c, n in Counter(header).items() if n > 1]
+    if dups:
+        raise PlaygroundError(f"'{name}' has the column {dups[0]!r} {header.count(dups[0])} times in its header "
+                              "row. Give every column its own name.")
+    if first is None:  # datasets would say 'Instruction "train" corresponds to no data'
+        raise PlaygroundError(f"'{name}' has a header row but no examples below it. Add one example per line.")
+    return [c or f"Unnamed: {i}" for i, c in enumerate(header)]  # as pandas names a blank one
+
+
+def _decode(name: str, data: bytes) -> str:
+    """The file as text; bytes that aren't UTF-8 get a message with their line and the fix."""
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark (Excel's 'CSV UTF-8') is fine
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        utf16 = " It looks like UTF-16." if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise PlaygroundError(f"'{name}' is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} is not "
+                              f"valid UTF-8.{utf16} Save the file as UTF-8 (in a spreadsheet: 'CSV UTF-8').") from None
 
 
 def read_table(path: str | Path, hint_cols: tuple[str, str] = ("input", "target")):
     """Read a JSONL or CSV file into a ``datasets.Dataset`` (columns as in the file).
 
-    Raises PlaygroundError for a missing, too large, empty or malformed file.
+    Raises PlaygroundError for a missing, too large, empty, non-UTF-8 or malformed file.
     """
     import datasets
 
@@ -124,20 +180,39 @@ def read_table(path: str | Path, hint_cols: tuple[str, str] = ("input", "target"
     if size > MAX_DATA_BYTES:
         raise PlaygroundError(f"'{path.name}' is {size / 2**20:.1f} MB; the limit for a task file is "
                               f"{MAX_DATA_BYTES // 2**20} MB. A few hundred examples are plenty: trim the file.")
-    if size == 0 or not path.read_bytes().strip():
+    text = _decode(path.name, path.read_bytes())
+    if not text.strip():
         raise PlaygroundError(f"'{path.name}' is empty. It needs one example per line with columns "
                               f"'{hint_cols[0]}' and '{hint_cols[1]}'.")
+    options = {}
     if kind == "json":
-        bad = _first_bad_jsonl_line(path)
+        bad = _first_bad_jsonl_line(text)
         if bad:
-            raise PlaygroundError(f"'{path.name}' is not valid JSON lines: {bad}. "
-                                  f"Each line must be an object like {{\"{hint_cols[0]}\": ..., \"{hint_cols[1]}\": ...}}.")
+            raise PlaygroundError(f"'{path.name}' is not valid JSON lines: {bad}. Each line must be an object like "
+                                  f"{{\"{hint_cols[0]}\": ..., \"{hint_cols[1]}\": ...}}.")
+    elif header := _csv_header(path.name, text):
+        # every field as the text it is: by default pandas turns "NA", "null" or "" into missing and "007" into 7
+        options = dict(column_names=header, header=0, keep_default_na=False, na_filter=False,
+                       features=datasets.Features({c: datasets.Value("string") for c in header}))
     datasets.disable_progress_bars()
-    try:
-        return datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
-    except Exception as exc:  # datasets raises many types for unreadable files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PlaygroundError(f"Could not read '{path.name}' as {kind.upper()}: {msg}") from None
+    # A throwaway cache: by default datasets keeps an Arrow copy of every file it reads in
+    # ~/.cache for good, which on a server means every upload, forever.
+    with tempfile.TemporaryDirectory(prefix="playground-data-") as tmp:
+        src = Path(tmp) / f"data{path.suffix.lower()}"
+        src.write_bytes(text.encode("utf-8"))  # the checked text, without a byte-order mark
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(src), split="train", keep_in_memory=True,
+                                       cache_dir=str(Path(tmp) / "cache"), **options)
+        except Exception as exc:  # datasets raises many types for unreadable files
+            for _ in range(8):  # its own "error occurred while generating" wraps the real one
+                exc = exc.__cause__ or exc.__context__ or exc
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            fix = ("Every line must be a JSON object with the same keys and value types." if kind == "json"
+                   else "It needs a header row and the same number of fields on every line.")
+            raise PlaygroundError(f"Could not read '{path.name}' as {kind.upper()}: {msg}. {fix}") from None
+    if not ds.column_names:
+        raise PlaygroundError(f"'{path.name}' has no columns. It needs columns '{hint_cols[0]}' and '{hint_cols[1]}'.")
+    return ds
 
 
 def read_examples(path: str | Path, input_col: str = "input", target_col: str = "target") -> list[Example]:
@@ -160,6 +235,10 @@ def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> l
         if x is None or y is None or not str(x).strip() or not str(y).strip():
             raise PlaygroundError(f"'{source}' row {i + 1} has an empty '{input_col}' or '{target_col}'. "
                                   "Every example needs both.")
+        for col, v in ((input_col, x), (target_col, y)):
+            if len(str(v)) > MAX_TEXT_CHARS:  # training would run the model on all of it, at once
+                raise PlaygroundError(f"'{source}' row {i + 1} has a {len(str(v)):,}-character '{col}'; the limit "
+                                      f"is {MAX_TEXT_CHARS:,}. Shorten that example or drop it.")
         out.append(Example(str(x).strip(), str(y).strip()))
     if not out:
         raise PlaygroundError(f"'{source}' has no examples.")
@@ -188,8 +267,11 @@ def user_task(
     max_new_tokens: int = 24,
 ) -> Task:
     """A task from a user's JSONL/CSV file (or, online, a Hub dataset name). Splits 80/20 when no test is given."""
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         raise PlaygroundError(f"Unknown metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
+    if len(instruction) > MAX_TEXT_CHARS:  # it is the baseline's system prompt and the prefix's init text
+        raise PlaygroundError(f"The instruction has {len(instruction):,} characters; the limit is "
+                              f"{MAX_TEXT_CHARS:,}. A sentence or two is enough: shorten it.")
     if Path(source).suffix.lower() in (".jsonl", ".json", ".csv") or Path(source).exists():
         examples = read_examples(source, input_col, target_col)
         if test_source:
