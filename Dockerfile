@@ -1,8 +1,13 @@
 # Prefix Playground as a container, ready for a Hugging Face Space (Docker SDK) or any host.
 #
 #   docker build -t prefix-playground .
-#   docker run --rm -p 7860:7860 prefix-playground            # then open http://localhost:7860
-#   docker run --rm -p 7860:7860 prefix-playground python app.py --host 0.0.0.0 --model gpt2   # online
+#   docker run --rm -p 127.0.0.1:7860:7860 prefix-playground   # this machine only: http://127.0.0.1:7860
+#   docker run --rm -p 7860:7860 --env-file class.env prefix-playground   # the whole network, when asked
+#   docker run --rm -p 127.0.0.1:7860:7860 -e PLAYGROUND_ARGS="--model gpt2" prefix-playground   # online
+#
+# class.env holds PLAYGROUND_AUTH=teacher:a-long-password (Gradio's login page) and, say,
+# PLAYGROUND_ARGS=--max-steps 60 --concurrent-trainings 1 (any `python app.py --help` flags).
+# On a Space, set both as Space secrets/variables. docs/deploy.md has the whole story.
 #
 # GPU Space: build with `--build-arg TORCH_INDEX=https://pypi.org/simple` (on a Space, add a Space
 # variable TORCH_INDEX with that value; Spaces pass variables to the build as build args). PyPI's
@@ -45,10 +50,16 @@ RUN python -m playground prepare
 COPY --chown=user:user . .
 
 EXPOSE 7860
-# 0.0.0.0, not the app's default 127.0.0.1: inside a container the loopback address is unreachable
-# from outside, so the published port would answer nothing. The library is read-only so that
-# visitors can save new prefixes but cannot delete or overwrite the ones shipped in prefixes/.
-CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860", "--read-only-library"]
+# Where it listens, asked for explicitly. The app's own default is 127.0.0.1, and a container
+# must ask for 0.0.0.0: its loopback is unreachable from outside, so a published port would
+# answer nothing. 0.0.0.0 here means "the container's own network interface" and exposes nothing
+# by itself: who can connect is what `docker run -p` asks for (`-p 127.0.0.1:7860:7860`: this
+# machine only; `-p 7860:7860`: the whole network), and on a Space, Hugging Face's proxy.
+# The library is read-only so that visitors can save new prefixes but cannot delete, rename or
+# overwrite the ones shipped in prefixes/. PLAYGROUND_ARGS adds flags (limits, --model, ...):
+# `exec` keeps Python as PID 1, and `set -f` stops the shell from expanding '*' in them.
+ENV PLAYGROUND_ARGS=""
+CMD ["sh", "-c", "set -f; exec python app.py --host 0.0.0.0 --port 7860 --read-only-library $PLAYGROUND_ARGS"]
 # The app runs as PID 1, where the kernel drops SIGTERM unless a handler is set (Python sets none);
 # SIGINT has Python's handler, so `docker stop` closes the server at once instead of after 10 s.
 STOPSIGNAL SIGINT

@@ -2,7 +2,8 @@
 
 UI only: it loads the base model once, builds the Blocks and wires each tab's components to
 ``playground.service.Playground``. Nothing happens at import, so tests can import
-``build_demo`` and drive it.
+``build_demo`` and drive it. Running it for a class (limits, passwords, Docker, Spaces,
+several replicas): ``docs/deploy.md``.
 """
 
 
@@ -10,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -21,28 +23,96 @@ CSS = """
 .pp-card-lat {font-size:0.8em; opacity:0.7}
 #learn-diagram svg {width:100%; height:auto}
 """
+# The Train and Compare tabs' sliders start at these values, and a slider's start must fit
+# under its maximum: a limit below them would leave the tab unusable as it opens.
+UI_MIN = {"max_steps": 20, "max_virtual_tokens": 20, "max_batch_size": 8, "max_eval_examples": 32}
+AUTH_ENV = "PLAYGROUND_AUTH"  # "user:password" lines, for hosts that pass secrets as variables (Spaces)
+
+
+def _whole(lo: int, hi: int | None):
+    """An argparse type: a whole number from lo to hi, or a clear error."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi):
+            span = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {text!r}")
+        return v
+    return parse
+
+
+def _auth_pairs(lines: list[str], where: str, parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """'user:password' lines (blank lines and '#' comments skipped) -> pairs; errors never echo a password."""
+    out = []
+    for i, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        user, password = user.strip(), password.strip()
+        if not sep or not user or not password:
+            parser.error(f"{where}, entry {i}: expected USER:PASSWORD with both parts non-empty")
+        out.append((user, password))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from playground.models import DEFAULT_MODEL
+    from playground.service import Limits
 
-    p = argparse.ArgumentParser(prog="python app.py", description="Prefix Playground: learn prefix tuning by doing it.")
+    p = argparse.ArgumentParser(prog="python app.py", description="Prefix Playground: learn prefix tuning by doing it. "
+                                "Running it for a class: docs/deploy.md.")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"base model: '{DEFAULT_MODEL}' (embedded, offline), a Hugging Face id such as gpt2 "
                         "(online or cached), or a local folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA in bf16 when present, else CPU)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 serves your whole network")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only); 0.0.0.0 serves your "
+                        "whole network: add --auth then")
+    p.add_argument("--port", type=_whole(1, 65535), default=7860, help="default: %(default)s")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     p.add_argument("--library", default=str(ROOT / "prefixes"), help="folder of saved prefixes")
     p.add_argument("--read-only-library", action="store_true",
-                   help="nobody can delete or overwrite the prefixes present at start")
-    p.add_argument("--max-steps", type=int, default=200, help="training steps per run, at most")
-    p.add_argument("--concurrent-trainings", type=int, default=2, help="training runs at once; others queue")
-    p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
-    p.add_argument("--max-upload-mb", type=int, default=64, help="largest file a browser may upload")
-    return p.parse_args(argv)
+                   help="nobody can delete, overwrite or rename the prefixes present at start")
+
+    g = p.add_argument_group("password protection (Gradio's login page)")
+    g.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="a login; repeat for several. Other users of this machine can see command lines: "
+                        f"prefer --auth-file, or the {AUTH_ENV} variable")
+    g.add_argument("--auth-file", metavar="PATH", help="logins, one USER:PASSWORD per line ('#' starts a comment)")
+
+    d = Limits()
+    g = p.add_argument_group("server limits", "Caps that keep one click from taking the machine from a class. "
+                             "The defaults suit 30 students on a 2-core laptop; the startup log lists them.")
+    for f in fields(Limits):
+        g.add_argument("--" + f.name.replace("_", "-"), type=_whole(UI_MIN.get(f.name, 1), f.metadata["max"]),
+                       default=getattr(d, f.name), metavar="N", help=f"{f.metadata['help']} (default: %(default)s)")
+    args = p.parse_args(argv)
+
+    logins = _auth_pairs(args.auth, "--auth", p)
+    if args.auth_file:
+        try:
+            text = Path(args.auth_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            p.error(f"--auth-file: cannot read {args.auth_file} ({exc.__class__.__name__})")
+        found = _auth_pairs(text.splitlines(), f"--auth-file {args.auth_file}", p)
+        if not found:  # protection was asked for: never start unprotected by mistake
+            p.error(f"--auth-file {args.auth_file} holds no USER:PASSWORD line")
+        logins += found
+    if os.environ.get(AUTH_ENV, "").strip():
+        found = _auth_pairs(os.environ[AUTH_ENV].splitlines(), AUTH_ENV, p)
+        if not found:
+            p.error(f"{AUTH_ENV} is set but holds no USER:PASSWORD line")
+        logins += found
+    users = [u for u, _ in logins]
+    if len(set(users)) < len(users):
+        p.error(f"a user is given twice: {', '.join(sorted({u for u in users if users.count(u) > 1}))}")
+    args.logins = logins
+    args.limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
+    return args
 
 
 def build_demo(pg):
@@ -51,6 +121,7 @@ def build_demo(pg):
 
     from playground.compare import CompareLab
     from ui import attention, compare, learn, library, switch, train
+    from playground.memory import trim
     from ui.common import key, log
 
     b = pg.base
@@ -89,6 +160,7 @@ def build_demo(pg):
             running = bool(s and s.run and s.run.state == "running")
             pg.sessions.drop(k)  # tab closed: stop its run, free its prefix
             lab.stop(k)  # and its comparison
+            trim()  # hand what it freed back to the system
             log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
 
         demo.unload(forget)
@@ -96,20 +168,27 @@ def build_demo(pg):
     return demo
 
 
+def make_library(args: argparse.Namespace):
+    """The library the flags ask for; opening it recovers what a killed server left half way."""
+    from playground.library import Library
+
+    return Library(args.library, read_only=args.read_only_library)
+
+
 def make_playground(args: argparse.Namespace):
     from playground.cli import load_base_verbose
-    from playground.library import Library
-    from playground.service import Limits, Playground
+    from playground.service import Playground
 
     base = load_base_verbose(args)  # a terminal progress bar while the embedded model converts (first run)
-    limits = Limits(max_steps=args.max_steps, concurrent_trainings=args.concurrent_trainings,
-                    queue_size=args.queue_size, max_upload_mb=args.max_upload_mb)
-    return Playground(base, Library(args.library, read_only=args.read_only_library), limits)
+    return Playground(base, make_library(args), args.limits)
 
 
 def main(argv: list[str] | None = None) -> int:
     from playground.errors import PlaygroundError
 
+    from playground.memory import limit_arenas
+
+    limit_arenas(2)  # before any worker thread allocates: RSS stays bounded under a class (playground/memory.py)
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # classrooms are often offline; no phoning home
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -120,10 +199,21 @@ def main(argv: list[str] | None = None) -> int:
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    log = logging.getLogger("prefix-playground")
+    log.info("server limits: %s", pg.limits.describe())
+    lib = pg.library
+    log.info("library: %s, %d prefixes%s", lib.root, len(lib.names()),
+             f", {len(lib.protected)} of them read-only" if args.read_only_library else "")
+    if args.logins:  # user names only: a password never reaches the log
+        log.info("password protection: on, %d login(s): %s", len(args.logins), ", ".join(u for u, _ in args.logins))
+    elif args.share or args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("password protection: off, and %s can use this server. Add --auth-file (docs/deploy.md).",
+                    "anyone with the public link" if args.share else f"anyone who reaches {args.host}:{args.port}")
     demo = build_demo(pg)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
                 max_file_size=f"{pg.limits.max_upload_mb}mb", footer_links=["api", "settings"],
-                prevent_thread_lock=True, quiet=True)
+                auth=args.logins or None, auth_message="Prefix Playground: log in with the name and password "
+                "your teacher gave you.", prevent_thread_lock=True, quiet=True)
     print(f"Prefix Playground is ready at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     demo.block_thread()
     return 0

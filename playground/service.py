@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +26,7 @@ from .generate import generate_texts_mixed
 from .library import CONFIG_FILE, Library, load_prefix, make_card, read_card
 from .models import BaseModel
 from .overhead import OverheadPoint, measure_overhead
-from .prefix import Prefix, PrefixSettings, create_prefix, parameter_counts
+from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
 from .training import StepRecord, TrainSettings, held_out_split, train
@@ -35,21 +35,41 @@ JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"
 
 
+def _limit(default: int, what: str, most: int | None = None):
+    return field(default=default, metadata={"help": what, "max": most})  # app.py turns each into a flag
+
+
 @dataclass
 class Limits:
-    """Server-side caps, so one click can't take the machine from a whole class."""
+    """Server-side caps, so one click can't take the machine from a whole class.
 
-    max_steps: int = 200  # optimizer steps per run
-    max_batch_size: int = 32
-    max_virtual_tokens: int = 128
-    max_eval_examples: int = 100
-    max_new_tokens: int = 48  # per answer in Switch
-    max_prompt_chars: int = 2000  # Attention and Switch inputs
-    max_switch_prefixes: int = 8
-    concurrent_trainings: int = 2  # training runs at once; the rest wait in the queue, in order
-    concurrent_requests: int = 4  # attention / switch / library calls at once
-    queue_size: int = 64  # requests waiting beyond this get a polite "queue full"
-    max_upload_mb: int = 64
+    The defaults suit a class of 30 sharing a 2-core laptop (a training step of the embedded
+    model takes 0.5 to 1 s there); ``python app.py --help`` sets each one (``--max-steps`` ...).
+    """
+
+    max_steps: int = _limit(100, "optimizer steps per training run (0.5 to 1 s each at batch 8 on 2 CPU cores)")
+    max_batch_size: int = _limit(32, "training examples per step")
+    max_virtual_tokens: int = _limit(128, "prefix length (num_virtual_tokens)", MAX_VIRTUAL_TOKENS)
+    max_eval_examples: int = _limit(100, "held-out examples scored during and after a run")
+    max_new_tokens: int = _limit(48, "tokens generated per answer in Switch")
+    max_prompt_chars: int = _limit(2000, "characters in an Attention or Switch input")
+    max_switch_prefixes: int = _limit(8, "prefixes compared side by side in Switch")
+    concurrent_trainings: int = _limit(2, "training runs at once (Train and Compare); the rest wait in order")
+    concurrent_requests: int = _limit(4, "attention, switch and library calls at once")
+    queue_size: int = _limit(64, "requests that may wait in the queue; beyond it a polite 'queue full'")
+    max_upload_mb: int = _limit(64, "largest file a browser may upload, in MB")
+
+    def validate(self) -> "Limits":
+        for f in fields(self):
+            v, most = getattr(self, f.name), f.metadata["max"]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or (most is not None and v > most):
+                span = f"from 1 to {most}" if most else "of at least 1"
+                raise PlaygroundError(f"{f.name} must be a whole number {span}; got {v!r}.")
+        return self
+
+    def describe(self) -> str:
+        """One line for the startup log: ``max_steps=100 max_batch_size=32 ...``."""
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
 
 
 @dataclass
@@ -79,7 +99,7 @@ class Playground:
     """The app's engine facade; ``app.py`` wires its methods to components."""
 
     def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None):
-        self.base, self.library, self.limits = base, library, limits or Limits()
+        self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
         self.sessions = SessionStore()
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
         self._baseline_locks: dict[tuple, threading.Lock] = {}
@@ -143,6 +163,10 @@ class Playground:
                                  ("held-out examples", ts.eval_examples, L.max_eval_examples)):
             if value > cap:
                 raise PlaygroundError(f"{what} = {value} is above this server's limit of {cap}. Lower it.")
+        if len(ps.init_text) > L.max_prompt_chars:  # PEFT runs the model on all of it at once
+            raise PlaygroundError(f"The init text has {len(ps.init_text):,} characters; the limit is "
+                                  f"{L.max_prompt_chars:,} (only its first num_virtual_tokens tokens are used). "
+                                  "Shorten it.")
 
     def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings) -> TrainingRun:
         """A fresh prefix and run for this session; its previous run (if any) is stopped."""
@@ -181,6 +205,8 @@ class Playground:
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
         """The before/after table on the held-out examples behind the live metric."""
+        if run.discarded:  # the tab closed mid-run: scoring it would only take the CPU from the class
+            raise PlaygroundError("This session was closed, and its run was discarded.")
         task = run.task
         examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
         results = dict(self.baselines(task, examples))
@@ -251,6 +277,14 @@ class Playground:
         if len(text) > self.limits.max_prompt_chars:
             raise PlaygroundError(f"The prompt has {len(text):,} characters; the limit is "
                                   f"{self.limits.max_prompt_chars:,}. Shorten it.")
+        # Unusual characters take several tokens each, so cap tokens too: at what the model's positions
+        # hold beside the prefix and the answer (past them GPT-2 crashes; attention memory grows as T^2).
+        n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"])
+        room = getattr(self.base.config, "max_position_embeddings", None) or 10**9
+        cap = min(self.limits.max_prompt_chars, room - self.limits.max_virtual_tokens - self.limits.max_new_tokens - 64)
+        if n > cap:
+            raise PlaygroundError(f"The prompt is {n:,} tokens long (unusual characters take several tokens each); "
+                                  f"the limit is {cap:,} tokens. Shorten it.")
         return text.strip()
 
     # ---- Attention ---------------------------------------------------------------------------

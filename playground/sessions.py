@@ -29,6 +29,7 @@ class TrainingRun:
     cancel: threading.Event = field(default_factory=threading.Event)  # this run's Stop, nobody else's
     started: float = field(default_factory=time.perf_counter)
     state: str = "running"  # "running", "finished" or "stopped"
+    discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
     baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of base / instruction
     held_out_n: int = 0  # examples behind the held-out metric
 
@@ -100,6 +101,7 @@ class SessionStore:
     def _drop_locked(self, key: str) -> None:
         s = self._sessions.pop(key, None)
         if s and s.run:
+            s.run.discarded = True
             s.run.cancel.set()
 
     def _sweep_locked(self) -> None:
