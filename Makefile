@@ -59,7 +59,7 @@ bench: install chromium
 experiments: install chromium
 	$(BIN)/python -m playground experiments --out docs/experiments $(ARGS)
 
-# Load test (issue 7): 30 simulated students on one app through its API, bounded to 15 min (about N min on 2
+# Load test (issue 7): 30 simulated students on one app through its API, bounded to 15 min (5.5 min on 2
 # cores). Table and JSON in bench/results/load_test.json; RELIABILITY.md records a run. ARGS go to the script.
 load-test: install
 	$(BIN)/python bench/load_test.py $(ARGS)

@@ -41,7 +41,7 @@ def build(pg: Playground):
 
     outs = [status, *figs]
     run.click(on_run, [prompt, first, second], outs, concurrency_id="infer",
-              concurrency_limit=pg.limits.concurrent_requests)
+              concurrency_limit=pg.limits.concurrent_requests, api_name="attention")
     prompt.submit(on_run, [prompt, first, second], outs, concurrency_id="infer")
 
     def refresh(a, request: gr.Request):

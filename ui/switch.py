@@ -52,7 +52,7 @@ def build(pg: Playground):
               show_progress="minimal")
     chosen.change(on_change, [chosen, text], out, **kw)
     text.change(on_change, [chosen, text], out, **kw)
-    text.submit(on_submit, [chosen, text], out, **kw)
+    text.submit(on_submit, [chosen, text], out, api_name="switch", **kw)
 
     def refresh(current, request: gr.Request):
         names = [NO_PREFIX] + pg.prefix_choices(key(request))

@@ -209,7 +209,7 @@ def build(pg: Playground) -> TrainTab:
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
                                eval_n, precision], [progress, loss_plot, metric_plot, table],
                     concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
-                    show_progress="hidden")
+                    show_progress="hidden", api_name="train")
 
     def on_stop(request: gr.Request):
         if pg.stop(key(request)):

@@ -1,0 +1,624 @@
+"""Load test (issue 7): a class of simulated students shares one running app, through its real API.
+
+    .venv/bin/python bench/load_test.py [--students 30] [--steps 3] [--timeout 900] [APP FLAGS ...]
+
+Starts ``python app.py`` on 127.0.0.1 with an empty temporary library (flags this script does not
+know go to app.py, e.g. ``--concurrent-trainings 4``). Each student is its own
+``gradio_client.Client``, so its own browser session. They connect, then all press Train at the
+same moment, then click through the tabs the way a learner does:
+
+1. connect    the page opens (the client reads the app's config and API description);
+2. train      the Train button's endpoint (``/train``): the student's task and seed, a few steps,
+              the held-out metric on a few examples at the end, then the before/after table;
+3. refresh    the Attention and Switch prefix pickers (what selecting each tab runs);
+4. attention  "Show attention" (``/attention``) on "(just trained)", this session's prefix;
+5. switch     Enter in Switch (``/switch``) with "(just trained)" and "(no prefix)".
+
+Every call records its latency, its error if any, and the queue positions the server announced
+(Gradio's ``estimation`` messages: ``rank`` and ``queue_size``, which a browser shows as "queue:
+3/7"). A thread samples the server's RSS every 0.5 s.
+
+Isolation: students differ in task (cycling through the six built-in ones), seed and prefix length,
+so every output says whose it is (``check_student``): the progress bar counts the student's steps,
+the before/after table holds its own task's held-out examples, the attention view reports its own
+number of virtual tokens, and all loss curves differ. An observer session that never trains polls
+the pickers throughout and must never be offered "(just trained)", nor be able to use it. At the
+end, a few students are replayed alone in fresh sessions and must get the same loss curve, table,
+attention and Switch answer as under load.
+
+One deadline (``--timeout``) bounds the whole run: past it, the students stop, what completed is
+printed, and the exit status is 1 (as it is for any error or isolation problem). Prints a table per
+action and writes everything to ``bench/results/load_test.json``. ``tests/test_load.py`` runs this
+harness with 6 students.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ui.driver import start_app, stop_app  # noqa: E402
+
+TASKS = ("sentiment", "topic", "fr_en", "headline", "shout", "capitals")
+JUST_TRAINED, NO_PREFIX, NONE = "(just trained)", "(no prefix)", "(none)"  # as playground.service / ui.attention
+ACTIONS = ("connect", "train", "refresh", "attention", "switch")
+RESULTS = ROOT / "bench" / "results" / "load_test.json"
+
+
+@dataclass
+class LoadConfig:
+    """One load test: how many students, what they do, and the app's flags."""
+
+    students: int = 30  # simulated learners, one session each
+    steps: int = 3  # training steps per student
+    eval_examples: int = 4  # held-out examples scored at the end of training (the UI's minimum)
+    batch_size: int = 8  # the UI's default
+    timeout: float = 900  # seconds for the whole run, app start included
+    replay: int = 6  # students replayed alone at the end to compare with their results under load
+    observer_every: float = 2.0  # seconds between the observer's picker refreshes
+    cleanup_wait: float = 45  # seconds to wait for the server to free the closed sessions
+    app_flags: list[str] = field(default_factory=list)  # extra flags for app.py (default: its own limits)
+
+
+@dataclass
+class Student:
+    """One simulated learner; task, seed and prefix length together say whose an output is."""
+
+    index: int
+    task: str
+    seed: int
+    num_virtual_tokens: int
+    prompt: str  # the Attention and Switch input: one of the task's Switch examples
+
+
+@dataclass
+class Call:
+    """One request as the student saw it; times in seconds since the run started."""
+
+    action: str
+    student: int  # -1: the observer
+    submitted: float
+    started: float | None = None  # the server started it (it left the queue)
+    ended: float | None = None
+    error: str | None = None
+    positions: list[list] = field(default_factory=list)  # [position, queue size] as announced; 1 = next
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.submitted
+
+    @property
+    def wait(self) -> float:
+        return (self.started if self.started is not None else self.ended) - self.submitted
+
+
+def make_class(n: int) -> list[Student]:
+    examples = json.loads((ROOT / "assets" / "switch_examples.json").read_text(encoding="utf-8"))
+    out = []
+    for i in range(n):
+        task = TASKS[i % len(TASKS)]
+        prompts = examples[task]
+        out.append(Student(i, task, seed=100 + i, num_virtual_tokens=8 + i % 120,
+                           prompt=prompts[(i // len(TASKS)) % len(prompts)]))
+    return out
+
+
+# ---- talking to the app ------------------------------------------------------------------------
+class Session:
+    """A student's (or the observer's) browser session: a Client, and the calls it made."""
+
+    def __init__(self, url: str, who: int, run: "LoadRun"):
+        from gradio_client import Client
+
+        self.who, self.run = who, run
+        t = run.clock()
+        try:
+            self.client = Client(url, verbose=False, download_files=False, analytics_enabled=False)
+            self.connect = Call("connect", who, t, ended=run.clock())
+        except Exception as exc:  # noqa: BLE001 - a failed connect is a result, not a crash
+            self.client = None
+            self.connect = Call("connect", who, t, ended=run.clock(), error=f"{type(exc).__name__}: {exc}")
+        run.calls.append(self.connect)
+        self.pickers = picker_endpoints(self.client.config) if self.client else {}
+
+    def call(self, action: str, api_name: str, *args):
+        """Submit and wait (until the deadline); returns (Call, outputs or None)."""
+        from gradio_client.utils import Status
+
+        run = self.run
+        c = Call(action, self.who, run.clock())
+        run.calls.append(c)
+        out = job = None
+        try:
+            job = self.client.submit(*args, api_name=api_name)
+            out = job.result(timeout=max(0.0, run.left()))
+        except TimeoutError:
+            job.cancel()
+            c.error = "deadline"
+        except Exception as exc:  # noqa: BLE001 - gr.Error arrives as AppError; every error is recorded
+            c.error = f"{type(exc).__name__}: {exc}"
+        c.ended = run.clock()
+        for u in status_updates(job) if job is not None else []:
+            if u.code == Status.IN_QUEUE and u.rank is not None:
+                c.positions.append([u.rank + 1, u.queue_size])
+            elif u.code == Status.PROCESSING and c.started is None and u.time is not None:
+                c.started = u.time.timestamp() - run.t0
+        return c, out
+
+    def refresh(self, tab: str, current):
+        """The tab's prefix picker, as selecting the tab refreshes it; returns the offered names."""
+        c, out = self.call("refresh", self.pickers[tab], current)
+        return c, picker_names(out)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def picker_endpoints(config: dict) -> dict[str, str]:
+    """The API names of the refresh events that fill the Attention and Switch pickers.
+
+    app.py wires them to tab selection (and page load) without an explicit name, so find them by
+    what they update: the components with elem_id ``att-prefix`` and ``sw-choice``.
+    """
+    elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    found = {}
+    for d in config["dependencies"]:
+        first = elem.get(d["outputs"][0]) if d.get("outputs") else None
+        if isinstance(d.get("api_name"), str) and first in ("att-prefix", "sw-choice"):
+            found.setdefault("attention" if first == "att-prefix" else "switch", "/" + d["api_name"])
+    return found
+
+
+def status_updates(job) -> list:
+    """Every status message the job received, in order (the queue behind ``async for update in job``)."""
+    q = job.communicator.updates if job.communicator else None
+    out = []
+    while q is not None and not q.empty():
+        u = q.get_nowait()
+        if getattr(u, "type", None) == "status":
+            out.append(u)
+    return out
+
+
+# ---- reading outputs ---------------------------------------------------------------------------
+def picker_names(out) -> list[str]:
+    """The choices of a picker update (the first output when the event updates several)."""
+    upd = out[0] if isinstance(out, (list, tuple)) else out
+    if not isinstance(upd, dict):
+        return []
+    return [c[1] if isinstance(c, (list, tuple)) else c for c in upd.get("choices") or []]
+
+
+def plot_ys(plot) -> list[list[float]]:
+    """The y values of each trace of a gr.Plot output (plotly JSON; arrays may be base64-typed)."""
+    import numpy as np
+
+    fig = json.loads(plot["plot"] if isinstance(plot, dict) else plot)
+    ys = []
+    for t in fig.get("data", []):
+        y = t.get("y", [])
+        if isinstance(y, dict) and "bdata" in y:
+            y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"])).tolist()
+        ys.append([float(v) for v in y])
+    return ys
+
+
+def read_train(out) -> dict:
+    progress, loss_plot, _metric_plot, table = out
+    m = re.search(r'data-state="(\w+)" data-step="(\d+)" data-total="(\d+)"', progress or "")
+    rows = table.get("data", []) if isinstance(table, dict) else []
+    return {"state": m and m.group(1), "step": m and int(m.group(2)), "total": m and int(m.group(3)),
+            "loss": (plot_ys(loss_plot) or [[]])[0],
+            "table": [[r[0], r[1], r[4]] for r in rows]}  # input, target, prefix's answer (with its mark)
+
+
+def read_attention(out) -> dict:
+    msg = out[0] if isinstance(out, (list, tuple)) else out
+    m = re.search(r"`(.+?)`: (\d+) virtual tokens", msg or "")
+    return {"msg": msg, "name": m and m.group(1), "virtual_tokens": m and int(m.group(2))}
+
+
+def read_switch(out) -> dict[str, str]:
+    """Switch's output cards: {prefix name: answer}."""
+    cards = re.findall(r'data-name="([^"]*)"><div class="pp-card-name">.*?</div>'
+                       r'<div class="pp-card-out">(.*?)</div>', out or "", re.S)
+    return {html.unescape(n): html.unescape(t) for n, t in cards}
+
+
+# ---- one student -------------------------------------------------------------------------------
+def train_args(s: Student, cfg: LoadConfig) -> tuple:
+    """The Train button's inputs, in ui/train.py's order."""
+    return (s.task, s.num_virtual_tokens, "task text", "", False, 256, 1e-2, cfg.steps, cfg.batch_size, s.seed,
+            0, cfg.eval_examples, "auto")
+
+
+def student_flow(sess: Session, s: Student, cfg: LoadConfig, seen: dict | None = None) -> dict:
+    """Train, then Attention and Switch on the just-trained prefix. Fills and returns what the student saw."""
+    seen = {} if seen is None else seen
+    c, out = sess.call("train", "/train", *train_args(s, cfg))
+    if c.error:
+        return seen
+    seen["train"] = read_train(out)
+    c, names = sess.refresh("attention", None)
+    seen["attention_picker"] = names
+    if c.error:
+        return seen
+    c, out = sess.call("attention", "/attention", s.prompt, JUST_TRAINED, NONE)
+    if c.error:
+        return seen
+    seen["attention"] = read_attention(out)
+    c, names = sess.refresh("switch", [NO_PREFIX])
+    seen["switch_picker"] = names
+    if c.error:
+        return seen
+    c, out = sess.call("switch", "/switch", [JUST_TRAINED, NO_PREFIX], s.prompt)
+    if not c.error:
+        seen["switch"] = read_switch(out)
+        m = re.search(r"([\d.]+) s in all", out or "")  # the server's own time for the mixed batch
+        seen["switch_server_s"] = m and float(m.group(1))
+    return seen
+
+
+def held_out_rows(task_name: str, n: int) -> list[list[str]]:
+    from playground.tasks import get_task
+    from playground.training import held_out_split
+
+    task = get_task(task_name)
+    return [[e.input, e.target] for e in task.split(held_out_split(task))[:n]]
+
+
+def check_student(s: Student, seen: dict, cfg: LoadConfig) -> list[str]:
+    """What in this student's outputs is not its own (or is missing). Empty: all of it is its own."""
+    who = f"student {s.index} ({s.task}, seed {s.seed}, {s.num_virtual_tokens} tokens)"
+    if "switch" not in seen:
+        return []  # the failed call is an error already
+    bad = []
+    tr = seen["train"]
+    if (tr["state"], tr["step"], tr["total"]) != ("finished", cfg.steps, cfg.steps):
+        bad.append(f"{who}: progress says {tr['state']} step {tr['step']}/{tr['total']}")
+    if len(tr["loss"]) != cfg.steps or not all(math.isfinite(v) for v in tr["loss"]):
+        bad.append(f"{who}: loss curve has {len(tr['loss'])} points: {tr['loss']}")
+    want = held_out_rows(s.task, min(10, cfg.eval_examples))
+    if [r[:2] for r in tr["table"]] != want:
+        bad.append(f"{who}: the before/after table is not its task's held-out examples: {tr['table'][:2]}")
+    for tab in ("attention", "switch"):
+        if JUST_TRAINED not in seen[f"{tab}_picker"]:
+            bad.append(f"{who}: the {tab} picker does not offer its own prefix: {seen[f'{tab}_picker']}")
+    att = seen["attention"]
+    if (att["name"], att["virtual_tokens"]) != (JUST_TRAINED, s.num_virtual_tokens):
+        bad.append(f"{who}: attention shows another prefix: {att['msg']}")
+    if sorted(seen["switch"]) != sorted([JUST_TRAINED, NO_PREFIX]):
+        bad.append(f"{who}: Switch cards are {list(seen['switch'])}")
+    return bad
+
+
+def check_class(students: list[Student], seen: dict[int, dict]) -> list[str]:
+    """Across students: distinct seeds and tasks must give distinct loss curves."""
+    by_curve: dict[tuple, int] = {}
+    bad = []
+    for s in students:
+        loss = seen.get(s.index, {}).get("train", {}).get("loss")
+        if not loss:
+            continue
+        key = tuple(round(v, 6) for v in loss)
+        if key in by_curve:
+            bad.append(f"students {by_curve[key]} and {s.index} got the same loss curve {list(key)}")
+        by_curve.setdefault(key, s.index)
+    return bad
+
+
+# ---- the observer: a session that never trains ---------------------------------------------
+def observe(sess: Session, done: threading.Event, every: float) -> list[str]:
+    """Refresh both pickers until the class is done; "(just trained)" must never be offered."""
+    bad = []
+    while not done.is_set() and time.monotonic() < sess.run.deadline:
+        for tab, current in (("attention", None), ("switch", [NO_PREFIX])):
+            c, names = sess.refresh(tab, current)
+            if not c.error and JUST_TRAINED in names:
+                bad.append(f"the observer (never trained) was offered {JUST_TRAINED} in {tab} at {c.ended:.1f} s")
+        done.wait(every)
+    return bad
+
+
+def intrude(sess: Session) -> dict:
+    """The observer asks for "(just trained)" anyway: it must be refused, with a message."""
+    c, out = sess.call("intruder", "/attention", "Whose prefix is this?", JUST_TRAINED, NONE)
+    sess.run.calls.remove(c)  # an expected refusal, not one of the class's errors
+    return {"refused": c.error is not None, "message": c.error or str(out)[:300]}
+
+
+# ---- the run -------------------------------------------------------------------------------------
+class RssSampler(threading.Thread):
+    """The server's resident memory every ``every`` seconds: [seconds since the run started, MB]."""
+
+    def __init__(self, pid: int, run: "LoadRun", every: float = 0.5):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc, self.run_, self.every = psutil.Process(pid), run, every
+        self.samples: list[list[float]] = []
+        self.halt = threading.Event()
+
+    def sample(self) -> float:
+        try:
+            mb = self.proc.memory_info().rss / 2**20
+        except Exception:  # noqa: BLE001 - the server is gone (stopped by the watchdog)
+            return math.nan
+        self.samples.append([round(self.run_.clock(), 2), round(mb, 1)])
+        return mb
+
+    def run(self):
+        while not self.halt.wait(self.every):
+            self.sample()
+
+
+class LoadRun:
+    """Shared clock, deadline and call log of one run."""
+
+    def __init__(self, timeout: float):
+        self.deadline = time.monotonic() + timeout
+        self.t0 = time.time()
+        self.calls: list[Call] = []
+
+    def clock(self) -> float:
+        return time.time() - self.t0
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def run_load(cfg: LoadConfig, workdir: Path, say=print) -> dict:
+    """Run the whole test against a fresh server in ``workdir``; returns the report (see ``summarize``)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry threads in 30 clients
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    run = LoadRun(cfg.timeout)
+    lib = workdir / "library"
+    lib.mkdir(parents=True, exist_ok=True)
+    log = workdir / "server.log"
+    flags = ["--library", str(lib), *cfg.app_flags]
+    say(f"starting the app: app.py {' '.join(flags)}")
+    proc, url, start_s = start_app(flags, log, timeout=min(300, max(1, run.left())))
+    rep: dict = {"app_start_s": round(start_s, 2), "app_flags": flags}
+    # Safety net: calls give up at the deadline on their own; if anything still hangs 20 s later, stopping
+    # the server makes every pending request fail at once, so the run ends and reports.
+    watchdog = threading.Timer(max(0.0, run.left()) + 20, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        rss = RssSampler(proc.pid, run)
+        rep["rss_idle_mb"] = round(rss.sample(), 1)
+        rss.start()
+        rep.update(_class(cfg, url, run, say))
+        rep["rss_after_class_mb"] = round(rss.sample(), 1)
+        rep["sessions_freed"] = _wait_freed(log, rep.pop("sessions_opened"), min(cfg.cleanup_wait, run.left()))
+        rep["rss_final_mb"] = round(rss.sample(), 1)
+        rss.halt.set()
+        rep["rss_samples"] = rss.samples
+        rep["rss_peak_mb"] = max(m for _, m in rss.samples)
+    finally:
+        watchdog.cancel()
+        stop_app(proc)
+    rep["deadline_hit"] = run.left() <= 0
+    rep["total_s"] = round(run.clock(), 1)
+    rep["calls"] = [dict(asdict(c), latency=c.latency, wait=c.wait) for c in run.calls if c.ended is not None]
+    rep["unfinished"] = [asdict(c) for c in run.calls if c.ended is None]
+    rep["errors"] = [f"{c.action} (student {c.student}): {c.error}" for c in run.calls if c.error]
+    rep["actions"] = summarize(run.calls)
+    rep["queue"] = queue_summary(run.calls, "train")
+    return rep
+
+
+def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
+    students = make_class(cfg.students)
+    say(f"{len(students)} students connecting")
+    with ThreadPoolExecutor(max_workers=len(students) + 1) as pool:
+        sessions = list(pool.map(lambda s: Session(url, s.index, run), students))
+        observer = pool.submit(Session, url, -1, run).result()
+    go = run.clock()
+    seen: dict[int, dict] = {}
+    done = threading.Event()
+    obs_bad: list[str] = []
+    obs = threading.Thread(target=lambda: obs_bad.extend(observe(observer, done, cfg.observer_every)), daemon=True)
+
+    def student(i: int):
+        if sessions[i].client is not None:
+            student_flow(sessions[i], students[i], cfg, seen.setdefault(i, {}))
+
+    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(len(students))]
+    say(f"all {len(students)} press Train ({cfg.steps} steps each), then Attention and Switch")
+    if observer.client is not None:
+        obs.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, run.left()))
+    class_s = run.clock() - go
+    done.set()
+    if obs.is_alive():
+        obs.join(max(0.0, min(30.0, run.left())))
+    problems = [p for s in students for p in check_student(s, seen.get(s.index, {}), cfg)]
+    problems += check_class(students, seen) + obs_bad
+    rep = {"class_started_s": round(go, 2), "class_s": round(class_s, 1), "students": [asdict(s) for s in students],
+           "seen": {str(i): v for i, v in seen.items()},
+           "completed": sum(1 for s in students if "switch" in seen.get(s.index, {}))}
+    rep["intruder"] = intrude(observer) if observer.client is not None and run.left() > 0 else None
+    if rep["intruder"] is not None and not rep["intruder"]["refused"]:
+        problems.append(f"the observer could use {JUST_TRAINED} without training: {rep['intruder']['message']}")
+    rep["replay"] = _replay(cfg, url, run, students, seen, say)
+    problems += [f"replay of student {r['student']}: {r['problem']}" for r in rep["replay"] if r["problem"]]
+    rep["isolation_problems"] = problems
+    for sess in [*sessions, observer]:
+        sess.close()
+    rep["sessions_opened"] = len(sessions) + 1 + len(rep["replay"])
+    return rep
+
+
+def _replay(cfg: LoadConfig, url: str, run: LoadRun, students: list[Student], seen: dict, say) -> list[dict]:
+    """Replay the first ``cfg.replay`` completed students alone, in fresh sessions, and compare."""
+    picked = [s for s in students if "switch" in seen.get(s.index, {})][: cfg.replay]
+    if picked:
+        say(f"replaying {len(picked)} students alone")
+    out = []
+    for s in picked:
+        if run.left() <= 0:
+            break
+        sess = Session(url, s.index, run)
+        run.calls.remove(sess.connect)
+        calls_before = len(run.calls)
+        again = student_flow(sess, s, cfg) if sess.client is not None else {}
+        del run.calls[calls_before:]  # replays are checks, not part of the class's load
+        sess.close()
+        a, b = seen[s.index], again
+        if "switch" not in b:
+            out.append({"student": s.index, "problem": "the replay did not complete"})
+            continue
+        diff = max((abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a["train"]["loss"], b["train"]["loss"])),
+                   default=math.inf)
+        problem = []
+        if len(a["train"]["loss"]) != len(b["train"]["loss"]) or diff > 1e-3:
+            problem.append(f"loss {a['train']['loss']} under load vs {b['train']['loss']} alone")
+        if a["train"]["table"] != b["train"]["table"]:
+            problem.append("a different before/after table")
+        if a["attention"]["msg"] != b["attention"]["msg"]:
+            problem.append(f"attention {a['attention']['msg']!r} vs {b['attention']['msg']!r}")
+        if a["switch"].get(JUST_TRAINED) != b["switch"].get(JUST_TRAINED):
+            problem.append(f"switch {a['switch'].get(JUST_TRAINED)!r} vs {b['switch'].get(JUST_TRAINED)!r}")
+        out.append({"student": s.index, "loss_max_rel_diff": diff, "problem": "; ".join(problem)})
+    return out
+
+
+def _wait_freed(log: Path, opened: int, wait: float) -> int:
+    """Sessions the server freed after their clients closed (app.py logs each), waiting up to ``wait`` s."""
+    end = time.monotonic() + max(0.0, wait)
+    while True:
+        n = len(re.findall(r"session \w+ closed", log.read_text(errors="replace")))
+        if n >= opened or time.monotonic() >= end:
+            return n
+        time.sleep(0.5)
+
+
+# ---- figures -------------------------------------------------------------------------------------
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    s = sorted(xs)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+def summarize(calls: list[Call]) -> dict[str, dict]:
+    """Per action: n, errors, latency p50/p95/max, queue wait p50/p95, completions per minute."""
+    out = {}
+    for action in ACTIONS:
+        cs = [c for c in calls if c.action == action and c.ended is not None]
+        ok = [c for c in cs if not c.error]
+        if not cs:
+            continue
+        lat, wait = [c.latency for c in ok] or [math.nan], [c.wait for c in ok] or [math.nan]
+        span = max(c.ended for c in cs) - min(c.submitted for c in cs)
+        if action == "connect":  # no queue, and all at once: neither a wait nor a rate means anything
+            wait, span = [math.nan], 0.0
+        out[action] = {"n": len(cs), "errors": len(cs) - len(ok), "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95),
+                       "max_s": max(lat), "wait_p50_s": pct(wait, 0.5), "wait_p95_s": pct(wait, 0.95),
+                       "per_min": 60 * len(ok) / span if span > 0 else math.nan}
+    return out
+
+
+def queue_summary(calls: list[Call], action: str) -> dict:
+    """What the queue told the students who pressed ``action``."""
+    cs = [c for c in calls if c.action == action and c.ended is not None]
+    shown = [c for c in cs if c.positions]
+    return {"calls": len(cs), "shown_a_position": len(shown),
+            "waited_over_1s": sum(1 for c in cs if c.wait > 1.0),
+            "max_position": max((p for c in cs for p, _ in c.positions), default=0),
+            "max_queue_size": max((q or 0 for c in cs for _, q in c.positions), default=0),
+            "first_positions": sorted((c.positions[0][0] for c in shown), reverse=True),
+            "positions_never_rose": all(all(a[0] >= b[0] for a, b in zip(c.positions, c.positions[1:])) for c in shown),
+            "longest_wait_s": max((c.wait for c in cs), default=0.0)}
+
+
+def table(rep: dict) -> str:
+    lines = ["| action | n | errors | p50 s | p95 s | max s | queue wait p50 s | queue wait p95 s | done per min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    f = lambda x, d=2: "–" if math.isnan(x) else f"{x:.{d}f}"  # noqa: E731
+    for a, r in rep["actions"].items():
+        lines.append(f"| {a} | {r['n']} | {r['errors']} | {f(r['p50_s'])} | {f(r['p95_s'])} | {f(r['max_s'])} | "
+                     f"{f(r['wait_p50_s'])} | {f(r['wait_p95_s'])} | {f(r['per_min'], 1)} |")
+    return "\n".join(lines)
+
+
+def report_text(rep: dict) -> str:
+    q = rep["queue"]
+    lines = [table(rep), "",
+             f"students who completed train, attention and switch: {rep['completed']}/{len(rep['students'])} "
+             f"in {rep['class_s']:.1f} s (app start {rep['app_start_s']:.1f} s, whole run {rep['total_s']:.1f} s)",
+             f"train queue: {q['shown_a_position']}/{q['calls']} were shown a position, {q['waited_over_1s']} waited "
+             f"over 1 s, highest position {q['max_position']} (queue size up to {q['max_queue_size']}), longest wait "
+             f"{q['longest_wait_s']:.1f} s, positions only went down: {q['positions_never_rose']}",
+             f"server RSS: idle {rep['rss_idle_mb']:.0f} MB, peak {rep['rss_peak_mb']:.0f} MB, after the class "
+             f"{rep['rss_after_class_mb']:.0f} MB, after sessions closed {rep['rss_final_mb']:.0f} MB "
+             f"({rep['sessions_freed']} sessions freed)",
+             f"switch: the server's own time for the mixed batch, p50 {_p50_seen(rep, 'switch_server_s'):.2f} s "
+             f"(measured inside Playground.switch, so it includes sharing the cores)",
+             f"isolation problems: {len(rep['isolation_problems'])}; intruder refused: "
+             f"{(rep['intruder'] or {}).get('refused')}; replays: "
+             + ", ".join(f"student {r['student']} {'same' if not r['problem'] else 'DIFFERENT'}" for r in rep["replay"]),
+             f"errors: {len(rep['errors'])}; deadline hit: {rep['deadline_hit']}"]
+    lines += [f"  error: {e}" for e in rep["errors"][:20]]
+    lines += [f"  isolation: {p}" for p in rep["isolation_problems"][:20]]
+    return "\n".join(lines)
+
+
+def _p50_seen(rep: dict, key: str) -> float:
+    xs = [v[key] for v in rep["seen"].values() if v.get(key) is not None]
+    return pct(xs, 0.5) if xs else math.nan
+
+
+def passed(rep: dict) -> bool:
+    return (not rep["errors"] and not rep["isolation_problems"] and not rep["deadline_hit"]
+            and rep["completed"] == len(rep["students"]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 epilog="Other flags are passed to app.py (e.g. --concurrent-trainings 4).")
+    d = LoadConfig()
+    ap.add_argument("--students", type=int, default=d.students)
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--eval-examples", type=int, default=d.eval_examples)
+    ap.add_argument("--timeout", type=float, default=d.timeout, help="seconds for the whole run; then exit 1")
+    ap.add_argument("--replay", type=int, default=d.replay, help="students replayed alone at the end")
+    ap.add_argument("--json", default=str(RESULTS), help="where to write the report ('' for nowhere)")
+    args, app_flags = ap.parse_known_args()
+    cfg = LoadConfig(args.students, args.steps, args.eval_examples, timeout=args.timeout, replay=args.replay,
+                     app_flags=app_flags)
+    from bench.common import machine, write_json
+
+    with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
+        rep = run_load(cfg, Path(tmp))
+    rep = {"command": " ".join(["bench/load_test.py", *sys.argv[1:]]), "machine": machine(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": asdict(cfg),
+           "passed": passed(rep), **rep}
+    print(report_text(rep))
+    write_json(args.json, rep)
+    return 0 if rep["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
