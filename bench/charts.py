@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -91,23 +90,12 @@ CHARTS = {"time_to_accuracy": time_to_accuracy, "throughput": throughput, "mixed
 
 
 def to_png(figs: dict, width: int = 1100, height: int = 480) -> None:
-    from playwright.sync_api import sync_playwright
+    from playground.figures import write_figures
 
-    from ui.driver import launch_chromium
-
-    OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": width, "height": height})
-        for name, fig in figs.items():
-            fig.update_layout(width=width, height=height, template="plotly_white")
-            html = Path(tmp) / f"{name}.html"
-            fig.write_html(str(html), include_plotlyjs=True, full_html=True)
-            page.goto(html.as_uri())
-            page.wait_for_selector(".main-svg")
-            page.locator(".js-plotly-plot").first.screenshot(path=str(OUT / f"{name}.png"))
-            print(f"wrote {OUT / f'{name}.png'}")
-        browser.close()
+    for fig in figs.values():
+        fig.update_layout(width=width, height=height, template="plotly_white")
+    for path in write_figures(figs, OUT, html=False, width=width, height=height):
+        print(f"wrote {path}")
 
 
 def main() -> None:

@@ -372,15 +372,16 @@ def cmd_compare(args) -> int:
     print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    records = to_json(results)
     if args.json:
-        Path(args.json).write_text(json.dumps(to_json(results), indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
     if args.out:
         from .figures import seeds_curve_figure, write_figures
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(to_json(results), indent=1), encoding="utf-8")
-        figs = {f"compare_{x}": seeds_curve_figure(to_json(results), task.metric, x) for x in ("step", "time")}
+        (out / "results.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+        figs = {f"compare_{x}": seeds_curve_figure(records, task.metric, x) for x in ("step", "time")}
         for path in write_figures(figs, out):
             print(f"wrote {path}")
     return 0

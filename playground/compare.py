@@ -189,11 +189,7 @@ class CompareLab:
                eval_examples: int = 24) -> Iterator[tuple[str, StepRecord | MethodResult]]:
         """(method, StepRecord) while each method trains, then (method, MethodResult); methods run in turn."""
         names = check_methods(names)
-        if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):
-            raise PlaygroundError(f"steps = {steps} is outside this server's range for a comparison (1 to "
-                                  f"{self.max_steps}). Use the CLI (`python -m playground compare`) for longer runs.")
-        if not 1 <= eval_examples <= self.max_eval_examples:
-            raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
+        self._check_budget(steps, eval_examples, "compare")
         cancel = self._begin(key)
         try:
             for n in names:
@@ -218,10 +214,7 @@ class CompareLab:
             raise PlaygroundError(f"Unknown ablation '{study}'. Choose one of: {', '.join(LAB_GRIDS)}.")
         if not (isinstance(seeds, int) and 1 <= seeds <= 3):
             raise PlaygroundError(f"seeds must be 1, 2 or 3 here; got {seeds}. Use the CLI for more.")
-        if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):
-            raise PlaygroundError(f"steps = {steps} is outside this server's range (1 to {self.max_steps}).")
-        if not 1 <= eval_examples <= self.max_eval_examples:
-            raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
+        self._check_budget(steps, eval_examples, "experiments")
         s = lab_settings(task, study, steps, seeds, eval_examples)
         specs = plan(s)
         if len(specs) * steps > self.max_ablation_steps:
@@ -238,6 +231,13 @@ class CompareLab:
                 yield i, len(specs), run
         finally:
             self._end(key, cancel)
+
+    def _check_budget(self, steps: int, eval_examples: int, cli: str) -> None:
+        if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):
+            raise PlaygroundError(f"steps = {steps} is outside this server's range (1 to {self.max_steps}). "
+                                  f"Use the CLI (`python -m playground {cli}`) for longer runs.")
+        if not 1 <= eval_examples <= self.max_eval_examples:
+            raise PlaygroundError(f"held-out examples must be from 1 to {self.max_eval_examples}; got {eval_examples}.")
 
     def _begin(self, key: str) -> threading.Event:
         cancel = threading.Event()

@@ -95,7 +95,12 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.study}/{self.series}/{self.x:g}/{self.seed}"
+        return run_key(self.study, self.series, self.x, self.seed)
+
+
+def run_key(study: str, series: str, x: float, seed: int) -> str:
+    """A grid cell for one seed: what a resumed run skips."""
+    return f"{study}/{series}/{x:g}/{seed}"
 
 
 @dataclass
@@ -113,10 +118,6 @@ class Run:
     final_loss: float  # mean training loss of the last 5 steps (nan: it diverged)
     seconds: float  # training time, evaluation excluded
     curve: list[tuple[int, float, float | None]] = field(default_factory=list, repr=False)  # (step, loss, metric)
-
-    @property
-    def key(self) -> str:
-        return f"{self.study}/{self.series}/{self.x:g}/{self.seed}"
 
 
 def subsample(task: Task, n: int, seed: int) -> Task:
@@ -187,7 +188,7 @@ def run_all(base: BaseModel, task: Task, s: ExperimentSettings, out: Path | None
         if old.get("settings") == json.loads(json.dumps(asdict(s))) and old.get("model") == base.name:
             data = old
             say(f"Resuming: {len(data['runs'])} runs already in {path}.")
-    done = {Run(**{**r, "curve": []}).key for r in data["runs"]}
+    done = {run_key(r["study"], r["series"], r["x"], r["seed"]) for r in data["runs"]}
     specs = [sp for sp in plan(s) if sp.key not in done]
     if "compare" in s.studies and data["compare"] is None:
         say(f"compare: {len(s.seeds)} seeds x {len(METHODS)} methods")

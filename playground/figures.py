@@ -235,35 +235,37 @@ def _legend_below(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def write_figures(figs: dict[str, go.Figure], out_dir, png: bool = True, width: int = 1000,
+def write_figures(figs: dict[str, go.Figure], out_dir, png: bool = True, html: bool = True, width: int = 1000,
                   height: int = 440) -> list:
-    """Write each figure as interactive HTML (plotly.js once, beside them) and, with ``png`` and a
-    Chromium at PLAYGROUND_CHROMIUM (default /usr/bin/chromium), as PNG screenshots of that HTML.
-    Returns the paths written. Plotly's own image export needs kaleido and a Chrome download."""
-    import os
+    """Write each figure as interactive HTML (plotly.js once, beside them; with ``html=False``, in a
+    temporary folder) and, with ``png`` and Debian's Chromium at ``CHROMIUM``, as PNG screenshots of
+    that HTML. Returns the paths written. Plotly's own image export needs kaleido and a Chrome download."""
+    import tempfile
     from pathlib import Path
+
+    from .browser import CHROMIUM, CHROMIUM_ARGS
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in figs.items():
-        path = out / f"{name}.html"
-        fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
-        written.append(path)
-    chromium = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-    if not png or not figs or not Path(chromium).exists():
-        return written
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": width, "height": height})
+    with tempfile.TemporaryDirectory(prefix="pg-figs-") as tmp:
+        pages = out if html else Path(tmp)
         for name, fig in figs.items():
-            page.goto((out / f"{name}.html").resolve().as_uri())
-            page.wait_for_selector(".main-svg")
-            path = out / f"{name}.png"
-            page.locator(".js-plotly-plot").first.screenshot(path=str(path))
-            written.append(path)
-        browser.close()
+            path = pages / f"{name}.html"
+            fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+            written += [path] if html else []
+        if not png or not figs or not Path(CHROMIUM).exists():
+            return written
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            for name in figs:
+                page.goto((pages / f"{name}.html").resolve().as_uri())
+                page.wait_for_selector(".main-svg")
+                path = out / f"{name}.png"
+                page.locator(".js-plotly-plot").first.screenshot(path=str(path))
+                written.append(path)
+            browser.close()
     return written

@@ -73,7 +73,7 @@ def build(pg: Playground, lab: CompareLab) -> None:
         lab.stop(key(request))
 
     stop.click(on_stop, None, None, queue=False)
-    build_ablations(pg, lab)
+    build_ablations(pg, lab, on_stop)
 
 
 STUDIES = {"Prefix length, and prompt tuning at the same length": "length", "Init in low data": "init",
@@ -86,7 +86,8 @@ def ablation_status(done: int, total: int, last: str = "", state: str = "running
     return f'<div id="abl-progress" data-state="{state}" data-done="{done}">{text}</div>'
 
 
-def build_ablations(pg: Playground, lab: CompareLab) -> None:
+def build_ablations(pg: Playground, lab: CompareLab, on_stop) -> None:
+    """The ablation panel; ``on_stop`` is the tab's Stop (one cancel per session stops either run)."""
     gr.Markdown(asset("ablations.md"))
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
@@ -125,7 +126,4 @@ def build_ablations(pg: Playground, lab: CompareLab) -> None:
 
     a_run.click(on_ablate, [a_task, study, a_steps, seeds], [a_status, a_plot, a_curves, a_table],
                 concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")
-    def on_ablate_stop(request: gr.Request):
-        lab.stop(key(request))
-
-    a_stop.click(on_ablate_stop, None, None, queue=False)
+    a_stop.click(on_stop, None, None, queue=False)

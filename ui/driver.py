@@ -5,7 +5,6 @@ Shared by the browser tests (``tests/test_browser.py``) and the latency benchmar
 download is not reachable here, so we point it at ``/usr/bin/chromium``.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,10 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from playground.browser import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 def free_port() -> int:
