@@ -58,6 +58,26 @@ class Limits:
     concurrent_requests: int = _limit(4, "attention, switch and library calls at once")
     queue_size: int = _limit(64, "requests that may wait in the queue; beyond it a polite 'queue full'")
     max_upload_mb: int = _limit(64, "largest file a browser may upload, in MB")
+    # Memory and cost: every model call is sized in tokens before it runs.
+    memory_budget_mb: int = _limit(6144, "the most memory (RSS, model included) the server may use; work that "
+                                   "would not fit waits for room or is refused")
+    max_run_tokens: int = _limit(2_000_000, "token positions one training run may process (training plus "
+                                 "held-out scoring), checked before it starts")
+    max_example_tokens: int = _limit(256, "tokens per training example (input + target); longer uploaded "
+                                     "examples are cut to fit")
+    # Fairness and sessions.
+    max_waiting_per_session: int = _limit(3, "requests one browser session may have waiting in the queue")
+    session_idle_minutes: int = _limit(30, "minutes without a heartbeat or a request before a session's data "
+                                       "is freed")
+    login_attempts_per_minute: int = _limit(10, "failed logins allowed per minute from one address or for one "
+                                            "user name")
+    max_upload_files: int = _limit(4, "files in one upload request")
+    max_upload_request_mb: int = _limit(128, "bytes in one upload request, in MB (all its files together)")
+    upload_disk_mb: int = _limit(1024, "disk the uploads waiting on the server may take together, in MB")
+    # The class's library (the shipped prefixes are read-only and not counted).
+    library_max_prefixes: int = _limit(300, "prefixes the class's library may hold")
+    library_max_mb: int = _limit(1024, "disk the class's library may take, in MB")
+    max_card_kb: int = _limit(64, "size of a prefix's card.json, in KB")
 
     def validate(self) -> "Limits":
         for f in fields(self):
