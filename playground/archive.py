@@ -11,16 +11,18 @@ with ``library.load_prefix`` and then saves atomically.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import PlaygroundError
-from .library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from .library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, files_stamp
 
 ALLOWED = {CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "README.md"}  # PEFT's save_pretrained also writes README.md
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -138,17 +140,59 @@ def stage_upload(paths: list[str | Path], workdir: str | Path) -> tuple[Path, st
     return dest, suggested
 
 
-def export_zip(folder: Path, out_dir: Path, max_age_s: float = 3600) -> Path:
-    """Zip a library prefix as ``name/<files>`` into ``out_dir`` (old exports there are swept)."""
+def export_zip(folder: Path, out_dir: Path, max_age_s: float = 3600, max_bytes: int | None = None) -> Path:
+    """Zip a library prefix as ``name/<files>`` into ``out_dir``, once per version of the prefix.
+
+    The zip is ``out_dir/<name>~<version>/<name>.zip``, where the version comes from the
+    folder's files (see ``library.files_stamp``): exporting an unchanged prefix again returns
+    the same file, and a changed prefix replaces its older zip. Zips unused for ``max_age_s``
+    are swept, and the oldest go first while the folder holds more than ``max_bytes``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    version = hashlib.sha1(repr((str(folder.resolve()), files_stamp(folder))).encode()).hexdigest()[:16]
+    sub = out_dir / f"{folder.name}~{version}"
+    path = sub / f"{folder.name}.zip"
     now = time.time()
     for old in out_dir.iterdir():  # downloads are one-shot; don't let them pile up
-        if now - old.stat().st_mtime > max_age_s:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-    sub = Path(tempfile.mkdtemp(dir=out_dir))
-    path = sub / f"{folder.name}.zip"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        try:
+            stale = now - old.stat().st_mtime > max_age_s or (old.name.startswith(f"{folder.name}~")
+                                                              and old != sub)
+        except OSError:
+            continue  # removed by another request meanwhile
+        if stale:
+            _remove(old)
+    if path.is_file():
+        os.utime(sub)  # used again: the sweeps keep it
+        return path
+    sub.mkdir(exist_ok=True)
+    tmp = sub / f".{secrets.token_hex(4)}.zip"  # written aside, then renamed: a concurrent export sees a whole zip
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(folder.iterdir()):
             if f.is_file() and f.name in ALLOWED:
                 zf.write(f, f"{folder.name}/{f.name}")
+    os.replace(tmp, path)
+    if max_bytes is not None:
+        _bound(out_dir, max_bytes, keep=sub)
     return path
+
+
+def _remove(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _bound(out_dir: Path, max_bytes: int, keep: Path) -> None:
+    """Remove the least recently used downloads until ``out_dir`` holds at most ``max_bytes`` (``keep`` stays)."""
+    sized = []
+    for d in out_dir.iterdir():
+        try:
+            files = [f for f in d.rglob("*") if f.is_file()] if d.is_dir() else [d]
+            sized.append((d.stat().st_mtime, sum(f.stat().st_size for f in files), d))
+        except OSError:
+            continue
+    total = sum(s for _, s, _ in sized)
+    for _, size, d in sorted(sized, key=lambda t: t[0]):
+        if total <= max_bytes:
+            break
+        if d != keep:
+            _remove(d)
+            total -= size

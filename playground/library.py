@@ -3,9 +3,12 @@
     prefixes/sentiment/
         adapter_config.json         PEFT's PrefixTuningConfig (inference_mode true)
         adapter_model.safetensors   {"prompt_embeddings": [P, layer*2*token_dim]}
-        card.json                   task, base model + fingerprint, settings, metrics, date
+        card.json                   task, base model + fingerprint, settings, metrics, date, owner
 
-What we save loads in ``PeftModel.from_pretrained``; what PEFT saves loads here (no card
+A ``Library`` is two folders listed as one: the shipped prefixes (read-only) and the class's
+own folder, where students save, with quotas and owners (see ``Library``). Cards are small
+and bounded (``max_card_kb``, ``MAX_CARD_CHARS``): a card past them is refused on upload and
+never read from disk. What we save loads in ``PeftModel.from_pretrained``; what PEFT saves loads here (no card
 needed). Saves, deletes and renames are atomic: files go to a hidden temporary folder that
 is renamed into place, so a crash (even kill -9) never leaves a half-written prefix, and
 ``Library.recover`` finishes or undoes what a killed process left, at the next start.
@@ -14,6 +17,8 @@ Nothing is unpickled: weights are read only from safetensors, config and card on
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +29,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,22 +41,18 @@ from safetensors.torch import save_file
 
 from .errors import PlaygroundError
 from .models import BaseModel
+from .names import NAME_RE, check_name, fold, same_name_message
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, check_compatible
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "card.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CARD_KB = 64  # a card.json past this is not read (the server's --max-card-kb sets it per library)
+MAX_CONFIG_BYTES = 64 * 1024  # PEFT's adapter_config.json is about 1 KB
+MAX_CARD_CHARS = 200  # the card's name, task, base model and fingerprint are shown in every listing
 _CONFIG_FIELDS = {f.name for f in fields(PrefixTuningConfig)}
 _CARD_TYPES = {"task": str, "name": str, "base_model": str, "base_fingerprint": str, "metrics": dict, "training": dict}
-
-
-def check_name(name: str) -> str:
-    # fullmatch, not match: '$' also matches before a final newline, so "name\n" got through
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
-        raise PlaygroundError(f"'{name}' is not a valid prefix name. Use 1-64 letters, digits, '-', '_' or '.', "
-                              "starting with a letter or digit.")
-    return name
+__all__ = ["NAME_RE", "check_name", "fold"]  # names.py's rules, re-exported where callers always found them
 
 
 def _short(v) -> str:
@@ -60,9 +61,18 @@ def _short(v) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _read_json(path: Path, folder: Path):
+def _read_json(path: Path, folder: Path, max_bytes: int, fix: str):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)  # never more: the file may be huge, or grow while read
+    except OSError as exc:
+        raise PlaygroundError(f"{path.name} in '{folder.name}' cannot be read ({exc.strerror}).") from None
+    if len(raw) > max_bytes:
+        size = path.stat().st_size
+        raise PlaygroundError(f"{path.name} in '{folder.name}' is {size / 1024:,.0f} KB; the limit is "
+                              f"{max_bytes // 1024:,} KB. {fix}")
+    try:
+        return json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlaygroundError(f"{path.name} in '{folder.name}' is not valid JSON ({exc}). Re-export the prefix "
                               "from PEFT or this app.") from None
@@ -76,7 +86,7 @@ def read_config(folder: Path) -> PrefixTuningConfig:
     if not path.is_file():
         raise PlaygroundError(f"'{folder.name}' has no {CONFIG_FILE}: a PEFT prefix folder needs {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE}.")
-    raw = _read_json(path, folder)
+    raw = _read_json(path, folder, MAX_CONFIG_BYTES, "Re-export the prefix from PEFT or this app.")
     if not isinstance(raw, dict) or raw.get("peft_type") != "PREFIX_TUNING":
         kind = raw.get("peft_type") if isinstance(raw, dict) else type(raw).__name__
         raise PlaygroundError(f"'{folder.name}' is not a prefix-tuning adapter (peft_type is {_short(kind)}, "
@@ -99,21 +109,26 @@ def read_config(folder: Path) -> PrefixTuningConfig:
     return config
 
 
-def read_card(folder: Path) -> dict:
+def read_card(folder: Path, max_kb: int = MAX_CARD_KB) -> dict:
+    """The card beside a prefix ({} when there is none), refused when larger than ``max_kb`` KB."""
     path = folder / CARD_FILE
     if not path.is_file():
         return {}
-    card = _read_json(path, folder)
+    card = _read_json(path, folder, max_kb * 1024, f"Shorten it, or leave {CARD_FILE} out.")
     if not isinstance(card, dict):
         raise PlaygroundError(f"{CARD_FILE} in '{folder.name}' must hold a JSON object.")
     for k, t in _CARD_TYPES.items():  # what the app reads from a card; the rest is shown as is
         if card.get(k) is not None and not isinstance(card[k], t):
             raise PlaygroundError(f"{CARD_FILE} in '{folder.name}' has {k!r} = {_short(card[k])}, but it must be "
                                   f"{'a string' if t is str else 'an object'}. Fix it, or leave {CARD_FILE} out.")
+        if t is str and isinstance(card.get(k), str) and len(card[k]) > MAX_CARD_CHARS:
+            raise PlaygroundError(f"{CARD_FILE} in '{folder.name}' has a {k!r} of {len(card[k]):,} characters; the "
+                                  f"limit is {MAX_CARD_CHARS}. Shorten it, or leave {CARD_FILE} out.")
     return card
 
 
-def load_prefix(folder: str | Path, base: BaseModel, check_fingerprint: bool = True) -> Prefix:
+def load_prefix(folder: str | Path, base: BaseModel, check_fingerprint: bool = True,
+                max_card_kb: int = MAX_CARD_KB) -> Prefix:
     """Load a PEFT prefix folder for ``base``, checking files, shapes, values and (if carded) the fingerprint."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -126,7 +141,7 @@ def load_prefix(folder: str | Path, base: BaseModel, check_fingerprint: bool = T
                 "safe_serialization=True.") if pickled else ""
         raise PlaygroundError(f"'{folder.name}' has no {WEIGHTS_FILE}.{hint}")
     check_compatible(config, base, f"The prefix '{folder.name}'")
-    card = read_card(folder)
+    card = read_card(folder, max_card_kb)
     if check_fingerprint and card.get("base_fingerprint") and card["base_fingerprint"] != base.fingerprint:
         raise PlaygroundError(
             f"The prefix '{folder.name}' was trained on a different model ({card.get('base_model', '?')}, fingerprint "
@@ -234,36 +249,77 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def owner_tag(identity: str) -> str:
+    """What a card records of who saved it: a hash, so a card shown to everyone names no session or login."""
+    return hashlib.sha256(f"prefix-playground owner\x00{identity}".encode()).hexdigest()[:32]
+
+
+def files_stamp(folder: Path) -> tuple:
+    """What tells one version of a prefix folder from the next: each file's name, inode, mtime and size.
+
+    The inode too: an atomic re-save makes new files, possibly the same size within one mtime tick.
+    """
+    return tuple((f.name, st.st_ino, st.st_mtime_ns, st.st_size)
+                 for f in sorted(folder.iterdir()) if f.is_file() for st in (f.stat(),))
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
 @dataclass
 class LibraryEntry:
     name: str
     path: Path
-    card: dict
+    card: dict = field(default_factory=dict)
+    shipped: bool = False  # from the shipped folder: read-only in the app
 
 
 class Library:
-    """A folder of prefixes. ``read_only`` protects what was there at start from delete and overwrite.
+    """The class's prefixes (``root``, writable) beside the shipped ones (``shipped``, always read-only).
+
+    Both folders list as one library with one namespace: names are compared folded
+    (``names.fold``), so 'SENTIMENT' is 'sentiment' on every OS, and a class folder that
+    folds to a shipped name is hidden. Saves, renames and deletes act on ``root`` only;
+    ``read_only`` makes ``root`` read-only too. A prefix saved with an ``owner`` (a login or
+    browser session) can be renamed, deleted or overwritten only by that owner; prefixes
+    without one are anyone's. ``owner=None`` is the server's own tools (CLI, tests). The
+    quotas (``max_prefixes``, ``max_mb``) count ``root`` only.
 
     Opening a library recovers what a killed process left half way (see ``recover``), so the
     listing holds complete prefixes only, after any crash.
     """
 
-    def __init__(self, root: str | Path, read_only: bool = False):
+    def __init__(self, root: str | Path, shipped: str | Path | None = None, read_only: bool = False):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.shipped = Path(shipped) if shipped is not None else None
+        if self.shipped is not None and self.shipped.resolve() == self.root.resolve():
+            raise PlaygroundError(f"The class's library and the shipped prefixes are the same folder ({self.root}): "
+                                  "give the class its own folder, so that shipped prefixes stay read-only.")
+        self.read_only = read_only
+        self.max_prefixes: int | None = None  # quotas of root; the service sets them from its Limits
+        self.max_mb: int | None = None
+        self.max_card_kb = MAX_CARD_KB
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # one change at a time in this process; renames guard the others
-        self.recovered = self.recover()
-        self.protected = {e.name for e in self.entries()} if read_only else set()
+        self.recovered = self.recover() if self.root.is_dir() else []
+
+    @property
+    def protected(self) -> set[str]:
+        """Names nobody can change here: the shipped prefixes, and with ``read_only`` the whole library."""
+        return {e.name for e in self._folders() if e.shipped or self.read_only}
 
     def recover(self) -> list[str]:
         """Finish or undo the changes that killed processes left half way; returns what it did, for the log.
 
-        A ``.tmp-*`` folder (a save never renamed into place) and a ``.del-*`` folder (a delete,
-        already gone from the listing) are removed. An ``.old-*`` folder holds the previous
-        version during an overwrite: if the process died between its two renames the name is
-        missing, and the previous version goes back; otherwise it is removed. A rename's staged
-        card is put in place if the folder got its new name, else dropped. Leftovers of live
-        processes (this host's, or another host's younger than ``STALE_S``) are left alone.
+        A ``.tmp-*`` folder (a save never renamed into place, or an upload being checked) and a
+        ``.del-*`` folder (a delete, already gone from the listing) are removed. An ``.old-*``
+        folder holds the previous version during an overwrite: if the process died between its
+        two renames the name is missing, and the previous version goes back; otherwise it is
+        removed. A rename's staged card is put in place if the folder got its new name, else
+        dropped. Leftovers of live processes (this host's, or another host's younger than
+        ``STALE_S``) are left alone.
         """
         done, removed = [], 0
         with self._lock:
@@ -281,7 +337,7 @@ class Library:
                     removed += 1
                 except OSError as exc:
                     log.warning("could not clean up %s: %s", d, exc)
-            for e in self.entries():
+            for e in self._folders(shipped=False):
                 for f in e.path.iterdir():
                     m = _CARD_TMP.match(f.name)
                     if not m or _in_flight(f, m["owner"]):
@@ -313,52 +369,151 @@ class Library:
             dead = folder  # the change itself is done; recovery removes what is left
         shutil.rmtree(dead, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def staging(self):
+        """A fresh hidden folder in ``root`` for an upload being checked: removed afterwards, or by ``recover``
+        at the next start if the process is killed meanwhile."""
+        self._check_open()
+        tmp = self._temp("tmp", "upload")
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- Lookup: one namespace of folded names over both folders -------------------------------
+    def _folders(self, shipped: bool | None = None) -> list[LibraryEntry]:
+        """Complete prefixes (both PEFT files) without their cards, sorted by name; hidden folders skipped."""
+        out, taken = [], set()
+        for where, is_shipped in ((self.shipped, True), (self.root, False)):
+            if where is None or (shipped is not None and is_shipped != shipped):
+                continue
+            try:
+                found = sorted(where.iterdir())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for d in found:
+                if d.name.startswith(".") or not d.is_dir():
+                    continue
+                if not ((d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()):
+                    continue
+                if not is_shipped and fold(d.name) in taken:
+                    continue  # a look-alike of a shipped prefix (made before names were folded): the shipped one wins
+                if is_shipped:
+                    taken.add(fold(d.name))
+                out.append(LibraryEntry(d.name, d, shipped=is_shipped))
+        return sorted(out, key=lambda e: e.name)
+
+    def find(self, name: str) -> LibraryEntry | None:
+        """The prefix that ``name`` means here (its own spelling first, else the same folded name), or None."""
+        check_name(name)
+        found = self._folders()
+        return (next((e for e in found if e.name == name), None)
+                or next((e for e in found if fold(e.name) == fold(name)), None))
+
     def path(self, name: str) -> Path:
-        return self.root / check_name(name)
+        """Where ``name`` is, or would be saved (in ``root``)."""
+        e = self.find(name)
+        return e.path if e else self.root / name
+
+    def card(self, e: LibraryEntry) -> dict:
+        """``e``'s card, or {} when it is missing, broken or over ``max_card_kb`` (then nothing of it is read)."""
+        try:
+            return read_card(e.path, self.max_card_kb)
+        except PlaygroundError:
+            return {}
 
     def entries(self) -> list[LibraryEntry]:
-        """Complete prefixes only: hidden temporary folders and folders without both PEFT files are skipped."""
-        out = []
-        for d in sorted(self.root.iterdir()):
-            if d.name.startswith(".") or not d.is_dir():
-                continue
-            if (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file():
-                try:
-                    card = read_card(d)
-                except PlaygroundError:
-                    card = {}
-                out.append(LibraryEntry(d.name, d, card))
+        """Complete prefixes only, with their cards: hidden temporary folders and incomplete folders are skipped."""
+        out = self._folders()
+        for e in out:
+            e.card = self.card(e)
         return out
 
     def names(self) -> list[str]:
-        return [e.name for e in self.entries()]
+        return [e.name for e in self._folders()]
+
+    def owned_by(self, e: LibraryEntry, owner: str | None) -> bool:
+        tag = self.card(e).get("owner")
+        return owner is not None and isinstance(tag, str) and tag == owner_tag(owner)
 
     def load(self, name: str, base: BaseModel) -> Prefix:
-        path = self.path(name)
-        if not path.is_dir():
+        e = self.find(name)
+        if e is None:
             raise PlaygroundError(f"No prefix named '{name}' in {self.root}. Available: {', '.join(self.names()) or 'none'}.")
-        return load_prefix(path, base)
+        return load_prefix(e.path, base, max_card_kb=self.max_card_kb)
 
-    def _check_writable(self, name: str) -> None:
-        if name in self.protected:
-            raise PlaygroundError(f"'{name}' is a shipped prefix and the library is read-only: save under another name.")
+    # ---- Rules for changes ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.read_only:
+            raise PlaygroundError("The library is read-only on this server: nothing can be saved, renamed, deleted "
+                                  "or imported. Download a prefix to keep a copy of it.")
 
-    def save(self, name: str, prefix: Prefix, card: dict | None = None, overwrite: bool = False) -> Path:
-        """Atomically save ``prefix`` as ``name``; the card gets the date and the prefix's own info."""
-        dest = self.path(name)
-        self._check_writable(name)
-        taken = f"A prefix named '{name}' already exists. Choose another name or allow overwrite."
-        if dest.exists() and not overwrite:
-            raise PlaygroundError(taken)
+    def _check_editable(self, e: LibraryEntry, owner: str | None) -> None:
+        if e.shipped:
+            raise PlaygroundError(f"'{e.name}' is a shipped prefix, and shipped prefixes are read-only: save under "
+                                  "another name.")
+        tag = self.card(e).get("owner")
+        if owner is not None and isinstance(tag, str) and tag != owner_tag(owner):
+            raise PlaygroundError(f"'{e.name}' belongs to the student who saved it: only they can rename, delete or "
+                                  "overwrite it. Save yours under another name.")
+
+    def _destination(self, name: str, overwrite: bool, owner: str | None) -> LibraryEntry | None:
+        """The entry a save of ``name`` replaces (None for a new one), after every rule allows it."""
+        e = self.find(name)
+        if e is None:
+            return None
+        if e.name != name:  # 'Sentiment' beside 'sentiment': one name, two spellings
+            raise PlaygroundError(same_name_message(name, e.name, e.shipped))
+        self._check_editable(e, owner)
+        if not overwrite:
+            raise PlaygroundError(f"A prefix named '{name}' already exists. Choose another name or allow overwrite.")
+        return e
+
+    def usage(self) -> tuple[int, int]:
+        """(prefixes, bytes) in ``root``: what the quotas count."""
+        mine = self._folders(shipped=False)
+        return len(mine), sum(_size(e.path) for e in mine)
+
+    def _check_quota(self, adding: int, replacing: LibraryEntry | None) -> None:
+        if self.max_prefixes is None and self.max_mb is None:
+            return
+        n, size = self.usage()
+        if replacing is not None:
+            n, size = n - 1, size - _size(replacing.path)
+        fix = "Delete prefixes you no longer need (Library tab), then try again."
+        if self.max_prefixes is not None and n + 1 > self.max_prefixes:
+            raise PlaygroundError(f"The class's library is full: it holds {n} prefixes, and this server's limit is "
+                                  f"{self.max_prefixes}. {fix}")
+        if self.max_mb is not None and size + adding > self.max_mb * 2**20:
+            raise PlaygroundError(f"The class's library is full: it takes {size / 2**20:,.1f} MB, this prefix "
+                                  f"needs {adding / 2**20:,.1f} MB more, and this server's limit is "
+                                  f"{self.max_mb:,} MB. {fix}")
+
+    # ---- Changes: each one rename from a hidden temporary folder ---------------------------------
+    def save(self, name: str, prefix: Prefix, card: dict | None = None, overwrite: bool = False,
+             owner: str | None = None) -> Path:
+        """Atomically save ``prefix`` as ``name`` in ``root``; the card gets the date, the prefix's info and
+        the owner's tag (never one from ``card``: an uploaded card could claim anyone)."""
+        check_name(name)
+        self._check_open()
+        self._check_quota(0, self._destination(name, overwrite, owner))  # fail early, before the slow write
         full = {**prefix.info, **(card or {}), "name": name, "num_virtual_tokens": prefix.num_virtual_tokens,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        full.pop("owner", None)
+        if owner is not None:
+            full["owner"] = owner_tag(owner)
+        kb = len(json.dumps(full, indent=2, default=str).encode()) / 1024
+        if kb > self.max_card_kb:
+            raise PlaygroundError(f"The card of '{name}' would take {kb:,.0f} KB; the limit is {self.max_card_kb:,} "
+                                  "KB. Shorten its longest fields (such as the instruction), then save again.")
+        dest = self.root / name
         tmp = self._temp("tmp", name)
         try:
             write_prefix(tmp / "p", prefix, full)  # the slow part, outside the lock
             with self._lock:
-                if dest.exists() and not overwrite:  # saved by another session meanwhile
-                    raise PlaygroundError(taken)
-                if dest.exists():  # swap: the old one aside, the new one in, then drop the old
+                old_e = self._destination(name, overwrite, owner)  # again: another session may have saved meanwhile
+                self._check_quota(_size(tmp / "p"), old_e)
+                if old_e is not None:  # swap: the old one aside, the new one in, then drop the old
                     old = self._temp("old", name)
                     os.replace(dest, old / "p")  # (a kill here: recover puts the old one back)
                     try:
@@ -372,39 +527,52 @@ class Library:
                         os.replace(tmp / "p", dest)
                     except OSError:
                         if dest.exists():  # another process saved this name at the same moment
-                            raise PlaygroundError(taken) from None
+                            raise PlaygroundError(f"A prefix named '{name}' already exists. Choose another "
+                                                  "name or allow overwrite.") from None
                         raise
                 _fsync(self.root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
-    def delete(self, name: str) -> None:
-        self._check_writable(name)
-        path = self.path(name)
+    def delete(self, name: str, owner: str | None = None) -> None:
+        check_name(name)
+        self._check_open()
         with self._lock:
-            if not path.is_dir():
+            e = self.find(name)
+            if e is None:
                 raise PlaygroundError(f"No prefix named '{name}'.")
-            trash = self._temp("del", name)
+            self._check_editable(e, owner)
+            trash = self._temp("del", e.name)
             try:
-                os.replace(path, trash / "p")  # gone from the listing at once
+                os.replace(e.path, trash / "p")  # gone from the listing at once
             except FileNotFoundError:  # deleted by another process meanwhile
                 trash.rmdir()
                 raise PlaygroundError(f"No prefix named '{name}'.") from None
             _fsync(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, owner: str | None = None) -> None:
         """Rename in one step: the new card is staged, hidden, in the folder, then the folder is renamed."""
-        self._check_writable(old)
-        src, dst = self.path(old), self.path(new)
+        check_name(old)
+        check_name(new)
+        self._check_open()
         taken = f"A prefix named '{new}' already exists."
         with self._lock:
-            if not src.is_dir():
+            e = self.find(old)
+            if e is None:
                 raise PlaygroundError(f"No prefix named '{old}'.")
-            if dst.exists():
+            self._check_editable(e, owner)
+            other = self.find(new)
+            if other is not None and other.path != e.path:
+                raise PlaygroundError(same_name_message(new, other.name, other.shipped) if other.name != new
+                                      else taken)
+            src, dst = e.path, self.root / new
+            if dst.name == src.name:
+                return
+            if dst.exists() and fold(new) != fold(src.name):  # a folder that is not a prefix holds the name
                 raise PlaygroundError(taken)
-            card, staged = read_card(src), None
+            card, staged = self.card(e), None
             if card:
                 staged = src / f".{CARD_FILE}~{_owner()}~tmp"
                 staged.write_text(json.dumps({**card, "name": new}, indent=2, default=str) + "\n", encoding="utf-8")

@@ -56,15 +56,25 @@ def test_a_crash_during_save_leaves_nothing_half_written(saved, tiny_llama, monk
     assert [d.name for d in lib.root.iterdir()] == ["p"]  # temporary folders are gone
 
 
-def test_existing_names_and_read_only_library_are_protected(saved, tiny_llama):
+def test_existing_names_shipped_prefixes_and_a_read_only_library_are_protected(saved, tiny_llama, tmp_path):
     lib, prefix = saved
     with pytest.raises(PlaygroundError, match="already exists"):
         lib.save("p", prefix)
-    ro = Library(lib.root, read_only=True)
-    for action in (lambda: ro.delete("p"), lambda: ro.save("p", prefix, overwrite=True), lambda: ro.rename("p", "z")):
+    both = Library(tmp_path / "class", shipped=lib.root)  # lib's 'p' is a shipped prefix here
+    assert both.names() == ["p"] and both.protected == {"p"}
+    for action in (lambda: both.delete("p"), lambda: both.save("p", prefix, overwrite=True),
+                   lambda: both.rename("p", "z")):
         with pytest.raises(PlaygroundError, match="read-only"):
             action()
-    ro.save("mine", prefix)  # new names are still fine
+    both.save("mine", prefix)  # the class's own folder takes new names
+    both.rename("mine", "mine2")
+    assert both.names() == ["mine2", "p"] and [p.name for p in lib.root.iterdir()] == ["p"]
+    both.delete("mine2")
+    ro = Library(lib.root, read_only=True)  # read-only: nothing changes at all
+    for action in (lambda: ro.delete("p"), lambda: ro.save("p", prefix, overwrite=True), lambda: ro.rename("p", "z"),
+                   lambda: ro.save("new", prefix)):
+        with pytest.raises(PlaygroundError, match="read-only"):
+            action()
     with pytest.raises(PlaygroundError, match="valid prefix name"):
         lib.save("../escape", prefix)
 
