@@ -59,10 +59,11 @@ bench: install chromium
 experiments: install chromium
 	$(BIN)/python -m playground experiments --out docs/experiments $(ARGS)
 
-# Load test (issue 7): 30 simulated students on one app through its API, bounded to 15 min (5.5 min on 2
-# cores). Table and JSON in bench/results/load_test.json; RELIABILITY.md records a run. ARGS go to the script.
+# Load test: 30 simulated students on one app through its API, first alone, then with a 31st hostile student
+# attacking (bench/hostile_student.py); each run bounded to 15 min. Table and JSON in
+# bench/results/load_test.json; RELIABILITY.md records a run. ARGS go to the script.
 load-test: install
-	$(BIN)/python bench/load_test.py $(ARGS)
+	$(BIN)/python bench/load_test.py --hostile --baseline $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

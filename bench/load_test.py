@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.hostile_student import hostile_student  # noqa: E402
 from ui.driver import start_app, stop_app  # noqa: E402
 
 TASKS = ("sentiment", "topic", "fr_en", "headline", "shout", "capitals")
@@ -74,6 +75,7 @@ class LoadConfig:
     replay: int = 6  # students replayed alone at the end to compare with their results under load
     observer_every: float = 2.0  # seconds between the observer's picker refreshes
     cleanup_wait: float = 45  # seconds to wait for the server to free the closed sessions
+    hostile: bool = False  # add one hostile student (bench/hostile_student.py) who attacks while the class runs
     app_flags: list[str] = field(default_factory=list)  # extra flags for app.py (default: its own limits)
 
 
@@ -442,16 +444,25 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
         if sessions[i].client is not None:
             student_flow(sessions[i], students[i], cfg, seen.setdefault(i, {}))
 
+    hostile: dict = {}
+    foe = threading.Thread(target=lambda: hostile.update(report=hostile_student(
+        url, Path(tempfile.mkdtemp(prefix="hostile-")), done, run.deadline, students[0].prompt)), daemon=True)
+
     threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(len(students))]
     say(f"all {len(students)} press Train ({cfg.steps} steps each), then Attention and Switch")
     if observer.client is not None:
         obs.start()
     for t in threads:
         t.start()
+    if cfg.hostile:
+        say("a hostile student attacks while the class runs (bench/hostile_student.py)")
+        foe.start()
     for t in threads:
         t.join(max(0.0, run.left()))
     class_s = run.clock() - go
     done.set()
+    if cfg.hostile:
+        foe.join(max(0.0, run.left()))
     if obs.is_alive():
         obs.join(max(0.0, min(30.0, run.left())))
     problems = [p for s in students for p in check_student(s, seen.get(s.index, {}), cfg)]
@@ -459,6 +470,10 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
     rep = {"class_started_s": round(go, 2), "class_s": round(class_s, 1), "students": [asdict(s) for s in students],
            "seen": {str(i): v for i, v in seen.items()},
            "completed": sum(1 for s in students if "switch" in seen.get(s.index, {}))}
+    if cfg.hostile:
+        h = hostile.get("report")
+        rep["hostile"] = h.summary() if h else None
+        rep["hostile_broken"] = h.broken if h else ["the hostile student did not finish before the deadline"]
     rep["intruder"] = intrude(observer) if observer.client is not None and run.left() > 0 else None
     if rep["intruder"] is not None and not rep["intruder"]["refused"]:
         problems.append(f"the observer could use {JUST_TRAINED} without training: {rep['intruder']['message']}")
@@ -590,9 +605,50 @@ def _p50_seen(rep: dict, key: str) -> float:
     return pct(xs, 0.5) if xs else math.nan
 
 
+def memory_budget_mb(flags: list[str]) -> int:
+    """The app's --memory-budget-mb among these flags, else its default."""
+    from playground.service import Limits
+
+    for i, f in enumerate(flags):
+        if f == "--memory-budget-mb" and i + 1 < len(flags):
+            return int(flags[i + 1])
+        if f.startswith("--memory-budget-mb="):
+            return int(f.split("=", 1)[1])
+    return Limits().memory_budget_mb
+
+
 def passed(rep: dict) -> bool:
-    return (not rep["errors"] and not rep["isolation_problems"] and not rep["deadline_hit"]
-            and rep["completed"] == len(rep["students"]))
+    ok = (not rep["errors"] and not rep["isolation_problems"] and not rep["deadline_hit"]
+          and rep["completed"] == len(rep["students"]))
+    if "hostile" in rep:  # the attacks broke nothing, and the server kept to its memory budget
+        ok = ok and not rep["hostile_broken"] and rep["rss_peak_mb"] < memory_budget_mb(rep["app_flags"])
+    return ok
+
+
+P95_SLACK = 1.25  # the honest students' p95 may move by at most 25% when a hostile student joins
+COMPARED = ("train", "attention", "switch")
+
+
+def p95_ratios(baseline: dict, hostile: dict) -> dict[str, float]:
+    """Per action: the honest students' p95 latency with the hostile student over the p95 without."""
+    return {a: hostile["actions"][a]["p95_s"] / baseline["actions"][a]["p95_s"] for a in COMPARED
+            if a in hostile["actions"] and a in baseline["actions"]}
+
+
+def hostile_text(rep: dict, ratios: dict[str, float] | None) -> str:
+    lines = ["", "hostile student (bench/hostile_student.py): what the server did with each attack",
+             "| attack | served | refused | broken | example |", "|---|---:|---:|---:|---|"]
+    for a, r in (rep.get("hostile") or {}).items():
+        ex = (r["examples"] or [""])[0].replace("|", "/")[:120]
+        lines.append(f"| {a} | {r['served']} | {r['refused']} | {r['broken']} | {ex} |")
+    lines.append(f"broken: {len(rep['hostile_broken'])}; server RSS peak {rep['rss_peak_mb']:.0f} MB, budget "
+                 f"{memory_budget_mb(rep['app_flags'])} MB")
+    lines += [f"  broken: {b}" for b in rep["hostile_broken"][:10]]
+    if ratios:
+        lines.append("honest students' p95 with the hostile student / without: "
+                     + ", ".join(f"{a} {r:.2f}x" for a, r in ratios.items())
+                     + f" (allowed: up to {P95_SLACK:.2f}x)")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -605,19 +661,35 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=d.timeout, help="seconds for the whole run; then exit 1")
     ap.add_argument("--replay", type=int, default=d.replay, help="students replayed alone at the end")
     ap.add_argument("--json", default=str(RESULTS), help="where to write the report ('' for nowhere)")
+    ap.add_argument("--hostile", action="store_true", help="add a hostile student who attacks while the class runs")
+    ap.add_argument("--baseline", action="store_true",
+                    help="with --hostile: first run the same class without the hostile student, then compare p95s")
     args, app_flags = ap.parse_known_args()
     cfg = LoadConfig(args.students, args.steps, args.eval_examples, timeout=args.timeout, replay=args.replay,
-                     app_flags=app_flags)
+                     app_flags=app_flags, hostile=args.hostile)
     from bench.common import machine, write_json
 
+    base = None
+    if args.hostile and args.baseline:
+        print("baseline: the same class without the hostile student")
+        with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
+            base = run_load(LoadConfig(**{**asdict(cfg), "hostile": False}), Path(tmp))
+        print(report_text(base))
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         rep = run_load(cfg, Path(tmp))
+    ok = passed(rep) and (base is None or passed(base))
+    ratios = p95_ratios(base, rep) if base is not None else None
+    if ratios:
+        ok = ok and all(r <= P95_SLACK for r in ratios.values())
     rep = {"command": " ".join(["bench/load_test.py", *sys.argv[1:]]), "machine": machine(),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": asdict(cfg),
-           "passed": passed(rep), **rep}
-    print(report_text(rep))
+           "passed": ok, **rep}
+    if base is not None:
+        rep["baseline"] = {k: v for k, v in base.items() if k not in ("calls", "rss_samples", "seen")}
+        rep["p95_ratio_with_hostile"] = ratios
+    print(report_text(rep) + (hostile_text(rep, ratios) if args.hostile else ""))
     write_json(args.json, rep)
-    return 0 if rep["passed"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
