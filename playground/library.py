@@ -474,7 +474,8 @@ class Library:
         mine = self._folders(shipped=False)
         return len(mine), sum(_size(e.path) for e in mine)
 
-    def _check_quota(self, adding: int, replacing: LibraryEntry | None) -> None:
+    def _check_quota(self, adding: int | None, replacing: LibraryEntry | None) -> None:
+        """Refuse a save that would pass a quota; ``adding`` is its size once written (None: not known yet)."""
         if self.max_prefixes is None and self.max_mb is None:
             return
         n, size = self.usage()
@@ -484,10 +485,10 @@ class Library:
         if self.max_prefixes is not None and n + 1 > self.max_prefixes:
             raise PlaygroundError(f"The class's library is full: it holds {n} prefixes, and this server's limit is "
                                   f"{self.max_prefixes}. {fix}")
-        if self.max_mb is not None and size + adding > self.max_mb * 2**20:
-            raise PlaygroundError(f"The class's library is full: it takes {size / 2**20:,.1f} MB, this prefix "
-                                  f"needs {adding / 2**20:,.1f} MB more, and this server's limit is "
-                                  f"{self.max_mb:,} MB. {fix}")
+        if self.max_mb is not None and size + (adding or 0) > self.max_mb * 2**20:
+            needs = f", this prefix needs {adding / 2**20:,.1f} MB more" if adding else ""
+            raise PlaygroundError(f"The class's library is full: it takes {size / 2**20:,.1f} MB{needs}, and this "
+                                  f"server's limit is {self.max_mb:,} MB. {fix}")
 
     # ---- Changes: each one rename from a hidden temporary folder ---------------------------------
     def save(self, name: str, prefix: Prefix, card: dict | None = None, overwrite: bool = False,
@@ -496,7 +497,7 @@ class Library:
         the owner's tag (never one from ``card``: an uploaded card could claim anyone)."""
         check_name(name)
         self._check_open()
-        self._check_quota(0, self._destination(name, overwrite, owner))  # fail early, before the slow write
+        self._check_quota(None, self._destination(name, overwrite, owner))  # fail early, before the slow write
         full = {**prefix.info, **(card or {}), "name": name, "num_virtual_tokens": prefix.num_virtual_tokens,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         full.pop("owner", None)

@@ -1,7 +1,7 @@
 """Browser tests: the real app on loopback, driven by Playwright in Debian's headless Chromium.
 
 The app runs as a subprocess (``python app.py``) on the real embedded model with an empty
-temporary library. Tests run in file order and build on each other: the first trains and
+temporary class library (beside the shipped prefixes). Tests run in file order and build on each other: the first trains and
 saves a prefix that later ones inspect and switch to. Screenshots of every step go to
 ``artifacts/screenshots/``.
 """
@@ -317,9 +317,25 @@ def test_library_download_rename_delete(page, library, tmp_path):
     with zipfile.ZipFile(zpath) as zf:
         assert sorted(zf.namelist()) == ["alpha/adapter_config.json", "alpha/adapter_model.safetensors",
                                          "alpha/card.json"]
+    # This page is another browser session than the one that saved alpha: alpha is not its to rename.
     page.get_by_label("New name").fill("alpha-renamed")
     page.get_by_role("button", name="Rename").click()
-    wait_until(lambda: (library / "alpha-renamed").is_dir() and not (library / "alpha").exists(), what="the rename")
+    assert "belongs to the student who saved it" in error_text(page)
+    assert (library / "alpha").is_dir()
+    # Its own copy (imported from the download) is: rename it, then delete it.
+    page.get_by_text("Upload a PEFT prefix").click()
+    page.locator("#lib-upload input[type=file]").set_input_files(str(zpath))
+    page.get_by_label("Name in the library (default: the folder's name)").fill("alpha-copy")
+    page.locator("#lib-import").click()
+    wait_until(lambda: (library / "alpha-copy").is_dir(), what="the import")
+    wait_until(lambda: "yours" in page.locator("#lib-table").inner_text(), what="the copy listed as yours")
+    pick.click()
+    pick.fill("alpha-copy")
+    pick.press("Enter")
+    wait_until(lambda: "alpha-copy" in page.locator("#lib-details").inner_text(), what="the copy's card")
+    page.get_by_role("button", name="Rename").click()
+    wait_until(lambda: (library / "alpha-renamed").is_dir() and not (library / "alpha-copy").exists(),
+               what="the rename")
     wait_until(lambda: pick.input_value() == "alpha-renamed", what="the picker to follow the rename")
     page.locator("#lib-delete").click()
     wait_until(lambda: not (library / "alpha-renamed").exists(), what="the delete")

@@ -1,5 +1,5 @@
-"""The shipped prefixes in the browser: the app as `make run` serves it (prefixes/ as its library,
-read-only here so nothing shipped can change), switching live between task prefixes on one
+"""The shipped prefixes in the browser: the app as `make run` serves it (prefixes/ as its shipped,
+read-only set beside an empty class library), switching live between task prefixes on one
 frozen model. Runs on a copy of prefixes/ so a failing test can never touch the real folder.
 """
 
@@ -22,7 +22,8 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 def server(tmp_path_factory):
     lib = tmp_path_factory.mktemp("shipped") / "prefixes"
     shutil.copytree(DEFAULT_LIBRARY, lib)
-    proc, url, _ = start_app(["--library", str(lib), "--read-only-library"], lib.parent / "server.log")
+    proc, url, _ = start_app(["--library", str(lib.parent / "class"), "--shipped", str(lib)],
+                             lib.parent / "server.log")
     yield url
     stop_app(proc)
 
@@ -53,7 +54,7 @@ def test_library_lists_every_shipped_prefix_protected(page):
     grid = page.locator("#lib-table")
     wait_until(lambda: all(name in grid.inner_text() for name in RECIPES), what="the shipped prefixes listed")
     text = grid.inner_text()
-    assert text.count("yes") >= len(RECIPES)  # the read-only column
+    assert text.count("shipped") >= len(RECIPES)  # the owner column: shipped prefixes are read-only
 
 
 def test_switch_between_shipped_task_prefixes(page):

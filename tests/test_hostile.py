@@ -449,7 +449,7 @@ def import_cases(good: dict, marker: Path) -> dict:
         "config_bad_task_type": ({**good, CONFIG_FILE: config_with(good, task_type=["x" * 10_000])},
                                  r"prefix; only CAUSAL_LM", r"only CAUSAL_LM prefixes load here"),
         "config_array": ({**good, CONFIG_FILE: b"[1, 2, 3]"}, r"peft_type is 'list'", r"expected 'PREFIX_TUNING'"),
-        "config_deep": ({**good, CONFIG_FILE: b"[" * 100_000 + b"]" * 100_000}, r"nested too deeply",
+        "config_deep": ({**good, CONFIG_FILE: b"[" * 30_000 + b"]" * 30_000}, r"nested too deeply",
                         r"Re-export"),
         "config_utf16": ({**good, CONFIG_FILE: good[CONFIG_FILE].decode().encode("utf-16")}, r"is not valid JSON",
                          r"Re-export"),
@@ -462,8 +462,21 @@ def import_cases(good: dict, marker: Path) -> dict:
         "card_fingerprint_number": ({**good, CARD_FILE: b'{"base_fingerprint": 12345}'},
                                     r"'base_fingerprint' = 12345, but it must be a string", r"Fix it"),
         "card_array": ({**good, CARD_FILE: b"[]"}, r"must hold a JSON object", r"JSON object"),
-        "card_deep": ({**good, CARD_FILE: b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"}, r"nested too deeply",
+        "card_deep": ({**good, CARD_FILE: b'{"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"}, r"nested too deeply",
                       r"Re-export"),
+        # Cards are bounded: every listing sends them to every browser.
+        "card_giant": ({**good, CARD_FILE: json.dumps({"task": "sentiment", "notes": "x" * 3_000_000}).encode()},
+                       r"card.json in '.*' is 2,930 KB; the limit is 64 KB", r"Shorten it, or leave card.json out"),
+        "card_long_task": ({**good, CARD_FILE: json.dumps({"task": "t" * 5000}).encode()},
+                           r"has a 'task' of 5,000 characters; the limit is 200", r"Shorten it"),
+        "card_long_name": ({**good, CARD_FILE: json.dumps({"name": "n" * 201}).encode()},
+                           r"has a 'name' of 201 characters", r"leave card.json out"),
+        "config_giant": ({**good, CONFIG_FILE: config_with(good, base_model_name_or_path="m" * 100_000)},
+                         r"adapter_config.json in '.*' is \d+ KB; the limit is 64 KB", r"Re-export"),
+        "config_512_tokens": ({CONFIG_FILE: config_with(good, num_virtual_tokens=512),
+                               WEIGHTS_FILE: st_bytes({"prompt_embeddings": torch.zeros(512, width)})},
+                              r"has 512 virtual tokens; this server's limit is 8 \(--max-virtual-tokens\)",
+                              r"Train it with at most 8 tokens"),
         "card_not_utf8": ({**good, CARD_FILE: b'{"task": "caf\xe9"}'}, r"card.json .* is not valid JSON", r"Re-export"),
         "loose_pickle": ({CONFIG_FILE: good[CONFIG_FILE], "adapter_model.bin": evil_pickle}, r"is a pickle file",
                          r"safe_serialization=True"),
@@ -613,7 +626,9 @@ def test_any_weights_file_either_loads_or_raises_a_playground_error(box, good, d
 # =============================================================================================
 HOSTILE_NAMES = ["../escape", "..", ".", "a/b", "a\\b", "/etc/passwd", "name\n", "na\x00me", "tab\there", "bell\a",
                  ".hidden", "", " ", "a" * 65, "x..y", "~", "-dash", "名前", "a b", "C:", "a:b", "nul\x00",
-                 "\u202eexe.txt", "line\u2028sep", "%2e%2e", "keep/../keep"]
+                 "\u202eexe.txt", "line\u2028sep", "%2e%2e", "keep/../keep",
+                 # the same folder as another name on Windows or macOS, or a Windows device
+                 "keep.", "keep. ", "CON", "nul", "Com1", "lpt9", "con.txt", "aux.tar.gz", "ＣＯＮ", "keep\u00a0"]
 
 
 def test_hostile_names_are_refused_by_every_action(box, good):
@@ -635,10 +650,29 @@ def test_hostile_names_are_refused_by_every_action(box, good):
                 continue  # no name: the upload's own folder name is used
             try:
                 box.refused("names", fn, r"not a valid prefix name|No prefix named",
-                            r"Use 1-64 letters|Refresh|No prefix")
+                            r"Use 1-64 letters|Use another name|Refresh|No prefix")
             except (Exception, pytest.fail.Exception) as exc:
                 failures.append(f"{what} {name!r}: {type(exc).__name__}: {str(exc)[:200]}")
     assert not failures, "\n".join(failures)
+
+
+def test_case_variants_of_a_name_are_that_name(box, good):
+    """'KEEP' beside 'keep' would be one folder on macOS and Windows, and a confusing twin on Linux: refused."""
+    pg = box.pg
+    upload = build_upload(box, dict(good))
+    run = pg.start_run("k", pg.task("k", "sentiment"), PrefixSettings(3, "random"),
+                       TrainSettings(steps=1, batch_size=2, eval_every=0, eval_examples=4))
+    list(pg.run_steps(run))
+    for name in ("KEEP", "Keep", "kEEp"):
+        for over in (False, True):
+            for what, fn in (("save", lambda: pg.save_trained("k", name, over, owner="student")),
+                             ("import", lambda: pg.import_upload(upload, name, over, owner="student"))):
+                box.refused("names", fn, rf"'{name}' is the same name as 'keep' here", r"use 'keep' itself")
+    pg.library.save("other", random_prefix(pg), owner="student")
+    box.expected = ["keep", "other"]
+    box.refused("names", lambda: pg.rename("other", "KEEP", owner="student"), r"'KEEP' is the same name as 'keep'",
+                r"choose a different name")
+    pg.delete("other", owner="student")
 
 
 def check_name_ok(name: str) -> bool:

@@ -374,7 +374,7 @@ def test_read_only_library_protects_the_shipped_prefixes(tiny_llama, tmp_path):
     shipped = sorted(p.name for p in lib_dir.iterdir() if (p / CONFIG_FILE).is_file())
     assert len(shipped) >= 6
     before = snapshot(lib_dir)
-    args = app.parse_args(["--library", str(lib_dir), "--read-only-library"])
+    args = app.parse_args(["--library", str(tmp_path / "class"), "--shipped", str(lib_dir)])
     pg = Playground(tiny_llama, app.make_library(args), args.limits)
     pg._downloads = tmp_path / "downloads"
     assert pg.library.protected == set(shipped)
@@ -395,11 +395,17 @@ def test_read_only_library_protects_the_shipped_prefixes(tiny_llama, tmp_path):
             with pytest.raises(PlaygroundError, match="read-only"):
                 action()
     assert snapshot(lib_dir) == before  # not a byte changed
-    pg.save_trained("k", "mine")  # students still save, rename and delete their own
+    pg.save_trained("k", "mine")  # students still save, rename and delete their own, in the class's folder
     pg.rename("mine", "mine2")
+    assert (tmp_path / "class" / "mine2").is_dir()
     pg.delete("mine2")
-    assert snapshot(lib_dir) == before and leftovers(lib_dir) == []
-    assert app.make_library(app.parse_args(["--library", str(lib_dir)])).protected == set()  # off without the flag
+    assert snapshot(lib_dir) == before and leftovers(lib_dir) == [] and leftovers(tmp_path / "class") == []
+    # --read-only-library: the class's folder is read-only too
+    frozen = app.make_library(app.parse_args(["--library", str(tmp_path / "class"), "--shipped", str(lib_dir),
+                                              "--read-only-library"]))
+    with pytest.raises(PlaygroundError, match="read-only"):
+        frozen.save("new", run.prefix)
+    assert frozen.protected == set(shipped)
 
 
 # =============================================================================================

@@ -649,7 +649,8 @@ def test_rename_delete_and_read_only_protection(pg, tiny_llama, tmp_path):
     pg.rename("shipped", " renamed ")
     assert pg.library.names() == ["renamed"] and pg.library_card("renamed")["name"] == "renamed"
     pg.rename("renamed", "shipped")
-    ro = Playground(tiny_llama, Library(pg.library.root, read_only=True), Limits(**LIMITS))
+    # pg's folder as the shipped set of another server: read-only there, beside that server's class folder
+    ro = Playground(tiny_llama, Library(tmp_path / "class", shipped=pg.library.root), Limits(**LIMITS))
     ro._downloads = tmp_path / "ro-downloads"
     z = ro.export("shipped")
     run = trained(ro)
@@ -660,15 +661,24 @@ def test_rename_delete_and_read_only_protection(pg, tiny_llama, tmp_path):
             action()
     assert ro.library.names() == ["shipped"]
     assert ro.library.load("shipped", tiny_llama) is not None
-    ro.save_trained("k", "mine")  # new names are fine, and stay editable
+    ro.save_trained("k", "mine")  # new names are fine, go to the class folder, and stay editable
+    assert (tmp_path / "class" / "mine").is_dir()
     ro.rename("mine", "mine2")
     ro.delete("mine2")
     assert ro.library.names() == ["shipped"]
     with pytest.raises(PlaygroundError, match="No prefix named"):
         ro.delete("ghost")
     rows = ro.library_rows()
-    assert rows[0][0] == "shipped" and rows[0][8] == "yes"
+    assert rows[0][0] == "shipped" and rows[0][8] == "shipped"
     assert run.state == "finished"
+    # --read-only-library: the class folder is read-only too
+    frozen = Playground(tiny_llama, Library(pg.library.root, read_only=True), Limits(**LIMITS))
+    trained(frozen)
+    for action in (lambda: frozen.save_trained("k", "new"), lambda: frozen.import_upload([str(z)], "new"),
+                   lambda: frozen.rename("shipped", "other"), lambda: frozen.delete("shipped")):
+        with pytest.raises(PlaygroundError, match="read-only"):
+            action()
+    assert frozen.library.names() == ["shipped"]
 
 
 def test_library_rows_and_inspect(pg):

@@ -66,5 +66,14 @@ def key(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
+def owner(request: gr.Request | None) -> str:
+    """Who saves a prefix: the login when the server has passwords, else the browser session.
+
+    The library stores only a hash of it, so a card names nobody and can't be copied to claim a prefix.
+    """
+    user = getattr(request, "username", None)
+    return f"user:{user}" if user else f"session:{key(request)}"
+
+
 def esc(x) -> str:
     return html.escape(str(x))

@@ -5,9 +5,9 @@ import gradio as gr
 
 from playground.service import Playground
 
-from .common import asset, esc, friendly
+from .common import asset, esc, friendly, owner
 
-HEADERS = ["name", "task", "virtual tokens", "metric", "prefix", "instruction", "base", "base model", "protected",
+HEADERS = ["name", "task", "virtual tokens", "metric", "prefix", "instruction", "base", "base model", "owner",
            "saved"]
 
 
@@ -35,10 +35,10 @@ def build(pg: Playground):
             up_btn = gr.Button("Import", variant="primary", scale=1, elem_id="lib-import")
     status = gr.Markdown(elem_id="lib-status")
 
-    def listing(selected=None):
+    def listing(selected, request: gr.Request):
         names = pg.library.names()
         value = selected if selected in names else (names[0] if names else None)
-        return pg.library_rows() or None, gr.update(choices=names, value=value)
+        return pg.library_rows(owner(request)) or None, gr.update(choices=names, value=value)
 
     @friendly
     def on_pick(name):
@@ -52,33 +52,39 @@ def build(pg: Playground):
     # Each action writes only its status line; the listing refreshes on success. So an error
     # marks the status line alone, not the table and picker too.
     @friendly
-    def on_rename(old, new):
+    def on_rename(old, new, request: gr.Request):
         if not old:
             raise gr.Error("Pick a prefix to rename.")
-        pg.rename(old, new or "")
+        pg.rename(old, new or "", owner=owner(request))
         return f"Renamed **{esc(old)}** to **{esc(new.strip())}**."
 
-    rename_btn.click(on_rename, [pick, new_name], status).success(lambda n: listing(n.strip()), new_name, [table, pick])
+    def renamed(new, request: gr.Request):  # gr.Request reaches only annotated parameters: no lambdas here
+        return listing((new or "").strip(), request)
+
+    rename_btn.click(on_rename, [pick, new_name], status).success(renamed, new_name, [table, pick])
 
     @friendly
-    def on_delete(name):
+    def on_delete(name, request: gr.Request):
         if not name:
             raise gr.Error("Pick a prefix to delete.")
-        pg.delete(name)
+        pg.delete(name, owner=owner(request))
         return f"Deleted **{esc(name)}**."
 
-    delete_btn.click(on_delete, pick, status).success(lambda: listing(), None, [table, pick])
+    def deleted(request: gr.Request):
+        return listing(None, request)
+
+    delete_btn.click(on_delete, pick, status).success(deleted, None, [table, pick])
 
     @friendly
-    def on_import(paths, name, over):
-        got = pg.import_upload(paths or [], name or "", bool(over))
+    def on_import(paths, name, over, request: gr.Request):
+        got = pg.import_upload(paths or [], name or "", bool(over), owner=owner(request))
         return got, f"Imported **{esc(got)}**: it fits the loaded model and is now in the library."
 
     imported = gr.State("")
     up_btn.click(on_import, [files, up_name, up_over], [imported, status], concurrency_id="infer").success(
         listing, imported, [table, pick])
 
-    def refresh(selected):
-        return listing(selected)
+    def refresh(selected, request: gr.Request):
+        return listing(selected, request)
 
     return refresh, [pick], [table, pick]

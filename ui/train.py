@@ -13,7 +13,7 @@ from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
 from playground.training import PRECISIONS, TrainSettings, autocast_dtype
 
-from .common import asset, esc, friendly, key
+from .common import asset, esc, friendly, key, owner
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "random": "random"}
@@ -219,7 +219,7 @@ def build(pg: Playground) -> TrainTab:
 
     @friendly
     def on_save(name, over, request: gr.Request):
-        path = pg.save_trained(key(request), name, bool(over))
+        path = pg.save_trained(key(request), name, bool(over), owner=owner(request))
         return f"Saved **{esc(path.name)}** to the library. It now appears in Attention, Switch and Library."
 
     save_btn.click(on_save, [save_name, overwrite], save_status)
