@@ -23,7 +23,7 @@ from .attention import PrefixAttention, prefix_attention
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
-from .library import CONFIG_FILE, Library, load_prefix, make_card, read_card
+from .library import CONFIG_FILE, Library, files_stamp, load_prefix, make_card, read_card, read_config
 from .models import BaseModel
 from .overhead import OverheadPoint, measure_overhead
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
@@ -127,6 +127,8 @@ class Playground:
         self._lock = threading.Lock()  # guards the two dicts above and create_prefix
         # per user: on a shared machine another user's folder of the same name is not writable
         self._downloads = Path(tempfile.gettempdir()) / f"prefix-playground-downloads-{os.getuid()}"
+        library.max_prefixes, library.max_mb = self.limits.library_max_prefixes, self.limits.library_max_mb
+        library.max_card_kb = self.limits.max_card_kb
 
     # ---- Learn -------------------------------------------------------------------------------
     def model_rows(self, settings: PrefixSettings) -> list[list]:
@@ -245,7 +247,8 @@ class Playground:
     def stop(self, key: str) -> bool:
         return self.sessions.stop(key)
 
-    def save_trained(self, key: str, name: str, overwrite: bool = False) -> Path:
+    def save_trained(self, key: str, name: str, overwrite: bool = False, owner: str | None = None) -> Path:
+        """Save this session's prefix; ``owner`` (a login or session, from the UI) alone may change it later."""
         session = self.sessions.get(key)
         run = session.run
         if run is None or not run.records:
@@ -259,7 +262,7 @@ class Playground:
         card = make_card(self.base, run.task.name, {**vars(run.train_settings), "steps_done": run.steps_done},
                          metrics, train_examples=len(run.task.split("train")),
                          train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction)
-        return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite)
+        return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite, owner=owner)
 
     # ---- Prefixes by name --------------------------------------------------------------------
     def prefix_choices(self, key: str) -> list[str]:
@@ -279,14 +282,12 @@ class Playground:
         if not (path / CONFIG_FILE).is_file():
             raise PlaygroundError(f"No prefix named '{name}' in the library (it may have been renamed or deleted). "
                                   "Refresh the list.")
-        files = sorted(path.iterdir())
-        # inode too: an atomic re-save makes new files, possibly same size within one mtime tick
-        stamp = tuple((f.name, f.stat().st_ino, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        stamp = (path, files_stamp(path))
         with self._lock:
             hit = self._prefixes.get(name)
         if hit and hit.stamp == stamp:
             return hit.prefix
-        prefix = load_prefix(path, self.base)
+        prefix = load_prefix(path, self.base, max_card_kb=self.limits.max_card_kb)
         with self._lock:
             self._prefixes[name] = _Cached(prefix, stamp)
         return prefix
@@ -348,52 +349,71 @@ class Playground:
 
     # ---- Library -----------------------------------------------------------------------------
     def library_card(self, name: str) -> dict:
-        try:
-            return read_card(self.library.path(name))
-        except PlaygroundError:
-            return {}
+        """A prefix's card; {} when it has none, or one too large or broken to read."""
+        e = self.library.find(name)
+        return self.library.card(e) if e else {}
 
-    def library_rows(self) -> list[list]:
+    def library_rows(self, owner: str | None = None) -> list[list]:
+        """The Library table; the owner column says "shipped", or "yours" for ``owner``'s own saves."""
         rows = []
         for e in self.library.entries():
             c, m = e.card, e.card.get("metrics") if isinstance(e.card.get("metrics"), dict) else {}
             pct = lambda k: f"{100 * m[k]:.1f}%" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
+            who = "shipped" if e.shipped else "yours" if self.library.owned_by(e, owner) else ""
             rows.append([e.name, str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(m.get("metric", "–")),
                          pct("prefix"), pct("instruction"), pct("base"), str(c.get("base_model", "?")),
-                         "yes" if e.name in self.library.protected else "", str(c.get("saved_at", ""))[:19]])
+                         who, str(c.get("saved_at", ""))[:19]])
         return rows
 
     def inspect(self, name: str) -> dict:
-        path = self.library.path(name)
-        if not (path / CONFIG_FILE).is_file():
+        e = self.library.find(name)
+        if e is None:
             raise PlaygroundError(f"No prefix named '{name}' (or it lacks {CONFIG_FILE}). Refresh the list.")
-        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        files = {f.name: f.stat().st_size for f in sorted(path.iterdir()) if f.is_file()}
-        return {"card": read_card(path), "adapter_config": config, "files (bytes)": files}
+        try:
+            config = read_config(e.path).to_dict()
+        except PlaygroundError as exc:
+            config = {"unreadable": str(exc)}
+        try:
+            card = read_card(e.path, self.limits.max_card_kb)
+        except PlaygroundError as exc:  # never sent as is: it may be huge
+            card = {"unreadable": str(exc)}
+        files = {f.name: f.stat().st_size for f in sorted(e.path.iterdir()) if f.is_file()}
+        return {"card": card, "adapter_config": config, "files (bytes)": files}
 
-    def import_upload(self, paths: list[str], name: str = "", overwrite: bool = False) -> str:
-        """Check an uploaded PEFT prefix (zip or files) against the loaded model and add it to the library."""
-        with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
+    def import_upload(self, paths: list[str], name: str = "", overwrite: bool = False,
+                      owner: str | None = None) -> str:
+        """Check an uploaded PEFT prefix (zip or files) against the loaded model and add it to the library.
+
+        The upload is staged in the library's own hidden temporary folder, which the next start
+        removes if this process is killed meanwhile. The importer becomes its owner, whatever
+        the uploaded card says.
+        """
+        with self.library.staging() as tmp:
             folder, suggested = stage_upload(paths, tmp)
             name = (name or "").strip() or suggested or "uploaded"
-            self.library.path(name)  # name check before any work
-            prefix = load_prefix(folder, self.base)  # shapes, NaNs, model fingerprint
-            card = read_card(folder)
+            self.library.find(name)  # name check before any work
+            P, cap = read_config(folder).num_virtual_tokens, self.limits.max_virtual_tokens
+            if P > cap:
+                raise PlaygroundError(f"The uploaded prefix has {P} virtual tokens; this server's limit is {cap} "
+                                      f"(--max-virtual-tokens). Train it with at most {cap} tokens, then upload it.")
+            prefix = load_prefix(folder, self.base, max_card_kb=self.limits.max_card_kb)  # shapes, NaNs, model
+            card = read_card(folder, self.limits.max_card_kb)
             card.setdefault("source", "upload")
-            self.library.save(name, prefix, card, overwrite=overwrite)
+            self.library.save(name, prefix, card, overwrite=overwrite, owner=owner)
         return name
 
     def export(self, name: str) -> Path:
-        path = self.library.path(name)
-        if not (path / CONFIG_FILE).is_file():
+        """The prefix as a zip to download: one file per version of the prefix, reused until it changes."""
+        e = self.library.find(name)
+        if e is None:
             raise PlaygroundError(f"No prefix named '{name}'.")
-        return export_zip(path, self._downloads)
+        return export_zip(e.path, self._downloads, max_bytes=self.limits.library_max_mb * 2**20)
 
-    def rename(self, old: str, new: str) -> None:
-        self.library.rename(old, new.strip())
+    def rename(self, old: str, new: str, owner: str | None = None) -> None:
+        self.library.rename(old, new.strip(), owner=owner)
 
-    def delete(self, name: str) -> None:
-        self.library.delete(name)
+    def delete(self, name: str, owner: str | None = None) -> None:
+        self.library.delete(name, owner=owner)
 
     # ---- Learn: what a prefix costs at inference (issue 5) -----------------------------------
     _overhead_lock = threading.Lock()  # one measurement per process: two at once would share the cores
