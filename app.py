@@ -58,6 +58,12 @@ def _auth_pairs(lines: list[str], where: str, parser: argparse.ArgumentParser) -
     return out
 
 
+def default_library() -> Path:
+    """The class's folder when --library is not given: the user's data folder, which outlives the app's."""
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "prefix-playground" / "library"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from playground.models import DEFAULT_MODEL
     from playground.service import Limits
@@ -74,9 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "whole network: add --auth then")
     p.add_argument("--port", type=_whole(1, 65535), default=7860, help="default: %(default)s")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    p.add_argument("--library", default=str(ROOT / "prefixes"), help="folder of saved prefixes")
+    p.add_argument("--library", default=str(default_library()),
+                   help="the class's folder, where students save and import prefixes (default: %(default)s)")
+    p.add_argument("--shipped", default=str(ROOT / "prefixes"),
+                   help="folder of shipped prefixes, listed beside the class's and always read-only "
+                        "(default: %(default)s)")
     p.add_argument("--read-only-library", action="store_true",
-                   help="nobody can delete, overwrite or rename the prefixes present at start")
+                   help="the class's folder is read-only too: nobody can save, import, rename or delete")
 
     g = p.add_argument_group("password protection (Gradio's login page)")
     g.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
@@ -111,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(set(users)) < len(users):
         p.error(f"a user is given twice: {', '.join(sorted({u for u in users if users.count(u) > 1}))}")
     args.logins = logins
+    if Path(args.library).resolve() == Path(args.shipped).resolve():
+        p.error("--library and --shipped name the same folder: give the class its own folder, so that the "
+                "shipped prefixes stay read-only")
     args.limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     return args
 
@@ -172,7 +185,7 @@ def make_library(args: argparse.Namespace):
     """The library the flags ask for; opening it recovers what a killed server left half way."""
     from playground.library import Library
 
-    return Library(args.library, read_only=args.read_only_library)
+    return Library(args.library, shipped=args.shipped, read_only=args.read_only_library)
 
 
 def make_playground(args: argparse.Namespace):
@@ -202,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("prefix-playground")
     log.info("server limits: %s", pg.limits.describe())
     lib = pg.library
-    log.info("library: %s, %d prefixes%s", lib.root, len(lib.names()),
-             f", {len(lib.protected)} of them read-only" if args.read_only_library else "")
+    n, size = lib.usage() if lib.root.is_dir() else (0, 0)
+    log.info("library: %s, %d prefixes (%.1f MB)%s; shipped: %s, %d prefixes, read-only", lib.root, n, size / 2**20,
+             ", read-only" if lib.read_only else "", lib.shipped, len(lib.names()) - n)
     if args.logins:  # user names only: a password never reaches the log
         log.info("password protection: on, %d login(s): %s", len(args.logins), ", ".join(u for u, _ in args.logins))
     elif args.share or args.host not in ("127.0.0.1", "localhost", "::1"):
