@@ -136,6 +136,7 @@ def build_demo(pg):
     from ui import attention, compare, learn, library, switch, train
     from playground.memory import trim
     from ui.common import key, log
+    from ui.fairness import cap_waiting
 
     b = pg.base
     with gr.Blocks(title="Prefix Playground", delete_cache=(1800, 3600)) as demo:
@@ -177,8 +178,35 @@ def build_demo(pg):
             log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
 
         demo.unload(forget)
-    demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=pg.limits.concurrent_requests)
+
+        def freed(keys: list[str]):  # idle sessions the store let go (no request, no heartbeat)
+            for k in keys:
+                lab.stop(k)
+            trim()
+            log.info("%d idle session(s) freed: %s", len(keys), ", ".join(k[:8] for k in keys))
+
+        pg.sessions.on_drop = freed
+        pg.sessions.start_sweeper(every_s=min(60.0, pg.sessions.ttl_s / 4))
+    # Every event that does work goes through the queue: api_open=False refuses /run/ for them.
+    # What stays outside (queue=False) only reads lists, does arithmetic or sets a Stop flag.
+    demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=pg.limits.concurrent_requests,
+               api_open=False)
+    cap_waiting(demo._queue, pg.limits.max_waiting_per_session, on_join=pg.sessions.touch)
     return demo
+
+
+def launch_options(pg, logins: list[tuple[str, str]]) -> dict:
+    """``demo.launch`` settings besides the address: the login, upload caps and the guard (ui/guard.py)."""
+    from starlette.middleware import Middleware
+
+    from ui.guard import Guard
+
+    guard = Middleware(Guard, limits=pg.limits, on_activity=pg.sessions.touch)
+    return dict(auth=logins or None, auth_message="Prefix Playground: log in with the name and password your "
+                "teacher gave you.", max_file_size=f"{pg.limits.max_upload_mb}mb",
+                # FastAPI's own /openapi.json would describe the API to anyone; Gradio serves its own behind
+                # the login. SSR and static workers would serve requests outside the guard.
+                app_kwargs={"middleware": [guard], "openapi_url": None}, ssr_mode=False, num_workers=0)
 
 
 def make_library(args: argparse.Namespace):
@@ -225,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                     "anyone with the public link" if args.share else f"anyone who reaches {args.host}:{args.port}")
     demo = build_demo(pg)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
-                max_file_size=f"{pg.limits.max_upload_mb}mb", footer_links=["api", "settings"],
-                auth=args.logins or None, auth_message="Prefix Playground: log in with the name and password "
-                "your teacher gave you.", prevent_thread_lock=True, quiet=True)
+                footer_links=["api", "settings"], prevent_thread_lock=True, quiet=True,
+                **launch_options(pg, args.logins))
     print(f"Prefix Playground is ready at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     demo.block_thread()
     return 0

@@ -120,7 +120,7 @@ class Playground:
 
     def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None):
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes)
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
         self._baseline_locks: dict[tuple, threading.Lock] = {}
         self._prefixes: dict[str, _Cached] = {}

@@ -3,13 +3,15 @@
 The base model is shared read-only by everyone; what belongs to one learner lives here,
 keyed by the session id the UI gets from the browser (Gradio's ``request.session_hash``).
 Nothing here is deep-copied per event (as ``gr.State`` would be), and a session's data goes
-away when its tab closes (``drop``) or when it has been idle too long (``sweep``).
+away when its tab closes (``drop``) or when it has been idle too long (``sweep``): no request
+and no heartbeat for ``ttl_s``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .prefix import Prefix, PrefixSettings
@@ -61,29 +63,51 @@ class Session:
 
 
 class SessionStore:
-    """Thread-safe map from session id to Session, bounded in size and idle time."""
+    """Thread-safe map from session id to Session, bounded in size and idle time.
 
-    def __init__(self, max_sessions: int = 500, ttl_s: float = 3 * 3600):
-        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+    A session is idle when nothing touched it (a request, or the browser's heartbeat) for
+    ``ttl_s``. ``sweep`` frees idle sessions; it runs on every new session, and
+    ``start_sweeper`` runs it on a timer, so memory comes back even when nobody new arrives.
+    A session whose training is still running is kept until that run ends. ``on_drop`` (if
+    set) hears the ids of every session freed by a sweep or an eviction.
+    """
+
+    def __init__(self, max_sessions: int = 500, ttl_s: float = 30 * 60,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_sessions, self.ttl_s, self.clock = max_sessions, ttl_s, clock
+        self.on_drop: Callable[[list[str]], None] | None = None
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweeper = threading.Event()
 
     def get(self, key: str) -> Session:
         with self._lock:
             s = self._sessions.get(key)
+            dropped = []
             if s is None:
-                self._sweep_locked()
+                dropped = self._sweep_locked()
                 if len(self._sessions) >= self.max_sessions:  # evict the idlest finished session
-                    idle = [x for x in self._sessions.values() if not (x.run and x.run.state == "running")]
+                    idle = [x for x in self._sessions.values() if not _running(x)]
                     if idle:
-                        self._drop_locked(min(idle, key=lambda x: x.last_seen).key)
-                s = self._sessions[key] = Session(key)
-            s.last_seen = time.monotonic()
-            return s
+                        k = min(idle, key=lambda x: x.last_seen).key
+                        self._drop_locked(k)
+                        dropped.append(k)
+                s = self._sessions[key] = Session(key, last_seen=self.clock())
+            s.last_seen = self.clock()
+        self._report(dropped)
+        return s
 
     def peek(self, key: str) -> Session | None:
         with self._lock:
             return self._sessions.get(key)
+
+    def touch(self, key: str) -> None:
+        """Activity from this session (a request or a heartbeat): it is not idle. Creates nothing."""
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is not None:
+                s.last_seen = self.clock()
 
     def stop(self, key: str) -> bool:
         """Ask this session's running training to stop after its current step."""
@@ -98,17 +122,47 @@ class SessionStore:
         with self._lock:
             self._drop_locked(key)
 
+    def sweep(self) -> list[str]:
+        """Free every session idle for longer than ``ttl_s``; returns their ids."""
+        with self._lock:
+            dropped = self._sweep_locked()
+        self._report(dropped)
+        return dropped
+
+    def start_sweeper(self, every_s: float = 30.0) -> None:
+        """Sweep every ``every_s`` seconds on a daemon thread (once per store)."""
+        if self._sweeper is not None:
+            return
+        def loop():
+            while not self._stop_sweeper.wait(every_s):
+                self.sweep()
+        self._sweeper = threading.Thread(target=loop, name="session-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def stop_sweeper(self) -> None:
+        self._stop_sweeper.set()
+
     def _drop_locked(self, key: str) -> None:
         s = self._sessions.pop(key, None)
         if s and s.run:
             s.run.discarded = True
             s.run.cancel.set()
 
-    def _sweep_locked(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, s in self._sessions.items() if now - s.last_seen > self.ttl_s]:
+    def _sweep_locked(self) -> list[str]:
+        now = self.clock()
+        idle = [k for k, s in self._sessions.items() if now - s.last_seen > self.ttl_s and not _running(s)]
+        for key in idle:
             self._drop_locked(key)
+        return idle
+
+    def _report(self, dropped: list[str]) -> None:
+        if dropped and self.on_drop is not None:
+            self.on_drop(dropped)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+
+def _running(s: Session) -> bool:
+    return bool(s.run and s.run.state == "running")
