@@ -55,11 +55,14 @@ EXPOSE 7860
 # answer nothing. 0.0.0.0 here means "the container's own network interface" and exposes nothing
 # by itself: who can connect is what `docker run -p` asks for (`-p 127.0.0.1:7860:7860`: this
 # machine only; `-p 7860:7860`: the whole network), and on a Space, Hugging Face's proxy.
-# The library is read-only so that visitors can save new prefixes but cannot delete, rename or
-# overwrite the ones shipped in prefixes/. PLAYGROUND_ARGS adds flags (limits, --model, ...):
-# `exec` keeps Python as PID 1, and `set -f` stops the shell from expanding '*' in them.
+# The shipped prefixes (prefixes/, in the image) are always read-only; what visitors save goes to
+# the class's folder, by default /home/user/.local/share/prefix-playground/library (uid 1000's own;
+# lost with the container: `-v class-library:/home/user/.local/share/prefix-playground` keeps it,
+# or `--library /data/library` on a Space with persistent storage). PLAYGROUND_ARGS adds flags
+# (limits, --model, --library, ...): `exec` keeps Python as PID 1, and `set -f` stops the shell
+# from expanding '*' in them.
 ENV PLAYGROUND_ARGS=""
-CMD ["sh", "-c", "set -f; exec python app.py --host 0.0.0.0 --port 7860 --read-only-library $PLAYGROUND_ARGS"]
+CMD ["sh", "-c", "set -f; exec python app.py --host 0.0.0.0 --port 7860 $PLAYGROUND_ARGS"]
 # The app runs as PID 1, where the kernel drops SIGTERM unless a handler is set (Python sets none);
 # SIGINT has Python's handler, so `docker stop` closes the server at once instead of after 10 s.
 STOPSIGNAL SIGINT
