@@ -9,7 +9,6 @@ guarded by locks because Gradio runs callbacks in worker threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
