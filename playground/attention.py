@@ -31,21 +31,43 @@ class PrefixAttention:
 
 def prefix_shares(attentions: tuple[torch.Tensor, ...], num_virtual_tokens: int) -> dict[str, torch.Tensor]:
     """From the model's raw ``output_attentions`` (per layer [1, head, q_pos, k_pos]) to prefix shares."""
-    P = num_virtual_tokens
-    att = torch.stack([a[0].float() for a in attentions])  # [layer, head, q_pos, k_pos]
-    weights = att[..., :P]  # [layer, head, q_pos, virtual_token]
-    share = weights.sum(-1)  # [layer, head, q_pos]
+    return _stack([layer_shares(a, num_virtual_tokens) for a in attentions])
+
+
+def layer_shares(att: torch.Tensor, num_virtual_tokens: int) -> dict[str, torch.Tensor]:
+    """One layer's weights [1, head, q_pos, k_pos] reduced to what PrefixAttention keeps of them."""
+    # a copy, not a view: a view of the first P columns would keep the whole matrix alive
+    weights = att[0, ..., :num_virtual_tokens].to(torch.float32, copy=True)  # [head, q_pos, virtual_token]
+    share = weights.sum(-1)  # [head, q_pos]
     return {
         "weights": weights,
-        "head_share": share.mean(-1),  # [layer, head]
-        "layer_share": share.mean((-1, -2)),  # [layer]
-        "token_share": share.mean(1),  # [layer, q_pos]
+        "head_share": share.mean(-1),  # [head]
+        "layer_share": share.mean((-1, -2)),  # []
+        "token_share": share.mean(0),  # [q_pos]
     }
+
+
+def _stack(per_layer: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-layer reductions stacked: weights [layer, head, q_pos, P], head_share [layer, head], ..."""
+    return {k: torch.stack([d[k] for d in per_layer]) for k in per_layer[0]}
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The self-attention module of every layer, in layer order (each returns (output, weights))."""
+    found = [m for m in model.modules() if isinstance(getattr(m, "layer_idx", None), int)
+             and type(m).__name__.endswith("Attention")]
+    return sorted(found, key=lambda m: m.layer_idx)
 
 
 @torch.inference_mode()
 def prefix_attention(base: BaseModel, prefix: Prefix, text: str, mode: str = "prefix", instruction: str = "") -> PrefixAttention:
-    """Run ``text`` (prompted as ``mode``) with ``prefix`` and measure the attention on the virtual tokens."""
+    """Run ``text`` (prompted as ``mode``) with ``prefix`` and measure the attention on the virtual tokens.
+
+    Each layer's full weights [1, head, q_pos, k_pos] are reduced to the prefix's columns as soon as
+    that layer's attention returns them (a forward hook), so only one layer's matrix is alive at a
+    time: the model's ``output_attentions`` would keep every layer's until the end (gigabytes at
+    2,000 prompt tokens).
+    """
     if not text.strip():
         raise PlaygroundError("The prompt is empty. Type a sentence to see where the model looks.")
     if base.model.config._attn_implementation != "eager":
@@ -53,11 +75,27 @@ def prefix_attention(base: BaseModel, prefix: Prefix, text: str, mode: str = "pr
                               "(load it with playground.models.load_model).")
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     ids = torch.tensor([fmt.encode_prompt(text, mode, instruction)], device=base.device)  # [1, T]
-    # Only the attention weights are read: logits_to_keep=1 skips the LM head on all but the last
-    # position (49,152 x 576 per token, about a fifth of this forward's FLOPs on SmolLM2).
-    out = prefix_forward(base, ids, torch.ones_like(ids), prefix, output_attentions=True, use_cache=False,
-                         logits_to_keep=1)
-    shares = prefix_shares(out.attentions, prefix.num_virtual_tokens)
+    P = prefix.num_virtual_tokens
+    modules = attention_modules(base.model)
+    per_layer: list[dict[str, torch.Tensor] | None] = [None] * len(modules)
+
+    def keep(i):
+        def hook(module, args, output):
+            per_layer[i] = layer_shares(output[1], P)  # output: (attn_output, weights [1, head, q_pos, k_pos])
+        return hook
+
+    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
+    try:
+        # Only the attention weights are read: logits_to_keep=1 skips the LM head on all but the last
+        # position (49,152 x 576 per token, about a fifth of this forward's FLOPs on SmolLM2).
+        prefix_forward(base, ids, torch.ones_like(ids), prefix, use_cache=False, logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    if not modules or any(d is None for d in per_layer):
+        raise PlaygroundError("This model's attention layers did not report their weights; load it with "
+                              "playground.models.load_model (eager attention).")
+    shares = _stack(per_layer)
     tokens = [base.tokenizer.decode([i]) for i in ids[0].tolist()]  # readable text, not BPE symbols like 'Ġ'
 
     return PrefixAttention(tokens=tokens, **{k: v.cpu() for k, v in shares.items()})

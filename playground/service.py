@@ -19,6 +19,7 @@ from typing import Iterator
 
 from .archive import export_zip, stage_upload
 from .attention import PrefixAttention, prefix_attention
+from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
@@ -26,9 +27,10 @@ from .library import CONFIG_FILE, Library, files_stamp, load_prefix, make_card, 
 from .models import BaseModel
 from .overhead import OverheadPoint, measure_overhead
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
+from .prompts import PromptFormat
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
-from .training import StepRecord, TrainSettings, held_out_split, train
+from .training import StepRecord, TrainSettings, autocast_dtype, held_out_split, train
 
 JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"
@@ -60,8 +62,10 @@ class Limits:
     # Memory and cost: every model call is sized in tokens before it runs.
     memory_budget_mb: int = _limit(6144, "the most memory (RSS, model included) the server may use; work that "
                                    "would not fit waits for room or is refused")
-    max_run_tokens: int = _limit(2_000_000, "token positions one training run may process (training plus "
-                                 "held-out scoring), checked before it starts")
+    max_run_tokens: int = _limit(120_000, "token positions one training run may process, checked before it "
+                                 "starts: steps x batch x its longest example, plus every held-out scoring (the two "
+                                 "baselines included) x examples x (prompt + answer tokens); on 2 CPU cores one "
+                                 "position takes about 5 to 15 ms")
     max_example_tokens: int = _limit(256, "tokens per training example (input + target); longer uploaded "
                                      "examples are cut to fit")
     # Fairness and sessions.
@@ -120,6 +124,7 @@ class Playground:
     def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None):
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
         self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes)
+        self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
         self._baseline_locks: dict[tuple, threading.Lock] = {}
         self._prefixes: dict[str, _Cached] = {}
@@ -161,7 +166,8 @@ class Playground:
         if not instruction.strip():
             raise PlaygroundError("Write an instruction for your task: it is the baseline prompt and the prefix's "
                                   "initial text.")
-        task = user_task(path, input_col, target_col, instruction.strip(), metric, name="upload")
+        task = user_task(path, input_col, target_col, instruction.strip(), metric, name="upload",
+                         tokenizer=self.base.tokenizer, max_example_tokens=self.limits.max_example_tokens)
         self.sessions.get(key).upload = task
         return task
 
@@ -175,7 +181,8 @@ class Playground:
         return get_task(choice)
 
     # ---- Training ----------------------------------------------------------------------------
-    def check_settings(self, ps: PrefixSettings, ts: TrainSettings) -> None:
+    def check_settings(self, ps: PrefixSettings, ts: TrainSettings, task: Task | None = None) -> RunPlan | None:
+        """Refuse settings over the server's limits; with a task, also a run too costly or too big for memory."""
         ps.validate()
         ts.validate()
         L = self.limits
@@ -188,15 +195,50 @@ class Playground:
             raise PlaygroundError(f"The init text has {len(ps.init_text):,} characters; the limit is "
                                   f"{L.max_prompt_chars:,} (only its first num_virtual_tokens tokens are used). "
                                   "Shorten it.")
+        return self._plan(task, ps, ts) if task is not None else None
+
+    def _plan(self, task: Task, ps: PrefixSettings, ts: TrainSettings) -> RunPlan:
+        """The run sized in tokens and bytes, refused here when over the run-cost limit or the memory budget."""
+        plan = plan_run(self.base, task, ps.num_virtual_tokens, ts.steps, ts.batch_size, ts.eval_every,
+                        ts.eval_examples, autocast_dtype(self.base, ts.precision), task.split(held_out_split(task)))
+        cap = self.limits.max_run_tokens
+        if plan.cost > cap:
+            raise PlaygroundError(
+                f"This run would process about {plan.cost:,} token positions: training {ts.steps} steps x batch "
+                f"{plan.batch} x {plan.train_tokens} tokens (the longest example) = {plan.train_cost:,}, plus "
+                f"held-out scoring {plan.evals} times (every {ts.eval_every or ts.steps} steps, at the end and the "
+                f"two baselines) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
+                f"{plan.eval_cost:,}. This server's limit is {cap:,} per run (--max-run-tokens). Lower the steps, "
+                "the batch size or the held-out examples, or measure the metric less often.")
+        P = ps.num_virtual_tokens
+        self.budget.check(plan.step_bytes, f"A training step (batch {plan.batch} x {plan.train_tokens} tokens behind "
+                          f"{P} virtual tokens)", "Lower the batch size or num_virtual_tokens, or use shorter examples.")
+        self.budget.check(plan.eval_bytes, f"Scoring the held-out examples ({min(16, plan.held_out)} at a time, "
+                          f"prompts up to {plan.prompt_tokens} tokens)", "Use a task with shorter inputs, or fewer "
+                          "virtual tokens.")
+        return plan
+
+    def _reserver(self, plan: RunPlan):
+        """``train``'s reserve: each step and each evaluation holds its share of the memory budget."""
+        def reserve(what: str):
+            if what == "step":
+                return self.budget.reserve(plan.step_bytes, "Your next training step",
+                                           "Lower the batch size to train beside the others.")
+            return self.budget.reserve(plan.eval_bytes, "Scoring the held-out examples", "")
+        return reserve
 
     def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings) -> TrainingRun:
         """A fresh prefix and run for this session; its previous run (if any) is stopped."""
-        self.check_settings(ps, ts)
         task.split("train")  # fail early, with the task's own message, if there is nothing to train on
+        self.check_settings(ps, ts, task)
         session = self.sessions.get(key)
         if session.run and session.run.state == "running":
             session.run.cancel.set()
-        with self._lock:  # create_prefix wraps the shared model in a throwaway PeftModel for a moment
+        # A text init runs the model once on the text (repeated up to num_virtual_tokens tokens).
+        text = "" if ps.init == "random" else (task.instruction if ps.init == "task" else ps.init_text)
+        n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"]) + ps.num_virtual_tokens + 32
+        with self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
+                                 "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed)
         run = TrainingRun(task, prefix, ps, ts)
         run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
@@ -206,7 +248,9 @@ class Playground:
     def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
         """Train, recording each step on the run; ends early when the run's Stop is pressed."""
         try:
-            for rec in train(self.base, run.prefix, run.task, run.train_settings, cancel=run.cancel):
+            plan = self._plan(run.task, run.prefix_settings, run.train_settings)
+            for rec in train(self.base, run.prefix, run.task, run.train_settings, cancel=run.cancel,
+                             reserve=self._reserver(plan)):
                 run.records.append(rec)
                 yield rec
         finally:  # cut short by Stop, an error, or the consumer going away: "stopped", not "finished"
@@ -221,7 +265,9 @@ class Playground:
             lock = self._baseline_locks.setdefault(key, threading.Lock())
         with lock:  # two students on the same task wait for one computation, not two
             if key not in self._baselines:
-                self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
+                with self.budget.reserve(eval_bytes(self.base, task, examples, 0), "Scoring the base model on the "
+                                         "held-out examples", "Use a task with shorter inputs."):
+                    self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
             return self._baselines[key]
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
@@ -235,7 +281,9 @@ class Playground:
         if last is not None and last.predictions is not None:
             preds, score = last.predictions, last.metric
         else:  # stopped between evaluations: score the prefix as it is now
-            r = evaluate(self.base, task, examples, "prefix", run.prefix)
+            with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
+                                     "Scoring the held-out examples", "Use a task with shorter inputs."):
+                r = evaluate(self.base, task, examples, "prefix", run.prefix)
             preds, score = r.predictions, r.score
             if last is not None:
                 last.metric, last.predictions = score, preds
@@ -313,7 +361,16 @@ class Playground:
         names = [n for n in dict.fromkeys(names) if n and n != NO_PREFIX]
         if not names:
             raise PlaygroundError("Pick a prefix: the attention on the prefix needs one.")
-        return {n: prefix_attention(self.base, self.get_prefix(key, n), text) for n in names}
+        T = len(PromptFormat.for_tokenizer(self.base.tokenizer).encode_prompt(text, "prefix"))
+        out = {}
+        for n in names:
+            prefix = self.get_prefix(key, n)
+            P = prefix.num_virtual_tokens
+            with self.budget.reserve(attention_bytes(self.base, T, P), f"The attention view of {T:,} prompt tokens "
+                                     f"behind {P} virtual tokens", "Shorten the prompt, or pick a prefix with "
+                                     "fewer virtual tokens."):
+                out[n] = prefix_attention(self.base, prefix, text)
+        return out
 
     # ---- Switch ------------------------------------------------------------------------------
     def switch(self, key: str, names: list[str], text: str) -> SwitchResult:
@@ -329,8 +386,14 @@ class Playground:
         # One mixed batch: each row behind its own prefix's cache, with its own answer budget.
         budgets = [min(self._answer_budget(key, n), self.limits.max_new_tokens) for n in chosen]
         modes = ["base" if p is None else "prefix" for p in chosen.values()]
-        t1 = time.perf_counter()
-        texts = generate_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
+        fmt = PromptFormat.for_tokenizer(self.base.tokenizer)
+        T = max(len(fmt.encode_prompt(text, m)) for m in set(modes))
+        P = max((p.num_virtual_tokens for p in chosen.values() if p is not None), default=0)
+        need = generate_bytes(self.base, len(chosen), T, P, max(budgets))
+        with self.budget.reserve(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
+                                 "Pick fewer prefixes, or shorten the prompt."):
+            t1 = time.perf_counter()
+            texts = generate_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
         batch_s = time.perf_counter() - t1
         outs = [SwitchOutput(n, t, batch_s) for n, t in zip(chosen, texts)]
         return SwitchResult(outs, switch_s, time.perf_counter() - t0)
@@ -425,7 +488,8 @@ class Playground:
         if not self._overhead_lock.acquire(blocking=False):
             raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
         try:
-            return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
+            with self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""):
+                return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
         finally:
             self._overhead_lock.release()
 

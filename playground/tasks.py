@@ -42,6 +42,7 @@ class Task:
     max_new_tokens: int = 8  # generation budget for one answer
     description: str = ""
     splits: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+    truncated: int = 0  # examples cut to the server's token limit when the task was read (see fit_examples)
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
@@ -245,6 +246,31 @@ def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> l
     return out
 
 
+def fit_examples(examples: list[Example], tokenizer, max_tokens: int) -> tuple[list[Example], int]:
+    """Cut every example to at most ``max_tokens`` tokens of input and target text together.
+
+    The input is cut first (from its end), so the answer the prefix learns survives whole; a
+    target that alone is too long is cut too, leaving one input token. Returns (examples, how
+    many were cut). Example at max_tokens=4: input "1 2 3 4 5", target "6" -> "1 2 3", "6".
+    """
+    def ids(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    xs, ys = ids([e.input for e in examples]), ids([e.target for e in examples])
+    out, cut = [], 0
+    for e, x, y in zip(examples, xs, ys):
+        if len(x) + len(y) <= max_tokens:
+            out.append(e)
+            continue
+        cut += 1
+        keep_y = min(len(y), max(1, max_tokens - 1))
+        keep_x = max(1, max_tokens - keep_y)
+        x_text = tokenizer.decode(x[:keep_x]).strip() or e.input[:1]
+        y_text = tokenizer.decode(y[:keep_y]).strip() or e.target[:1]
+        out.append(Example(x_text, y_text))
+    return out, cut
+
+
 def split_examples(examples: list[Example], test_fraction: float = 0.2, seed: int = 0) -> dict[str, list[Example]]:
     """Split into train and test (through datasets' train_test_split) when the data gives no split."""
     import datasets
@@ -265,8 +291,14 @@ def user_task(
     test_source: str | Path | None = None,
     name: str = "custom",
     max_new_tokens: int = 24,
+    tokenizer=None,
+    max_example_tokens: int | None = None,
 ) -> Task:
-    """A task from a user's JSONL/CSV file (or, online, a Hub dataset name). Splits 80/20 when no test is given."""
+    """A task from a user's JSONL/CSV file (or, online, a Hub dataset name). Splits 80/20 when no test is given.
+
+    With a ``tokenizer`` and ``max_example_tokens``, longer examples are cut to fit (``fit_examples``);
+    the task's ``truncated`` counts them.
+    """
     if not isinstance(metric, str) or metric not in METRICS:
         raise PlaygroundError(f"Unknown metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
     if len(instruction) > MAX_TEXT_CHARS:  # it is the baseline's system prompt and the prefix's init text
@@ -280,8 +312,13 @@ def user_task(
             splits = split_examples(examples)
     else:
         splits = _hub_splits(str(source), input_col, target_col)
+    truncated = 0
+    if tokenizer is not None and max_example_tokens:
+        for s, examples in splits.items():
+            splits[s], n = fit_examples(examples, tokenizer, max_example_tokens)
+            truncated += n
     return Task(name=name, title=f"Your data: {Path(str(source)).name}", instruction=instruction, metric=metric,
-                max_new_tokens=max_new_tokens, splits=splits)
+                max_new_tokens=max_new_tokens, splits=splits, truncated=truncated)
 
 
 def _hub_splits(name: str, input_col: str, target_col: str) -> dict[str, list[Example]]:

@@ -9,13 +9,14 @@ keeping the prefix trained so far.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 import torch
 
@@ -28,6 +29,7 @@ from .tasks import Example, Task
 
 MAX_STEPS = 10_000
 MAX_BATCH = 256
+MAX_SEED = 2**32 - 1  # any whole number a learner types; torch takes up to 2**64 - 1
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -51,6 +53,9 @@ class TrainSettings:
             raise PlaygroundError(f"batch size must be a whole number from 1 to {MAX_BATCH}; got {self.batch_size}.")
         if not (0 < self.learning_rate <= 1.0):
             raise PlaygroundError(f"learning rate must be above 0 and at most 1; got {self.learning_rate}.")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
+            raise PlaygroundError(f"seed must be a whole number from 0 to {MAX_SEED:,}; got {self.seed}. "
+                                  "Any number in that range gives a reproducible run: pick a smaller one.")
         if self.eval_every < 0 or self.eval_examples < 1:
             raise PlaygroundError("eval_every must be 0 or more and eval_examples at least 1.")
         if self.precision not in PRECISIONS:
@@ -162,13 +167,16 @@ def held_out_split(task: Task) -> str:
 
 
 def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
-          cancel: threading.Event | None = None, eval_split: str | None = None) -> Iterator[StepRecord]:
+          cancel: threading.Event | None = None, eval_split: str | None = None,
+          reserve: Callable[[str], ContextManager] | None = None) -> Iterator[StepRecord]:
     """Train ``prefix`` on ``task``'s train split, yielding a StepRecord after every step.
 
     ``prefix`` is a ``Prefix``, or any tuning method of ``playground.methods`` (prompt tuning,
     LoRA, ...): the same loop, data order, precision and evaluation serve the Compare lab.
     The held-out metric is measured every ``eval_every`` steps and at the last step, on the
     first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``).
+    ``reserve("step")`` and ``reserve("eval")``, when given, wrap each training step and each
+    evaluation (a caller's memory reservation, say); the step's time starts once it is entered.
     """
     settings.validate()
     train_set: list[Example] = task.split("train")
@@ -198,24 +206,27 @@ def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
 
         def score():
             return evaluate_method(base, task, held_out, prefix)
+    hold = reserve or (lambda what: contextlib.nullcontext())
     trained = 0.0
     for step in range(1, settings.steps + 1):
         if cancel is not None and cancel.is_set():
             return
-        t0 = time.perf_counter()
         idx = next(order)
         ids, mask, labels = pad_right([encoded[i][0] for i in idx], pad, [encoded[i][1] for i in idx])
         ids, mask, labels = ids.to(base.device), mask.to(base.device), labels.to(base.device)
-        with torch.autocast(base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_of(ids, mask, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        dt = time.perf_counter() - t0
+        with hold("step"):
+            t0 = time.perf_counter()
+            with torch.autocast(base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = loss_of(ids, mask, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            dt = time.perf_counter() - t0
         trained += dt
         rec = StepRecord(step, loss.item(), trained, len(idx) / dt)
         last = step == settings.steps or (cancel is not None and cancel.is_set())
         if last or (settings.eval_every and step % settings.eval_every == 0):
-            r = score()
+            with hold("eval"):
+                r = score()
             rec.metric, rec.eval_seconds, rec.predictions = r.score, r.seconds, r.predictions
         yield rec

@@ -392,7 +392,7 @@ def test_a_run_that_ends_abruptly_is_not_marked_finished(pg):
 
 
 def test_a_run_whose_training_fails_is_not_marked_finished(pg, monkeypatch):
-    def failing(base, prefix, task, settings, cancel=None):
+    def failing(base, prefix, task, settings, cancel=None, reserve=None):
         yield rec(1)
         raise RuntimeError("out of memory")
 

@@ -162,6 +162,10 @@ def build(pg: Playground) -> TrainTab:
         t = pg.load_upload(key(request), path, x or "", y or "", instr, m)
         msg = (f"Loaded {len(t.split('train'))} training and {len(t.split('test'))} held-out examples "
                f"(split 80/20). Task set to *Your uploaded file*.")
+        if t.truncated:
+            msg += (f" {t.truncated} example{'s were' if t.truncated != 1 else ' was'} longer than this server's "
+                    f"{pg.limits.max_example_tokens} tokens (input + target) and cut to fit: the input first, "
+                    "so the target stays whole where it can.")
         return gr.update(value=UPLOAD), [[e.input, e.target] for e in t.split("train")[:20]], msg
 
     use_file.click(on_use, [data_file, input_col, target_col, instruction, metric], [task, preview, upload_status])
