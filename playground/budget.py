@@ -29,13 +29,15 @@ from .training import autocast_dtype
 MB = 2**20
 EVAL_BATCH = 16  # evaluation.evaluate's batch size: held-out answers are generated 16 at a time
 # Estimate x SAFETY is what a call reserves. Measured on SmolLM2-135M on CPU (fp32 and bf16
-# autocast; attention up to 2,000 tokens, training up to batch 32 x 256 tokens, generation up to
-# batch 16 x 400 tokens), peak RSS delta / estimate ranged 0.55-0.95 (bench/memory_estimates.py);
-# 1.25 keeps the largest measured call 30% under its reservation.
+# autocast; attention up to 2,000 prompt tokens, training up to batch 32 x 120 tokens behind 128
+# virtual tokens, generation up to 4 x 2,000 tokens), peak RSS delta / reservation ranged 0.45-0.85
+# (bench/memory_estimates.py, bench/results/memory_estimates.json); without the factor the
+# closest call (attention on 1,000 tokens) would have run 6% over its estimate.
 SAFETY = 1.25
 WAIT_S = 120.0  # longest a call waits for room beside the others before a polite refusal
-# The web server beside the model (Gradio, its event loop, request buffers and the allocator's
-# own slack): measured as the RSS an idle app gains between loading the model and serving a page.
+# The web server beside the model (Gradio, its event loop, per-session state, request buffers,
+# an upload being read): an idle app held 535 MB where the model loaded alone held 413 MB; the
+# rest is room for requests in flight.
 SERVER_ALLOWANCE_MB = 300
 # Any model call's own overhead (thread workspaces, allocator slack): a 250-token Attention view
 # peaked at 49 MB over its tensors' 10 MB.
