@@ -155,7 +155,7 @@ def build_demo(pg):
             with gr.Tab("Library", id="library") as lib_tab:
                 lib_refresh, lib_in, lib_out = library.build(pg)
             with gr.Tab("Compare", id="compare"):
-                lab = CompareLab(pg.base, pg.limits.max_steps, pg.limits.max_eval_examples)
+                lab = CompareLab(pg.base, pg.limits.max_steps, pg.limits.max_eval_examples, budget=pg.budget)
                 compare.build(pg, lab)
 
         size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]

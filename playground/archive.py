@@ -129,7 +129,8 @@ def stage_upload(paths: list[str | Path], workdir: str | Path) -> tuple[Path, st
         for p in paths:
             _check_basename(p.name)
         if len({p.name for p in paths}) != len(paths):
-            raise PlaygroundError("The same file was uploaded twice.")
+            raise PlaygroundError(f"The same file was uploaded twice. Upload one prefix: {CONFIG_FILE} and "
+                                  f"{WEIGHTS_FILE} (and optionally {CARD_FILE}), once each.")
         for p in paths:
             shutil.copyfile(p, dest / p.name)
         suggested = None

@@ -8,6 +8,7 @@ repeats kv heads internally, so weights come back per query head already.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,35 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return sorted(found, key=lambda m: m.layer_idx)
 
 
+# The model is shared by every session and its forwards run in many threads at once, so the hooks
+# are installed once per model and act only in a thread that is collecting (``_LOCAL.sink`` set by
+# ``prefix_attention``): another thread's training step or generation passes straight through.
+# Hooks added and removed per call would also see, and mix in, the other threads' layers.
+_LOCAL = threading.local()
+_INSTALL = threading.Lock()
+
+
+def _collect(module, args, output) -> None:
+    """Forward hook: in a collecting thread, reduce this layer's weights [1, head, q_pos, k_pos] at once."""
+    sink = getattr(_LOCAL, "sink", None)
+    if sink is not None:
+        sink[module.layer_idx] = layer_shares(output[1], _LOCAL.num_virtual_tokens)
+
+
+def _hooked_modules(base: BaseModel) -> list[torch.nn.Module]:
+    """The attention modules, with ``_collect`` installed on each (once per model)."""
+    modules = base.derived.get("attention_hooks")
+    if modules is None:
+        with _INSTALL:
+            modules = base.derived.get("attention_hooks")
+            if modules is None:
+                modules = attention_modules(base.model)
+                for m in modules:
+                    m.register_forward_hook(_collect)
+                base.derived["attention_hooks"] = modules
+    return modules
+
+
 @torch.inference_mode()
 def prefix_attention(base: BaseModel, prefix: Prefix, text: str, mode: str = "prefix", instruction: str = "") -> PrefixAttention:
     """Run ``text`` (prompted as ``mode``) with ``prefix`` and measure the attention on the virtual tokens.
@@ -75,27 +105,19 @@ def prefix_attention(base: BaseModel, prefix: Prefix, text: str, mode: str = "pr
                               "(load it with playground.models.load_model).")
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     ids = torch.tensor([fmt.encode_prompt(text, mode, instruction)], device=base.device)  # [1, T]
-    P = prefix.num_virtual_tokens
-    modules = attention_modules(base.model)
-    per_layer: list[dict[str, torch.Tensor] | None] = [None] * len(modules)
-
-    def keep(i):
-        def hook(module, args, output):
-            per_layer[i] = layer_shares(output[1], P)  # output: (attn_output, weights [1, head, q_pos, k_pos])
-        return hook
-
-    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
+    modules = _hooked_modules(base)
+    per_layer: dict[int, dict[str, torch.Tensor]] = {}
+    _LOCAL.sink, _LOCAL.num_virtual_tokens = per_layer, prefix.num_virtual_tokens
     try:
         # Only the attention weights are read: logits_to_keep=1 skips the LM head on all but the last
         # position (49,152 x 576 per token, about a fifth of this forward's FLOPs on SmolLM2).
         prefix_forward(base, ids, torch.ones_like(ids), prefix, use_cache=False, logits_to_keep=1)
     finally:
-        for h in handles:
-            h.remove()
-    if not modules or any(d is None for d in per_layer):
+        _LOCAL.sink = None
+    if not modules or sorted(per_layer) != [m.layer_idx for m in modules]:
         raise PlaygroundError("This model's attention layers did not report their weights; load it with "
                               "playground.models.load_model (eager attention).")
-    shares = _stack(per_layer)
+    shares = _stack([per_layer[m.layer_idx] for m in modules])
     tokens = [base.tokenizer.decode([i]) for i in ids[0].tolist()]  # readable text, not BPE symbols like 'Ġ'
 
     return PrefixAttention(tokens=tokens, **{k: v.cpu() for k, v in shares.items()})

@@ -9,19 +9,21 @@ method adds. ``python -m playground compare`` prints the table and writes the re
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 
+from .budget import MemoryBudget, plan_run
 from .errors import PlaygroundError
 from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method,
                       exported_bytes)
 from .models import BaseModel
 from .overhead import kv_cache_bytes
 from .tasks import Task
-from .training import StepRecord, TrainSettings, held_out_split, train
+from .training import StepRecord, TrainSettings, autocast_dtype, held_out_split, train
 
 # AdamW learning rates per method for live-demo budgets (tens of steps), chosen on sentiment's
 # validation split (48 reviews, 20 steps, seed 0, 2026-11-25): prompt 3e-2 gave 95.8% (1e-1: 89.6%,
@@ -179,8 +181,9 @@ class CompareLab:
     """
 
     def __init__(self, base: BaseModel, max_steps: int = 60, max_eval_examples: int = 100,
-                 max_ablation_steps: int = 600):
+                 max_ablation_steps: int = 600, budget: MemoryBudget | None = None):
         self.base, self.max_steps, self.max_eval_examples = base, max_steps, max_eval_examples
+        self.budget = budget  # the server's memory budget: each method's run holds its share while it trains
         self.max_ablation_steps = max_ablation_steps  # one ablation's grid in all: about 5 min of CPU training
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -198,8 +201,9 @@ class CompareLab:
                 ms = MethodSettings(n, 20, "random" if n == "prefix_mlp" else "task")
                 ts = TrainSettings(learning_rate=DEFAULT_LR.get(n, 1e-2), steps=steps, eval_every=eval_every,
                                    eval_examples=eval_examples)
-                for item in run_method(self.base, task, ms, ts, cancel=cancel):
-                    yield n, item
+                with self._hold(task, ms.num_virtual_tokens, ts):
+                    for item in run_method(self.base, task, ms, ts, cancel=cancel):
+                        yield n, item
         finally:
             self._end(key, cancel)
 
@@ -225,12 +229,25 @@ class CompareLab:
         cancel = self._begin(key)
         try:
             for i, spec in enumerate(specs, 1):
-                run = run_one(self.base, task, spec, s, cancel)
+                with self._hold(task, spec.method.num_virtual_tokens, TrainSettings(
+                        steps=s.steps, batch_size=s.batch_size, eval_every=0, eval_examples=s.eval_examples,
+                        precision=s.precision)):
+                    run = run_one(self.base, task, spec, s, cancel)
                 if run is None:  # stopped mid-run: a partial run would skew the mean, so it is dropped
                     return
                 yield i, len(specs), run
         finally:
             self._end(key, cancel)
+
+    def _hold(self, task: Task, P: int, ts: TrainSettings):
+        """Reserve one run's peak (its widest step or scoring, behind P virtual tokens) from the memory budget."""
+        if self.budget is None:
+            return contextlib.nullcontext()
+        held = task.split(held_out_split(task))[: ts.eval_examples]
+        plan = plan_run(self.base, task, P, ts.steps, ts.batch_size, ts.eval_every, ts.eval_examples,
+                        autocast_dtype(self.base, ts.precision), held)
+        return self.budget.reserve(max(plan.step_bytes, plan.eval_bytes), "This comparison's training",
+                                   "Use fewer held-out examples.")
 
     def _check_budget(self, steps: int, eval_examples: int, cli: str) -> None:
         if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):

@@ -90,3 +90,27 @@ def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
     assert first[0] == "prompt" and lab.stop("b") and not lab.stop("nobody")
     rest = list(gen)  # the current step finishes, then nothing more: LoRA never starts
     assert all(n == "prompt" for n, _ in rest)
+
+
+def test_the_labs_runs_hold_their_share_of_the_servers_memory_budget(tiny_llama):
+    """Compare trains on the same shared model as Train: each method's run reserves its peak first."""
+    from playground.budget import MemoryBudget
+    from playground.compare import CompareLab
+
+    task = get_task("sentiment")
+    seen = []
+
+    class Watching(MemoryBudget):
+        def reserve(self, nbytes, what, fix):
+            seen.append((nbytes, self.used))
+            return super().reserve(nbytes, what, fix)
+
+    lab = CompareLab(tiny_llama, max_steps=5, budget=Watching(10 * 2**30, 0))
+    items = list(lab.stream("a", task, ["prompt", "prefix"], steps=1, eval_every=0, eval_examples=2))
+    assert [n for n, _ in items] == ["prompt", "prompt", "prefix", "prefix"]
+    assert len(seen) == 2 and all(n > 0 and used == 0 for n, used in seen)  # one at a time, released after each
+    tiny = CompareLab(tiny_llama, max_steps=5, budget=MemoryBudget(2**20, 0))  # 1 MB: nothing fits
+    with pytest.raises(PlaygroundError, match=r"comparison's training would need about .* MB of memory"):
+        next(tiny.stream("a", task, ["prefix"], steps=1))
+    with pytest.raises(PlaygroundError, match=r"memory budget"):
+        next(tiny.ablate("a", task, "mlp", steps=1, eval_examples=2))

@@ -19,11 +19,14 @@ import io
 import json
 import os
 import pickle
+import random
 import re
 import shutil
 import stat
 import struct
 import tempfile
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 import zipfile
@@ -254,6 +257,53 @@ def test_a_blank_header_cell_and_a_utf8_jsonl_with_every_script_read(box):
                                  "tab\there"])
         assert [(e.input, e.target) for e in read_examples(box.file("d.jsonl", text))] == \
                [(r["input"], r["target"]) for r in map(json.loads, text.split("\n")[:-1])]
+
+
+def digit_string(n: int, seed: int) -> str:
+    """n random digits: one token each, so a field within the character caps is thousands of tokens."""
+    rng = random.Random(seed)
+    return "".join(rng.choice("0123456789") for _ in range(n))
+
+
+@pytest.mark.parametrize("rows, width", [(8, 1990), (40, 1990), (40, 600)])
+def test_a_wide_csv_of_digit_strings_is_cut_to_the_example_limit_and_counted(box, rows, width):
+    """A 159 KB CSV of 1,990-digit fields once asked for 2.3 GB in the first layer at batch 8."""
+    data = [(digit_string(width, i), digit_string(width, 1000 + i)) for i in range(rows)]
+    path = box.file("wide.csv", csv_text(data))
+    CASES["task data"] += 1
+    with box.guard():
+        task = box.pg.load_upload("k", path, "input", "target", "Copy the digits.", "exact_match")
+    cap = box.pg.limits.max_example_tokens
+    n = lambda t: len(box.pg.base.tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    examples = task.split("train") + task.split("test")
+    assert len(examples) == rows and task.truncated == sum(1 for x, y in data if n(x) + n(y) > cap)
+    assert all(n(e.input) + n(e.target) <= cap + 1 for e in examples)  # re-encoding a cut may merge one token
+    assert all(any(x.startswith(e.input) for x, _ in data) for e in examples)  # cut, never rewritten
+
+
+@settings(max_examples=20, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(n=st.integers(1, 2000), seed=st.integers(0, 10**6))
+def test_a_long_digit_string_prompt_answers_or_is_refused_by_its_token_count(box, n, seed):
+    """Digits pass a character cap one token each: the prompt is sized in tokens before any model work."""
+    text = digit_string(n, seed)
+    CASES["text fields"] += 2
+    with box.guard():
+        for call in (lambda: box.pg.switch("k", [NO_PREFIX, "keep"], text),
+                     lambda: box.pg.attention("k", text, ["keep"])):
+            try:
+                call()
+            except PlaygroundError as exc:
+                assert re.search(r"tokens.*limit|memory", str(exc)), str(exc)
+                assert len(str(exc)) < 600
+
+
+def test_many_loose_files_in_one_import_are_refused_before_any_is_read(box):
+    """The web layer caps files per upload request; the engine refuses what is not one prefix folder."""
+    files = [box.file(CONFIG_FILE, "{}"), box.file(WEIGHTS_FILE, b"x"), box.file(CARD_FILE, "{}"),
+             box.file("README.md", "hi"), box.file(CONFIG_FILE, "{}"), box.file(WEIGHTS_FILE, b"y")]
+    box.refused("prefix imports", lambda: box.pg.import_upload([str(f) for f in files], "many"),
+                r"uploaded twice", r"once each")
 
 
 def test_a_huge_instruction_is_refused_before_any_work(box):
@@ -809,6 +859,24 @@ def test_the_running_app_refuses_hostile_input_and_keeps_serving(tmp_path):
             with pytest.raises(Exception, match=match):
                 client.predict(*args, api_name=ep)
             assert proc.poll() is None, f"the server died on {ep}"
+        digits = digit_string(2000, 7)  # 2,000 tokens: within the character cap, sized in tokens and memory
+        client.predict(None, api_name="/refresh")  # what opening the Attention tab does: fills its prefix picker
+        for ep, args in ((switch_ep, ([NO_PREFIX], digits)), (attention_ep, (digits, "sentiment", None))):
+            CASES["server"] += 1
+            try:
+                client.predict(*args, api_name=ep)
+            except Exception as exc:  # noqa: BLE001 - a refusal must be a readable one
+                assert re.search(r"tokens|memory", str(exc)), str(exc)
+            assert proc.poll() is None, f"the server died on 2,000 digits through {ep}"
+        CASES["server"] += 1  # more files in one upload request than the server takes
+        boundary = "b0undary"
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.json\"\r\n"
+                        f"Content-Type: application/json\r\n\r\n{{}}\r\n".encode() for i in range(12))
+        req = urllib.request.Request(url + "gradio_api/upload", body + f"--{boundary}--\r\n".encode(),
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 413 and b"files" in err.value.read()
         html = client.predict([NO_PREFIX], "The capital of France is", api_name=switch_ep)
         assert "pp-card" in html and NO_PREFIX in html  # a normal request still succeeds
         assert files_under(lib) == before and os.listdir(lib) == []

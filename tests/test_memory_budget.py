@@ -57,6 +57,44 @@ def test_layer_by_layer_attention_equals_the_output_attentions_computation(tiny)
         assert att.weights.shape == (tiny.num_layers, tiny.num_heads, ids.shape[1], 5)
 
 
+def test_attention_beside_other_threads_forwards_sees_only_its_own(tiny_llama):
+    """The model is shared: while one session's Attention runs, others generate and train in other
+    threads. Their layers must neither land in its result nor be slowed by a reduction of their own."""
+    from playground.generate import generate_texts
+    from playground.training import train
+
+    prefix = create_prefix(tiny_llama, PrefixSettings(4, "random"), seed=2)
+    text = "A warm, funny film with a clumsy ending."
+    want = prefix_attention(tiny_llama, prefix, text)
+    stop, errors = threading.Event(), []
+
+    def busy(fn):
+        try:
+            while not stop.is_set():
+                fn()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    other = create_prefix(tiny_llama, PrefixSettings(6, "random"), seed=5)
+    task = get_task("sentiment")
+    others = [lambda: generate_texts(tiny_llama, ["hello there", "a b c d e f g"], prefix=other, max_new_tokens=6),
+              lambda: list(train(tiny_llama, create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=1), task,
+                                 TrainSettings(steps=1, batch_size=2, eval_every=0, eval_examples=1)))]
+    threads = [threading.Thread(target=busy, args=(fn,)) for fn in others]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(15):
+            got = prefix_attention(tiny_llama, prefix, text)
+            for k in ("weights", "head_share", "layer_share", "token_share"):
+                assert torch.equal(getattr(got, k), getattr(want, k)), k
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+
+
 def test_attention_keeps_only_the_prefix_columns(tiny_llama):
     """What the result holds is a copy of the prefix's columns, not a view that would pin each
     layer's whole [head, q_pos, k_pos] matrix."""
