@@ -73,8 +73,9 @@ class SessionStore:
     """
 
     def __init__(self, max_sessions: int = 500, ttl_s: float = 30 * 60,
-                 clock: Callable[[], float] = time.monotonic):
-        self.max_sessions, self.ttl_s, self.clock = max_sessions, ttl_s, clock
+                 clock: Callable[[], float] | None = None):
+        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self.clock = clock or (lambda: time.monotonic())  # looked up per call, so a test can replace it
         self.on_drop: Callable[[list[str]], None] | None = None
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
