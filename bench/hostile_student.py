@@ -124,18 +124,24 @@ def flood(url: str, rep: HostileReport, prompt: str, deadline: float) -> None:
     client.close()
 
 
+def refused_http(rep: HostileReport, action: str, req: urllib.request.Request, if_accepted: str,
+                 timeout: float) -> None:
+    """Send a raw request that the server must refuse with a 4xx; a 2xx is ``if_accepted``, a 5xx is broken."""
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            rep.add(action, "broken", f"HTTP {r.status}: {if_accepted}")
+    except urllib.error.HTTPError as exc:
+        outcome = "refused" if exc.code < 500 else "broken"
+        rep.add(action, outcome, f"HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}")
+    except OSError as exc:
+        rep.add(action, "broken", repr(exc))
+
+
 def direct_run(url: str, rep: HostileReport, prompt: str) -> None:
     def one():
         body = json.dumps({"data": [[NO_PREFIX], prompt]}).encode()
         req = urllib.request.Request(url + "gradio_api/run/switch", body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                rep.add("direct_run", "broken", f"HTTP {r.status}: ran outside the queue")
-        except urllib.error.HTTPError as exc:
-            outcome = "refused" if exc.code < 500 else "broken"
-            rep.add("direct_run", outcome, f"HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}")
-        except OSError as exc:
-            rep.add("direct_run", "broken", repr(exc))
+        refused_http(rep, "direct_run", req, "ran outside the queue", 120)
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(DIRECT)]
     for t in threads:
@@ -208,14 +214,7 @@ def many_files(url: str, rep: HostileReport, n: int = 6, size: int = 1 << 20) ->
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     req = urllib.request.Request(url + "gradio_api/upload", body,
                                  {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            rep.add("many_files", "broken", f"HTTP {r.status}: {n} files accepted in one request")
-    except urllib.error.HTTPError as exc:
-        outcome = "refused" if exc.code < 500 else "broken"
-        rep.add("many_files", outcome, f"HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}")
-    except OSError as exc:
-        rep.add("many_files", "broken", repr(exc))
+    refused_http(rep, "many_files", req, f"{n} files accepted in one request", 60)
 
 
 def crafted_zips(workdir: Path) -> dict[str, Path]:

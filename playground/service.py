@@ -54,6 +54,8 @@ class Limits:
     max_eval_examples: int = _limit(100, "held-out examples scored during and after a run")
     max_new_tokens: int = _limit(48, "tokens generated per answer in Switch")
     max_prompt_chars: int = _limit(2000, "characters in an Attention or Switch input")
+    max_prompt_tokens: int = _limit(256, "tokens in an Attention or Switch input (digits and unusual characters "
+                                    "take a token each or more)")
     max_switch_prefixes: int = _limit(8, "prefixes compared side by side in Switch")
     concurrent_trainings: int = _limit(2, "training runs at once (Train and Compare); the rest wait in order")
     concurrent_requests: int = _limit(4, "attention, switch and library calls at once")
@@ -69,7 +71,8 @@ class Limits:
     max_example_tokens: int = _limit(256, "tokens per training example (input + target); longer uploaded "
                                      "examples are cut to fit")
     # Fairness and sessions.
-    max_waiting_per_session: int = _limit(3, "requests one browser session may have waiting in the queue")
+    max_waiting_per_session: int = _limit(3, "requests one browser session may have waiting or running at once "
+                                          "(and one of each kind, as a browser tab does)")
     session_idle_minutes: int = _limit(30, "minutes without a heartbeat or a request before a session's data "
                                        "is freed")
     login_attempts_per_minute: int = _limit(10, "failed logins allowed per minute from one address or for one "
@@ -349,10 +352,11 @@ class Playground:
         # hold beside the prefix and the answer (past them GPT-2 crashes; attention memory grows as T^2).
         n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"])
         room = getattr(self.base.config, "max_position_embeddings", None) or 10**9
-        cap = min(self.limits.max_prompt_chars, room - self.limits.max_virtual_tokens - self.limits.max_new_tokens - 64)
+        cap = min(self.limits.max_prompt_tokens,
+                  room - self.limits.max_virtual_tokens - self.limits.max_new_tokens - 64)
         if n > cap:
-            raise PlaygroundError(f"The prompt is {n:,} tokens long (unusual characters take several tokens each); "
-                                  f"the limit is {cap:,} tokens. Shorten it.")
+            raise PlaygroundError(f"The prompt is {n:,} tokens long (digits and unusual characters take a token each "
+                                  f"or more); the limit is {cap:,} tokens (--max-prompt-tokens). Shorten it.")
         return text.strip()
 
     # ---- Attention ---------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from playground.sessions import SessionStore, TrainingRun
 from ui.driver import free_port, start_app, stop_app
 
 WAITING, ATTEMPTS, FILES, REQUEST_MB, DISK_MB = 2, 5, 2, 1, 3
-POLITE = f"You already have {WAITING} requests waiting; wait for them to finish."
+POLITE = f"You already have {WAITING} requests waiting or running; wait for them to finish."
+AGAIN = "This request is already waiting or running for you; wait for its answer before sending it again."
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +89,16 @@ def test_a_flooding_session_is_capped_and_others_keep_their_place(server):
         codes = [join_switch(flooder, idx, "flooder", f"flood {i}") for i in range(8)]
         accepted = [r for r in codes if r.status_code == 200]
         refused = [r for r in codes if r.status_code == 429]
-        # one may already run (concurrency 1); at most WAITING wait behind it
-        assert WAITING <= len(accepted) <= WAITING + 1 and len(accepted) + len(refused) == 8, \
-            [r.status_code for r in codes]
-        assert refused[0].json()["detail"] == POLITE
+        # as in a browser, one Switch at a time: the first is in flight, the other 7 are refused
+        assert len(accepted) == 1 and len(refused) == 7, [r.status_code for r in codes]
+        assert {r.json()["detail"] for r in refused} == {AGAIN}
+        # other events too, but no more than WAITING in flight in all
+        others = [d["id"] for d in flooder.get("/config").json()["dependencies"]
+                  if d.get("queue") is not False and d["id"] != idx][:3]
+        more = [join_switch(flooder, i, "flooder", "other event") for i in others]
+        assert [r.status_code for r in more] == [200] * (WAITING - 1) + [429] * (3 - WAITING + 1), \
+            [r.status_code for r in more]
+        assert more[-1].json()["detail"] == POLITE
 
         assert join_switch(honest, idx, "honest", "The film was great").status_code == 200
         ranks, done = [], None

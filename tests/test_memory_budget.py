@@ -144,7 +144,7 @@ def test_work_too_big_for_the_budget_alone_is_refused_with_the_limit_and_the_fix
     prefix_name = "p"
     pg.library.save(prefix_name, create_prefix(tiny_llama, PrefixSettings(4, "random")), {"task": "sentiment"})
     fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
-    short, long = "A fine film.", digits(260)
+    short, long = "A fine film.", digits(200)  # under the 256-token prompt cap: the budget is what refuses it
     need = lambda text: attention_bytes(tiny_llama, len(fmt.encode_prompt(text, "prefix")), 4)  # noqa: E731
     assert need(long) > need(short)
     pg.budget = MemoryBudget(1000 * MB + need(short), 1000 * MB, wait_s=0.2)  # room for the short prompt only
@@ -248,6 +248,25 @@ def test_the_run_cost_default_passes_classroom_runs_and_refuses_hour_long_ones(r
                                                                   eval_examples=100), get_task("headline"))
 
 
+def test_a_prompt_past_the_token_cap_is_refused_before_any_model_work(pg, monkeypatch):
+    """2,000 digits pass the 2,000-character cap one token each; --max-prompt-tokens (256) holds them,
+    so a hostile prompt costs the server a tokenization, not an Attention or Switch pass."""
+    import playground.service as service_mod
+
+    def never(*a, **k):
+        raise AssertionError("the model ran on a prompt over the token cap")
+
+    monkeypatch.setattr(service_mod, "prefix_attention", never)
+    monkeypatch.setattr(service_mod, "generate_texts_mixed", never)
+    pg.library.save("p", create_prefix(pg.base, PrefixSettings(4, "random"), seed=1), {})
+    text = digits(2000)
+    assert len(text) <= pg.limits.max_prompt_chars
+    for call in (lambda: pg.switch("k", ["(no prefix)"], text), lambda: pg.attention("k", text, ["p"])):
+        with pytest.raises(PlaygroundError, match=r"tokens long .*the limit is 256 tokens \(--max-prompt-tokens\)\. "
+                                                  r"Shorten it"):
+            call()
+
+
 def test_a_huge_seed_gets_a_clear_message(pg):
     for bad in (10**30, -1):
         with pytest.raises(PlaygroundError, match=r"seed must be a whole number from 0 to 4,294,967,295"):
@@ -285,7 +304,9 @@ def test_a_real_server_stays_under_its_memory_budget_and_answers(tmp_path):
 
     budget_mb = 3500
     lib = tmp_path / "lib"
-    proc, url, _ = start_app(["--library", str(lib), "--memory-budget-mb", str(budget_mb)], tmp_path / "app.log")
+    # --max-prompt-tokens 2000: past the default cap of 256, so that the memory budget itself is what holds
+    proc, url, _ = start_app(["--library", str(lib), "--memory-budget-mb", str(budget_mb), "--max-prompt-tokens",
+                              "2000"], tmp_path / "app.log")
     try:
         clients = [Client(url, verbose=False, download_files=False, analytics_enabled=False) for _ in range(4)]
         for i, c in enumerate(clients):
