@@ -195,9 +195,13 @@ def wide_csv(url: str, rep: HostileReport, workdir: Path, seed: int) -> None:
         _, _, status = _call(client, "/on_use", handle_file(str(path)), "input", "target", "Copy the digits.",
                              "exact_match")
         rep.add("wide_csv_upload", "served", status)
-        out = _call(client, "/train", "upload", 20, "task text", "", False, 256, 1e-2, 3, 8, 7, 0, 4, "auto",
-                    timeout=600)
-        rep.add("wide_csv_train", "served", str(out[0])[:200])
+        for batch in (8, 2):  # batch 8 as the tester did, then the batch the server's budget allows
+            try:
+                out = _call(client, "/train", "upload", 20, "task text", "", False, 256, 1e-2, 3, batch, 7, 0, 4,
+                            "auto", timeout=600)
+                rep.add(f"wide_csv_train_batch_{batch}", "served", str(out[0])[:200])
+            except Exception as exc:  # noqa: BLE001
+                rep.add(f"wide_csv_train_batch_{batch}", *classify(exc))
     except Exception as exc:  # noqa: BLE001
         rep.add("wide_csv", *classify(exc))
     finally:
@@ -276,8 +280,9 @@ def _now() -> float:
 
 
 def hostile_student(url: str, workdir: Path, until: threading.Event, deadline: float, prompt: str,
-                     rounds: int = 2) -> HostileReport:
-    """Attack while the class runs: every attack once per round, ``rounds`` rounds at most, until ``until``."""
+                     rounds: int = 20, pause: float = 2.0) -> HostileReport:
+    """Attack for as long as the class runs: every attack at once, round after round (``rounds`` at most,
+    ``pause`` seconds apart), until ``until`` is set or the deadline."""
     rep = HostileReport()
     workdir.mkdir(parents=True, exist_ok=True)
     for r in range(rounds):
@@ -289,7 +294,7 @@ def hostile_student(url: str, workdir: Path, until: threading.Event, deadline: f
             t.start()
         for t in threads:
             t.join(max(1.0, deadline - _now()))
-        if until.is_set() or _now() >= deadline:
+        if until.wait(pause) or _now() >= deadline:
             break
     shutil.rmtree(workdir, ignore_errors=True)
     return rep
