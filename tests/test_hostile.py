@@ -302,7 +302,7 @@ def test_many_loose_files_in_one_import_are_refused_before_any_is_read(box):
     """The web layer caps files per upload request; the engine refuses what is not one prefix folder."""
     files = [box.file(CONFIG_FILE, "{}"), box.file(WEIGHTS_FILE, b"x"), box.file(CARD_FILE, "{}"),
              box.file("README.md", "hi"), box.file(CONFIG_FILE, "{}"), box.file(WEIGHTS_FILE, b"y")]
-    box.refused("prefix imports", lambda: box.pg.import_upload([str(f) for f in files], "many"),
+    box.refused("prefix import", lambda: box.pg.import_upload([str(f) for f in files], "many"),
                 r"uploaded twice", r"once each")
 
 
