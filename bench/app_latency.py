@@ -32,8 +32,9 @@ PROMPT_30 = "The long-awaited sequel finally arrived this weekend, and despite a
 
 
 def make_library(root: Path) -> None:
-    from playground.library import Library, make_card
+    from playground.library import Library
     from playground.models import load_model
+    from playground.peft_folder import make_card
     from playground.prefix import PrefixSettings, create_prefix
     from playground.tasks import get_task
     from playground.training import TrainSettings, train

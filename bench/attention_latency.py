@@ -68,8 +68,8 @@ def main() -> None:
     torch.set_num_threads(2)
     from playground.attention import prefix_attention, prefix_shares
     from playground.figures import head_figure, layer_figure, query_token_figure, virtual_token_figure
-    from playground.library import load_prefix
     from playground.models import load_model
+    from playground.peft_folder import load_prefix
     from playground.prefix import prefix_forward
     from playground.prompts import PromptFormat
 

@@ -52,8 +52,8 @@ def main() -> None:
     from peft import PeftModel
 
     from playground.generate import greedy, greedy_mixed
-    from playground.library import CONFIG_FILE, load_prefix
     from playground.models import load_model
+    from playground.peft_folder import CONFIG_FILE, load_prefix
     from playground.prompts import PromptFormat
 
     torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ are read member by member, never extracted wholesale: names with ``..``, absolut
 symlinks, nested folders, unexpected files and oversized or bomb-like members are refused
 before a byte is written. Pickle files (``.bin``, ``.pt``...) are refused by name and
 never opened. What passes is copied into a fresh staging folder that the caller validates
-with ``library.load_prefix`` and then saves atomically.
+with ``peft_folder.load_prefix`` and then saves atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import PlaygroundError
-from .library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, files_stamp
+from .library import files_stamp
+from .peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 
 ALLOWED = {CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "README.md"}  # PEFT's save_pretrained also writes README.md
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}

@@ -179,7 +179,8 @@ def _task(args):
 
 
 def _prefix(ref: str, base, library: str):
-    from .library import Library, load_prefix
+    from .library import Library
+    from .peft_folder import load_prefix
 
     path = Path(ref)
     if path.is_dir():
@@ -191,7 +192,9 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .evaluation import evaluate_all
-    from .library import Library, check_name, make_card
+    from .library import Library
+    from .names import check_name
+    from .peft_folder import make_card
     from .prefix import PrefixSettings, create_prefix
     from .training import TrainSettings, train
 

@@ -95,7 +95,7 @@ class PrefixMethod:
         return self.prefix.exported_parameters
 
     def export(self, folder) -> None:
-        """PEFT's files: the MLP folded away, as ``library.write_prefix`` saves them."""
+        """PEFT's files: the MLP folded away, as ``peft_folder.write_prefix`` saves them."""
         config, emb = self.prefix.exported()  # emb: [P, layers * 2 * token_dim]
         _write_adapter(folder, config, {"prompt_embeddings": emb})
 

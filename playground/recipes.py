@@ -86,7 +86,7 @@ def score_modes(base: BaseModel, task: Task, split: str, prefix=None) -> dict:
 def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = print) -> Shipped:
     """Train the shipped prefix for ``rec.task`` from scratch and save it (overwriting) with its card."""
     from .evaluation import evaluate
-    from .library import make_card
+    from .peft_folder import make_card
 
     t0 = time.perf_counter()
     task = get_task(rec.task)

@@ -23,9 +23,10 @@ from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_r
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
-from .library import CONFIG_FILE, Library, files_stamp, load_prefix, make_card, read_card, read_config
+from .library import Library, files_stamp
 from .models import BaseModel
 from .overhead import OverheadPoint, measure_overhead
+from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
 from .prompts import PromptFormat
 from .sessions import SessionStore, TrainingRun

@@ -40,7 +40,9 @@ from hypothesis import strategies as st
 
 from playground.archive import stage_upload
 from playground.errors import PlaygroundError
-from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library, check_name, load_prefix
+from playground.library import Library
+from playground.names import check_name
+from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_prefix
 from playground.prefix import PrefixSettings, create_prefix
 from playground.service import NO_PREFIX, Limits, Playground
 from playground.tasks import MAX_TEXT_CHARS, Example, read_examples

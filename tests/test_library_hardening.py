@@ -24,8 +24,9 @@ import app
 import playground.library as library_mod
 from playground.archive import export_zip
 from playground.errors import PlaygroundError
-from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library, owner_tag
+from playground.library import Library, owner_tag
 from playground.names import check_name, fold
+from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from playground.prefix import PrefixSettings, create_prefix
 from playground.service import Limits, Playground
 from playground.tasks import get_task

@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import playground.library as library_mod
+import playground.peft_folder as peft_folder_mod
 from playground.errors import PlaygroundError
-from playground.library import Library, load_prefix
+from playground.library import Library
 from playground.metrics import exact_match, exact_match_cased, normalize, rouge_l, score, token_f1
 from playground.models import load_model, resolve_device
+from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix
 from playground.tasks import BUILTIN, get_task, read_examples, split_examples, user_task
 
@@ -46,7 +47,7 @@ def test_a_crash_during_save_leaves_nothing_half_written(saved, tiny_llama, monk
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(library_mod, "save_file", crash)
+    monkeypatch.setattr(peft_folder_mod, "save_file", crash)
     with pytest.raises(OSError):
         lib.save("new", prefix)
     with pytest.raises(OSError):

@@ -14,7 +14,8 @@ import torch
 from peft import PeftModel
 
 from playground.generate import generate_texts, greedy, greedy_mixed, mixed_prefill, side_by_side
-from playground.library import Library, load_prefix
+from playground.library import Library
+from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat
 from playground.service import NO_PREFIX, Limits, Playground

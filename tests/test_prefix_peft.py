@@ -10,7 +10,8 @@ from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors import safe_open
 
 from playground.generate import generate_texts, greedy, side_by_side
-from playground.library import Library, load_prefix
+from playground.library import Library
+from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
 

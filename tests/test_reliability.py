@@ -33,8 +33,9 @@ from peft import PrefixTuningConfig
 
 import app
 from playground.errors import PlaygroundError
-from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library
+from playground.library import Library
 from playground.models import BaseModel
+from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from playground.prefix import Prefix, PrefixSettings, create_prefix
 from playground.service import JUST_TRAINED, Limits, Playground
 from playground.tasks import get_task
@@ -54,7 +55,7 @@ import json, os, random, signal, sys, traceback
 import torch
 torch.set_num_threads(1)  # no worker threads before fork()
 from peft import PrefixTuningConfig
-import playground.library as library_mod
+import playground.peft_folder as peft_folder_mod
 from playground.library import Library
 from playground.prefix import Prefix
 
@@ -82,13 +83,13 @@ def kill_after_replace(n):
 
 
 def kill_mid_write():
-    real = library_mod.save_file
+    real = peft_folder_mod.save_file
     def half(tensors, path, metadata=None):
         real(tensors, path, metadata=metadata)
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
         die()
-    library_mod.save_file = half
+    peft_folder_mod.save_file = half
 
 
 def churn(seed):

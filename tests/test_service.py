@@ -29,7 +29,8 @@ from playground.errors import PlaygroundError
 from playground.figures import head_figure, layer_figure, loss_figure, metric_figure, query_token_figure, \
     virtual_token_figure
 from playground.generate import generate_texts
-from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library, load_prefix
+from playground.library import Library
+from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_prefix
 from playground.prefix import PrefixSettings, create_prefix, parameter_counts
 from playground.service import JUST_TRAINED, NO_PREFIX, Limits, Playground
 from playground.sessions import SessionStore, TrainingRun

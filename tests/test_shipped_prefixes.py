@@ -13,7 +13,8 @@ import json
 import pytest
 
 from playground.cli import DEFAULT_LIBRARY
-from playground.library import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, Library
+from playground.library import Library
+from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from playground.recipes import RECIPES, TABLE_END, TABLE_START, meets_bar, readme_table
 from playground.tasks import get_task
 
