@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-text", default="", help="text for --init text")
     p.add_argument("--prefix-projection", action="store_true", help="train through an MLP (dropped at export)")
     p.add_argument("--encoder-hidden-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate (default: the validated rate for --init, or the MLP's own with "
+                        "--prefix-projection; see methods.METHODS)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -193,6 +195,7 @@ def cmd_train(args) -> int:
 
     from .evaluation import evaluate_all
     from .library import Library
+    from .methods import prefix_learning_rate
     from .names import check_name
     from .peft_folder import make_card
     from .prefix import PrefixSettings, create_prefix
@@ -204,7 +207,8 @@ def cmd_train(args) -> int:
     if name in library.names() and not args.overwrite:
         raise PlaygroundError(f"A prefix named '{name}' already exists in {library.root}; use --name or --overwrite.")
     ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection, args.encoder_hidden_size)
-    ts = TrainSettings(args.lr, args.steps, args.batch_size, args.seed, args.eval_every, precision=args.precision)
+    lr = args.lr if args.lr is not None else prefix_learning_rate(args.prefix_projection, args.init)
+    ts = TrainSettings(lr, args.steps, args.batch_size, args.seed, args.eval_every, precision=args.precision)
     ps.validate()
     ts.validate()
     base = load_base_verbose(args)

@@ -12,31 +12,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 
 from .budget import MemoryBudget, plan_run
 from .errors import PlaygroundError
-from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, evaluate_method,
-                      exported_bytes)
+from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, default_init,
+                      default_learning_rate, evaluate_method, exported_bytes)
 from .models import BaseModel
 from .overhead import kv_cache_bytes
 from .tasks import Task
 from .training import StepRecord, TrainSettings, autocast_dtype, held_out_split, train
-
-# AdamW learning rates per method for live-demo budgets (tens of steps), chosen on sentiment's
-# validation split (48 reviews, 20 steps, seed 0, 2026-11-25): prompt 3e-2 gave 95.8% (1e-1: 89.6%,
-# 3e-1: 87.5%); LoRA 3e-3 gave 100% (1e-3: 72.9%, 1e-2: 97.9%); prefix + MLP (random init) 1e-3 gave
-# 81.2% (3e-3: 47.9%, 1e-2: 0%); the direct prefix's 1e-2 is training.TrainSettings' default.
-DEFAULT_LR = {"prefix": 1e-2, "prefix_mlp": 1e-3, "prompt": 3e-2, "lora": 3e-3}
-WHERE = {  # where each method changes the computation (the column of the table people quote)
-    "prefix": "keys/values in every layer",
-    "prefix_mlp": "keys/values in every layer (MLP dropped at export)",
-    "prompt": "input embeddings only",
-    "lora": "attention weights (q, v) in every layer",
-    "instruction": "nothing trained: a text prompt",
-}
 
 
 @dataclass
@@ -114,8 +101,9 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
     rows = []
     for r in results:
         merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
-        rows.append([METHODS[r.method], f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
-                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", WHERE[r.method],
+        info = METHODS[r.method]
+        rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
+                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
                      f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
                      f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
     return rows
@@ -128,20 +116,22 @@ TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "in
 def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, seeds: list[int],
             num_virtual_tokens: int = 20, r: int = 4, learning_rates: dict | None = None,
             eval_split: str | None = None, say=print) -> dict[str, list[MethodResult]]:
-    """Every method for every seed (the CLI's full runs). Returns method -> one MethodResult per seed."""
-    from dataclasses import replace
+    """Every method for every seed (the CLI's full runs). Returns method -> one MethodResult per seed.
 
+    Each method trains at ``learning_rates[method]`` if given, else at its registry default
+    (``methods.default_learning_rate``); the instruction prompt, which trains nothing, keeps ``ts``'s.
+    """
     names = check_methods(names)
-    lrs = {**DEFAULT_LR, **(learning_rates or {})}
+    lrs = {n: default_learning_rate(n, default_init(n)) for n in names} | (learning_rates or {})
     out: dict[str, list[MethodResult]] = {n: [] for n in names}
     for seed in seeds:
         for n in names:
-            ms = MethodSettings(n, num_virtual_tokens, "random" if n == "prefix_mlp" else "task", r=r)
-            run_ts = replace(ts, seed=seed, learning_rate=lrs.get(n, ts.learning_rate))
+            ms = MethodSettings(n, num_virtual_tokens, default_init(n), r=r)
+            run_ts = replace(ts, seed=seed, learning_rate=lrs.get(n) or ts.learning_rate)
             for item in run_method(base, task, ms, run_ts, eval_split=eval_split):
                 if isinstance(item, MethodResult):
                     out[n].append(item)
-                    say(f"{METHODS[n]:>34} seed {seed}: metric {100 * item.metric:5.1f}% after "
+                    say(f"{METHODS[n].name:>34} seed {seed}: metric {100 * item.metric:5.1f}% after "
                         f"{len(item.records)} steps, {item.train_seconds:5.1f} s, {1000 * item.per_token_s:.1f} ms/token")
     return out
 
@@ -149,8 +139,6 @@ def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, se
 def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> tuple[list[str], list[list[str]]]:
     """The table over seeds: the metric as mean (min-max), latencies as the median seed's, the rest from the first seed."""
     import statistics
-    from dataclasses import replace
-
     headers = TABLE_HEADERS + ["seeds"]
     rows = []
     for n, runs in results.items():
@@ -198,9 +186,10 @@ class CompareLab:
             for n in names:
                 if cancel.is_set():
                     return
-                ms = MethodSettings(n, 20, "random" if n == "prefix_mlp" else "task")
-                ts = TrainSettings(learning_rate=DEFAULT_LR.get(n, 1e-2), steps=steps, eval_every=eval_every,
-                                   eval_examples=eval_examples)
+                ms = MethodSettings(n, 20, default_init(n))
+                ts = TrainSettings(steps=steps, eval_every=eval_every, eval_examples=eval_examples)
+                if (lr := default_learning_rate(n, ms.init)) is not None:  # None: the instruction prompt
+                    ts = replace(ts, learning_rate=lr)
                 with self._hold(task, ms.num_virtual_tokens, ts):
                     for item in run_method(self.base, task, ms, ts, cancel=cancel):
                         yield n, item

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .compare import DEFAULT_LR, compare, to_json
+from .compare import compare, to_json
 from .errors import PlaygroundError
-from .methods import METHODS, MethodSettings, create_method, evaluate_method
+from .methods import METHODS, MethodSettings, create_method, default_learning_rate, evaluate_method
 from .models import BaseModel
 from .tasks import Task
 from .training import MAX_STEPS, TrainSettings, train
@@ -39,7 +39,6 @@ STUDIES = ("compare", "length", "init", "mlp")
 # Unrelated words for the init study: no label word and nothing about the task (the paper's
 # contrast is "task-relevant" vs "task-irrelevant" real words).
 UNRELATED_TEXT = "The elephant slept under a tall green tree beside the quiet river."
-RANDOM_LR = 3e-2  # direct prefix from random init: training.TrainSettings' note (text-init's 1e-2 is too slow there)
 INIT_SERIES = {"task words": "task", "unrelated words": "text", "random": "random"}
 
 
@@ -54,7 +53,7 @@ class ExperimentSettings:
     batch_size: int = 8
     eval_every: int = 10  # compare: held-out points along each curve (ablation runs: before and after only)
     eval_examples: int = 60  # first N of eval_split
-    eval_split: str = "test"  # learning rates were chosen on validation (compare.DEFAULT_LR)
+    eval_split: str = "test"  # learning rates were chosen on validation (methods.METHODS)
     num_virtual_tokens: int = 20  # for init, mlp and compare
     lengths: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)  # prefix length sweep
     prompt_lengths: tuple[int, ...] = (1, 5, 20, 100)  # prompt tuning at equal virtual tokens
@@ -135,16 +134,15 @@ def plan(s: ExperimentSettings) -> list[RunSpec]:
     specs: list[RunSpec] = []
     for seed in s.seeds:
         if "length" in s.studies:
-            specs += [RunSpec("length", "prefix", n, seed, MethodSettings("prefix", n, "task"), DEFAULT_LR["prefix"])
-                      for n in s.lengths]
-            specs += [RunSpec("length", "prompt", n, seed, MethodSettings("prompt", n, "task"), DEFAULT_LR["prompt"])
-                      for n in s.prompt_lengths]
+            specs += [RunSpec("length", "prefix", n, seed, MethodSettings("prefix", n, "task"),
+                              default_learning_rate("prefix")) for n in s.lengths]
+            specs += [RunSpec("length", "prompt", n, seed, MethodSettings("prompt", n, "task"),
+                              default_learning_rate("prompt")) for n in s.prompt_lengths]
         if "init" in s.studies:
             for size in s.train_sizes:
                 for series, init in INIT_SERIES.items():
                     ms = MethodSettings("prefix", p, init, s.unrelated_text if init == "text" else "")
-                    lr = RANDOM_LR if init == "random" else DEFAULT_LR["prefix"]
-                    specs.append(RunSpec("init", series, size, seed, ms, lr, size))
+                    specs.append(RunSpec("init", series, size, seed, ms, default_learning_rate("prefix", init), size))
         if "mlp" in s.studies:
             for lr in s.mlp_lrs:
                 specs.append(RunSpec("mlp", "direct", lr, seed, MethodSettings("prefix", p, "random"), lr))
@@ -279,7 +277,7 @@ def markdown_tables(data: dict) -> str:
             per_token = statistics.median(r["per_token_s"] for r in runs)  # the median seed: one noisy timing won't lead
             merged = (f"{1000 * statistics.median(r['per_token_merged_s'] for r in runs):.1f}"
                       if first.get("per_token_merged_s") else "–")
-            lines.append(f"| {METHODS[name]} | {sum(ms) / len(ms):.1f}% | {min(ms):.1f}–{max(ms):.1f} | "
+            lines.append(f"| {METHODS[name].name} | {sum(ms) / len(ms):.1f}% | {min(ms):.1f}–{max(ms):.1f} | "
                          f"{first['trainable']:,} | {first['stored']:,} | "
                          f"{first.get('stored_bytes', 0) / 1e6:.2f} | {1000 * per_token:.1f} | "
                          f"{merged} | {first['kv_bytes_added'] / 1e6:.2f} | "

@@ -155,7 +155,7 @@ def seeds_curve_figure(runs_by_method: dict[str, list[dict]], metric_label: str,
     fig = go.Figure()
     for i, (name, runs) in enumerate(runs_by_method.items()):
         color = COLORS[i % len(COLORS)]
-        label = METHODS.get(name, name)
+        label = METHODS[name].name if name in METHODS else name
         if not any(r["records"] for r in runs):  # untrained baseline: a dashed line at its mean
             mean, _, _ = _spread([100 * r["metric"] for r in runs])
             fig.add_hline(y=mean, line_dash="dash", line_color=color, annotation_text=f"{label}: {mean:.1f}%",

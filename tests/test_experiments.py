@@ -10,9 +10,10 @@ import pytest
 
 from playground.compare import CompareLab
 from playground.errors import PlaygroundError
-from playground.experiments import (RANDOM_LR, UNRELATED_TEXT, ExperimentSettings, Point, aggregate, figures,
+from playground.experiments import (UNRELATED_TEXT, ExperimentSettings, Point, aggregate, figures,
                                     markdown_tables, plan, run_all, subsample)
 from playground.figures import ablation_figure, seeds_curve_figure, write_figures
+from playground.methods import METHODS
 from playground.tasks import get_task
 
 from .conftest import ROOT
@@ -28,7 +29,7 @@ def test_the_plan_covers_every_cell_of_every_study_once_per_seed():
     init = {sp.series: sp for sp in specs if sp.study == "init" and sp.x == 16 and sp.seed == 0}
     assert init["task words"].method.init == "task" and init["random"].method.init == "random"
     assert init["unrelated words"].method.init_text == UNRELATED_TEXT
-    assert init["random"].learning_rate == RANDOM_LR and init["task words"].train_examples == 16
+    assert init["random"].learning_rate == METHODS["prefix"].random_init_lr and init["task words"].train_examples == 16
     mlp = [sp for sp in specs if sp.study == "mlp"]
     assert {sp.method.method for sp in mlp} == {"prefix", "prefix_mlp"} and {sp.method.init for sp in mlp} == {"random"}
     assert all(sp.learning_rate == sp.x for sp in mlp)

@@ -8,7 +8,8 @@ from peft import PeftModelForCausalLM
 
 from playground.errors import PlaygroundError
 from playground.generate import generate_texts
-from playground.methods import MethodSettings, answer_texts, create_method, prompt_mode
+from playground.methods import (METHODS, VIRTUAL_TOKEN_METHODS, MethodSettings, answer_texts, create_method,
+                                default_init, default_learning_rate, prefix_learning_rate)
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
 
@@ -118,11 +119,29 @@ def test_every_method_trains_only_its_own_parameters(tiny_llama, method):
 def test_instruction_baseline_equals_the_evaluation_path(tiny):
     m = create_method(tiny, MethodSettings("instruction"), INSTRUCTION)
     texts = ["a fine film", "a total bore"]
-    assert prompt_mode("instruction") == "instruction"
     assert answer_texts(tiny, m, texts, "instruction", INSTRUCTION, 5) == \
         generate_texts(tiny, texts, "instruction", INSTRUCTION, max_new_tokens=5)
     with pytest.raises(PlaygroundError, match="nothing to train"):
         m.loss(tiny, None, None, None)
+
+
+def test_the_registry_gives_each_method_its_validated_rate():
+    assert {n: m.learning_rate for n, m in METHODS.items()} == {
+        "prefix": 1e-2, "prefix_mlp": 1e-3, "prompt": 3e-2, "lora": 3e-3, "instruction": None}
+    assert default_learning_rate("prefix", "random") == 3e-2  # the direct prefix from random init
+    assert default_learning_rate("prefix_mlp", "random") == 1e-3  # the MLP keeps its own rate from random init
+    assert default_learning_rate("prompt", "random") == 3e-2
+    for name in VIRTUAL_TOKEN_METHODS:  # every default init is one the method accepts
+        MethodSettings(name, init=default_init(name)).validate()
+    assert default_init("prefix_mlp") == "random" and not METHODS["prefix_mlp"].text_init
+
+
+@pytest.mark.parametrize("projection, init, lr", [
+    (False, "task", 1e-2), (False, "text", 1e-2), (False, "random", 3e-2),
+    (True, "random", 1e-3),  # ticking the MLP: its validated rate, not the direct prefix's random-init 3e-2
+])
+def test_the_train_tab_rate_follows_the_mlp_and_the_init(projection, init, lr):
+    assert prefix_learning_rate(projection, init) == lr
 
 
 @pytest.mark.parametrize("settings, match", [

@@ -30,7 +30,7 @@ def build(pg: Playground, lab: CompareLab) -> None:
         with gr.Column(scale=2, min_width=320):
             task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()], value="sentiment", label="Task",
                                elem_id="cmp-task")
-            methods = gr.CheckboxGroup([(label, name) for name, label in METHODS.items()], value=list(METHODS),
+            methods = gr.CheckboxGroup([(m.name, name) for name, m in METHODS.items()], value=list(METHODS),
                                        label="Methods", elem_id="cmp-methods")
             steps = gr.Slider(1, lab.max_steps, value=10, step=1, label="Steps per method", elem_id="cmp-steps")
             every = gr.Slider(1, 20, value=5, step=1, label="Measure the metric every N steps")
@@ -53,7 +53,7 @@ def build(pg: Playground, lab: CompareLab) -> None:
         curves, results, done, flat = {}, [], [], {}
         yield status_html([], None, 0, 0, "starting"), None, None, None
         for name, item in lab.stream(key(request), t, list(names or []), int(n_steps), int(n_every), int(n)):
-            title = METHODS[name]
+            title = METHODS[name].name
             if isinstance(item, MethodResult):
                 results.append(item)
                 done.append(title)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from playground.figures import loss_figure, metric_figure
+from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.prefix import PrefixSettings
 from playground.service import Playground
@@ -27,6 +28,12 @@ class TrainTab:
     num_virtual_tokens: gr.Slider
     prefix_projection: gr.Checkbox
     encoder_hidden_size: gr.Number
+
+
+def rate_text(rate: float) -> str:
+    """A learning rate as the docs write it: 0.001 -> "1e-3"."""
+    mantissa, exp = f"{rate:.0e}".split("e")
+    return f"{mantissa}e{int(exp)}"
 
 
 def progress_html(run: TrainingRun | None, note: str = "", state: str | None = None) -> str:
@@ -101,7 +108,8 @@ def build(pg: Playground) -> TrainTab:
                 hidden = gr.Number(256, label="encoder_hidden_size", precision=0, minimum=1, maximum=4096,
                                    visible=False)
             with gr.Row():
-                lr = gr.Number(1e-2, label="Learning rate", minimum=1e-6, maximum=1.0)
+                lr = gr.Number(prefix_learning_rate(False, INITS["task text"]), label="Learning rate", minimum=1e-6,
+                               maximum=1.0)
                 steps = gr.Slider(1, L.max_steps, value=20, step=1, label="Steps", elem_id="steps")
             with gr.Row():
                 batch = gr.Slider(1, L.max_batch_size, value=8, step=1, label="Batch size")
@@ -170,19 +178,22 @@ def build(pg: Playground) -> TrainTab:
 
     use_file.click(on_use, [data_file, input_col, target_col, instruction, metric], [task, preview, upload_status])
 
-    def on_init(choice):
-        return gr.update(visible=choice == "custom text"), gr.update(value=3e-2 if choice == "random" else 1e-2)
+    def on_init(choice, on):
+        rate = prefix_learning_rate(bool(on), INITS.get(choice, choice))
+        return gr.update(visible=choice == "custom text"), gr.update(value=rate)
 
-    init.change(on_init, init, [init_text, lr])
+    init.change(on_init, [init, mlp], [init_text, lr])
 
     def on_mlp(on, choice):
         if on and choice != "random":
+            rate = prefix_learning_rate(True, "random")
             gr.Info("The MLP reparameterization starts from random: PEFT can't initialize it from text. "
-                    "Init set to random (learning rate 3e-2).")
-            return gr.update(visible=True), gr.update(value="random")
-        return gr.update(visible=bool(on)), gr.update()
+                    f"Init set to random (learning rate {rate_text(rate)}, the MLP's own).")
+            return gr.update(visible=True), gr.update(value="random"), gr.update(value=rate)
+        rate = prefix_learning_rate(bool(on), INITS.get(choice, choice))
+        return gr.update(visible=bool(on)), gr.update(), gr.update(value=rate)
 
-    mlp.change(on_mlp, [mlp, init], [hidden, init])
+    mlp.change(on_mlp, [mlp, init], [hidden, init, lr])
 
     for c in (n_tokens, mlp, hidden):
         c.change(on_size(pg.parameter_summary), [n_tokens, mlp, hidden], params)
