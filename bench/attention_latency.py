@@ -1,9 +1,9 @@
-"""Latency of the Attention tab: the prefix's attention mass for one prompt, and its figures (issue 5).
+"""Latency of the Attention tab: the prefix's attention mass for one prompt, and its figures.
 
 Runs on the CPU with 2 threads and the embedded SmolLM2, with the shipped ``prefixes/sentiment``
 (20 virtual tokens) and a review that makes exactly 32 input tokens in prefix mode. Times:
 - ours: ``playground.attention.prefix_attention`` (prefix cache on the shared model), and the
-  same computation as it was before issue 5 (the LM head on every position, logits unused);
+  same computation with the LM head on every position (logits unused), as a reference;
 - the four figures the tab builds (``ui/attention.py``), and their JSON for the browser;
 - the anchor: plain PEFT, ``PeftModel.from_pretrained`` on a fresh copy of the model, one forward
   with ``output_attentions=True``, then the same ``prefix_shares``.
@@ -101,7 +101,7 @@ def main() -> None:
         return prefix_shares(out.attentions, P)  # per layer [1, head, q_pos, P + T] -> shares
 
     @torch.inference_mode()
-    def before_run():  # prefix_attention before issue 5: the LM head on every position, logits unused
+    def before_run():  # prefix_attention with the LM head on every position, logits unused
         fmt = PromptFormat.for_tokenizer(base.tokenizer)
         y = torch.tensor([fmt.encode_prompt(TEXT, "prefix")])  # [1, T]
         out = prefix_forward(base, y, torch.ones_like(y), prefix, output_attentions=True, use_cache=False)

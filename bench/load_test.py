@@ -1,4 +1,4 @@
-"""Load test (issue 7): a class of simulated students shares one running app, through its real API.
+"""Load test: a class of simulated students shares one running app, through its real API.
 
     .venv/bin/python bench/load_test.py [--students 30] [--steps 3] [--timeout 900] [APP FLAGS ...]
 

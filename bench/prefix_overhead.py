@@ -1,4 +1,4 @@
-"""Inference overhead of a prefix: time to first token, latency per token and KV cache vs P (issue 5).
+"""Inference overhead of a prefix: time to first token, latency per token and KV cache vs P.
 
 Runs on the CPU with 2 threads and the embedded SmolLM2, over P in (0, 8, 32, 128, 512)
 virtual tokens and prompts of T in (16, 256) tokens, with a forced greedy decode (no early

@@ -1,11 +1,14 @@
 """Greedy generation with or without a prefix, and side-by-side outputs of several prefixes in one batch.
 
-A small decoding loop of our own (rather than ``model.generate``) because it must work on a
-model shared by many sessions with a per-call prefix cache, and because it batches rows that
-sit behind *different* prefixes. PEFT cannot: its mixed-adapter batches (``adapter_names=``)
-cover LoRA-like tuners only, and ``set_adapter`` is global, so it runs one prefix per call.
-A prefix is only a key/value cache, so rows with different prefixes can share a batch once
-their caches are padded to one length and the padding is masked. Tests check the tokens equal
+A prefix is only a key/value cache, so rows behind *different* prefixes can share a batch once
+their caches are padded to one length and the padding is masked (``mixed_prefix_cache``). PEFT
+cannot mix them: its mixed-adapter batches (``adapter_names=``) cover LoRA-like tuners only, and
+``set_adapter`` is global, so it runs one prefix per call.
+
+The decoding loop (``decode``) is our own rather than ``model.generate`` for two reasons: each
+row has its own answer budget (``max_new_tokens`` may differ per row), and a row that ends (at a
+stop id or its budget) leaves the batch, its cache rows dropped, so no step is spent on finished
+rows while the others go on as they would alone. Tests check the tokens equal
 ``PeftModel.generate`` row by row.
 """
 

@@ -13,8 +13,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import torch
-from peft import PeftModelForCausalLM, PrefixTuningConfig
-from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
+from peft import PeftModelForCausalLM, PrefixTuningConfig, initialize_kv_prefix_from_text
 from peft.tuners.prefix_tuning.model import PrefixEncoder
 from transformers import DynamicCache
 

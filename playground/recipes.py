@@ -32,7 +32,7 @@ class Recipe:
     task: str
     prefix: PrefixSettings
     train: TrainSettings
-    target: float | None  # the issue's bar for the held-out metric (None: show a gain over the instruction prompt)
+    target: float | None  # the bar for the held-out metric (None: show a gain over the instruction prompt)
     why: str = ""  # what the validation runs showed, in a sentence
 
 
@@ -115,7 +115,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
 
 
 def meets_bar(card: dict) -> bool:
-    """The issue's bar: beat the instruction prompt by 10 points on the test split, or reach 95%."""
+    """The shipping bar: beat the instruction prompt by 10 points on the test split, or reach 95%."""
     m = card.get("metrics", {})
     return m.get("prefix", 0) >= 0.95 or m.get("prefix", 0) - m.get("instruction", 0) >= 0.10
 

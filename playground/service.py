@@ -482,7 +482,7 @@ class Playground:
     def delete(self, name: str, owner: str | None = None) -> None:
         self.library.delete(name, owner=owner)
 
-    # ---- Learn: what a prefix costs at inference (issue 5) -----------------------------------
+    # ---- Learn: what a prefix costs at inference ---------------------------------------------
     _overhead_lock = threading.Lock()  # one measurement per process: two at once would share the cores
 
     def overhead(self, progress=None) -> list[OverheadPoint]:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors import safe_open
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
 
 from playground.generate import generate_texts, greedy, side_by_side
 from playground.library import Library
+from playground.methods import InstructionMethod, answer_texts
 from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
+
+from .conftest import CHAT_TEMPLATE
 
 
 def _batch(base, texts):
@@ -122,7 +129,34 @@ def test_text_init_equals_the_instruction_prompt_kv(tiny_llama):
     assert torch.allclose(with_prefix, with_text, atol=1e-4)
 
 
-def test_generate_texts_strips_stop_tokens(tiny):
-    out = generate_texts(tiny, ["one", "two"], mode="base", max_new_tokens=3)
-    assert len(out) == 2 and all(isinstance(o, str) for o in out)
-    assert all("<|im_end|>" not in o for o in out)
+def _answers_end_first(base):
+    """``base`` whose greedy answer is <|im_end|> at once, with a tokenizer where that token is a plain added
+    token, as some converted tokenizers have it: ``skip_special_tokens`` keeps it, only the stop-id filter drops it."""
+    spec = json.loads(base.tokenizer.backend_tokenizer.to_str())
+    for t in spec["added_tokens"]:
+        t["special"] = t["content"] != "<|im_end|>"
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.decode([end], skip_special_tokens=True) == "<|im_end|>"
+    model = copy.deepcopy(base.model)
+    hidden = model.config.hidden_size
+    model.lm_head = torch.nn.Linear(hidden, model.config.vocab_size, bias=True)  # untied: logits = bias
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[end] = 1.0
+    return replace(base, model=model, tokenizer=tok, derived={}), end
+
+
+@pytest.mark.parametrize("entry", ["generate_texts", "answer_texts"])
+def test_answers_drop_the_stop_token(tiny_llama, entry):
+    base, end = _answers_end_first(tiny_llama)
+    fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    assert end in fmt.stop_ids
+    assert greedy(base, [fmt.encode_prompt("one", "base")], None, 3, fmt.stop_ids) == [[end]]  # the stop is generated
+    if entry == "generate_texts":
+        out = generate_texts(base, ["one", "two"], mode="base", max_new_tokens=3)
+    else:
+        out = answer_texts(base, InstructionMethod("Answer."), ["one", "two"], "instruction", "Answer.", 3)
+    assert out == ["", ""]
