@@ -31,6 +31,7 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: install chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-unit: install

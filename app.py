@@ -132,7 +132,6 @@ def build_demo(pg):
     """The Blocks for one Playground (a loaded model and its library)."""
     import gradio as gr
 
-    from playground.compare import CompareLab
     from ui import attention, compare, learn, library, switch, train
     from playground.memory import trim
     from ui.common import key, log
@@ -155,8 +154,7 @@ def build_demo(pg):
             with gr.Tab("Library", id="library") as lib_tab:
                 lib_refresh, lib_in, lib_out = library.build(pg)
             with gr.Tab("Compare", id="compare"):
-                lab = CompareLab(pg.base, pg.limits.max_steps, pg.limits.max_eval_examples, budget=pg.budget)
-                compare.build(pg, lab)
+                compare.build(pg)
 
         size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]
         for c in size:
@@ -170,22 +168,17 @@ def build_demo(pg):
 
         def forget(request: gr.Request):
             k = key(request)
-            s = pg.sessions.peek(k)
-            running = bool(s and s.run and s.run.state == "running")
-            pg.sessions.drop(k)  # tab closed: stop its run, free its prefix
-            lab.stop(k)  # and its comparison
+            running = pg.close_session(k)  # tab closed: stop its run and its comparison, free its prefix
             trim()  # hand what it freed back to the system
             log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
 
         demo.unload(forget)
 
-        def freed(keys: list[str]):  # idle sessions the store let go (no request, no heartbeat)
-            for k in keys:
-                lab.stop(k)
+        def freed(keys: list[str]):  # idle sessions the store let go (no request, no heartbeat); their runs stopped
             trim()
             log.info("%d idle session(s) freed: %s", len(keys), ", ".join(k[:8] for k in keys))
 
-        pg.sessions.on_drop = freed
+        pg.on_drop = freed
         pg.sessions.start_sweeper(every_s=min(60.0, pg.sessions.ttl_s / 4))
     # Every event that does work goes through the queue: api_open=False refuses /run/ for them.
     # What stays outside (queue=False) only reads lists, does arithmetic or sets a Stop flag.

@@ -37,6 +37,7 @@ def make_library(root: Path) -> None:
     from playground.peft_folder import make_card
     from playground.prefix import PrefixSettings, create_prefix
     from playground.tasks import get_task
+    from playground.methods import prefix_method
     from playground.training import TrainSettings, train
 
     base = load_model(device="cpu")
@@ -44,7 +45,7 @@ def make_library(root: Path) -> None:
     for name in ("sentiment", "topic", "capitals"):
         task = get_task(name)
         prefix = create_prefix(base, PrefixSettings(), task.instruction)
-        for _ in train(base, prefix, task, TrainSettings(steps=8, eval_every=0, eval_examples=4)):
+        for _ in train(base, prefix_method(prefix), task, TrainSettings(steps=8, eval_every=0, eval_examples=4)):
             pass
         lib.save(name, prefix, make_card(base, name, {}, {}))
     from playground.prompts import PromptFormat

@@ -31,6 +31,7 @@ def time_to_target(base, init: str, lr: float, cap: int, target: float = 0.9):
     from playground.evaluation import evaluate
     from playground.prefix import PrefixSettings, create_prefix
     from playground.tasks import get_task
+    from playground.methods import prefix_method
     from playground.training import TrainSettings, train
 
     task = get_task("sentiment")
@@ -40,7 +41,7 @@ def time_to_target(base, init: str, lr: float, cap: int, target: float = 0.9):
     curve = [(0, 0.0, acc0)]
     if acc0 >= target:
         return 0, 0.0, acc0, curve
-    for rec in train(base, prefix, task, TrainSettings(learning_rate=lr, steps=cap, eval_every=0)):
+    for rec in train(base, prefix_method(prefix), task, TrainSettings(learning_rate=lr, steps=cap, eval_every=0)):
         acc = evaluate(base, task, test, "prefix", prefix).score
         curve.append((rec.step, rec.elapsed, acc))
         print(f"  {init:6s} step {rec.step:3d} loss {rec.loss:.3f} train {rec.elapsed:6.1f} s test acc {acc:.3f}", flush=True)

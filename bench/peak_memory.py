@@ -28,10 +28,11 @@ def child(which: str, steps: int) -> None:
     loaded = rss_mb()
     if which == "ours":
         from playground.prefix import PrefixSettings, create_prefix
+        from playground.methods import prefix_method
         from playground.training import TrainSettings, train
 
         prefix = create_prefix(base, PrefixSettings(), task.instruction)
-        for _ in train(base, prefix, task, TrainSettings(steps=steps, eval_every=0, eval_examples=8)):
+        for _ in train(base, prefix_method(prefix), task, TrainSettings(steps=steps, eval_every=0, eval_examples=8)):
             pass
     else:
         from common import peft_trainer

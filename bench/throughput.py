@@ -59,19 +59,21 @@ def ours(base, task, steps: int, warmup: int, precision: str, threads: int = 2, 
     import torch
 
     import playground.training as T
+    import playground.methods as M
+    from playground.methods import prefix_method
     from playground.prefix import PrefixSettings, create_prefix
 
-    old = (T.target_loss, T.batches, torch.get_num_threads(), T.bf16_backbone)
-    T.target_loss, T.batches = loss or old[0], batches or old[1]
+    old = (M.target_loss, T.batches, torch.get_num_threads(), T.bf16_backbone)
+    M.target_loss, T.batches = loss or old[0]  # the prefix's loss, as train calls it, batches or old[1]
     if not twin:  # autocast re-casts the frozen fp32 weights at every matmul
         T.bf16_backbone = lambda base: None
     torch.set_num_threads(threads)
     try:
         prefix = create_prefix(base, PrefixSettings(num_virtual_tokens=20), task.instruction)
         settings = T.TrainSettings(steps=steps, eval_every=0, eval_examples=1, precision=precision)
-        recs = list(T.train(base, prefix, task, settings))
+        recs = list(T.train(base, prefix_method(prefix), task, settings))
     finally:
-        T.target_loss, T.batches, T.bf16_backbone = old[0], old[1], old[3]
+        M.target_loss, T.batches, T.bf16_backbone = old[0], old[1], old[3]
         torch.set_num_threads(old[2])
     timed = recs[warmup:]
     return sum(settings.batch_size for _ in timed) / (recs[-1].elapsed - recs[warmup - 1].elapsed)

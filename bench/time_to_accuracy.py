@@ -24,6 +24,7 @@ TARGET = 0.90
 
 def ours(base, task, test, evaluate, cap: int):
     from playground.prefix import PrefixSettings, create_prefix
+    from playground.methods import prefix_method
     from playground.training import TrainSettings, train
 
     settings = TrainSettings()
@@ -34,7 +35,7 @@ def ours(base, task, test, evaluate, cap: int):
         curve = [(0, 0.0, evaluate(base, task, test, "prefix", prefix).score)]
     if curve[-1][2] >= TARGET:
         return curve, 0
-    for rec in train(base, prefix, task, settings):
+    for rec in train(base, prefix_method(prefix), task, settings):
         t = clock.elapsed()
         with clock.pause():
             acc = evaluate(base, task, test, "prefix", prefix).score

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from .errors import PlaygroundError
-from .models import BaseModel
+from .models import BaseModel, autocast_dtype
 from .prompts import PromptFormat
 from .tasks import Example, Task
-from .training import autocast_dtype
 
 MB = 2**20
 EVAL_BATCH = 16  # evaluation.evaluate's batch size: held-out answers are generated 16 at a time

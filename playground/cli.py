@@ -199,6 +199,7 @@ def cmd_train(args) -> int:
     from .names import check_name
     from .peft_folder import make_card
     from .prefix import PrefixSettings, create_prefix
+    from .methods import prefix_method
     from .training import TrainSettings, train
 
     task = _task(args)
@@ -217,7 +218,7 @@ def cmd_train(args) -> int:
           f"of the model); stored at export: {prefix.exported_parameters:,}", file=sys.stderr)
     last = None
     with tqdm(total=ts.steps, desc=f"Training '{name}'", file=sys.stderr) as bar:
-        for rec in train(base, prefix, task, ts):
+        for rec in train(base, prefix_method(prefix), task, ts):
             last = rec
             post = {"loss": f"{rec.loss:.3f}", "ex/s": f"{rec.examples_per_s:.1f}"}
             if rec.metric is not None:
@@ -334,6 +335,7 @@ def cmd_demo(args) -> int:
     from .evaluation import evaluate
     from .prefix import PrefixSettings, create_prefix
     from .tasks import get_task
+    from .methods import prefix_method
     from .training import TrainSettings, train
 
     base = load_base_verbose(args)
@@ -344,7 +346,7 @@ def cmd_demo(args) -> int:
     prefix = create_prefix(base, PrefixSettings(), task.instruction)
     before = evaluate(base, task, test, "prefix", prefix).score
     print(f"Before training: instruction prompt {100 * instr:.1f}%, prefix initialized from it {100 * before:.1f}%")
-    for rec in train(base, prefix, task, TrainSettings(steps=args.steps, eval_every=0)):
+    for rec in train(base, prefix_method(prefix), task, TrainSettings(steps=args.steps, eval_every=0)):
         print(f"step {rec.step:3d}  loss {rec.loss:.3f}  {rec.elapsed:5.1f} s  {rec.examples_per_s:.1f} ex/s")
     after = evaluate(base, task, test, "prefix", prefix).score
     print(f"After {args.steps} steps: held-out accuracy {100 * before:.1f}% -> {100 * after:.1f}% "

@@ -1,4 +1,4 @@
-"""Held-out metrics for the three rows people compare: base model, instruction prompt, prefix."""
+"""Held-out metrics: the three rows people compare (base model, instruction prompt, prefix), and any method's."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from .generate import generate_texts
+from .methods import InstructionMethod, answer_texts
 from .metrics import METRICS, score
 from .models import BaseModel
 from .prefix import Prefix
@@ -33,6 +34,21 @@ def evaluate(base: BaseModel, task: Task, examples: list[Example], mode: str = "
     preds = generate_texts(base, [e.input for e in examples], mode=mode, instruction=task.instruction,
                            prefix=prefix if mode == "prefix" else None, max_new_tokens=task.max_new_tokens,
                            batch_size=batch_size)
+    s = score(task.metric, preds, [e.target for e in examples])
+    return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
+
+
+def evaluate_method(base: BaseModel, task: Task, examples: list[Example], method) -> EvalResult:
+    """``evaluate`` for any method of ``playground.methods``: greedy answers to ``examples``, scored by the task's metric.
+
+    A prefix through ``methods.prefix_method`` answers exactly as ``evaluate(..., "prefix", prefix)`` (tested).
+    """
+    t0 = time.perf_counter()
+    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
+    preds = []
+    for i in range(0, len(examples), 16):
+        chunk = examples[i:i + 16]
+        preds += answer_texts(base, method, [e.input for e in chunk], mode, task.instruction, task.max_new_tokens)
     s = score(task.metric, preds, [e.target for e in examples])
     return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
 

@@ -30,10 +30,11 @@ from typing import Callable
 
 from .compare import compare, to_json
 from .errors import PlaygroundError
-from .methods import METHODS, MethodSettings, create_method, default_learning_rate, evaluate_method
+from .evaluation import evaluate_method
+from .methods import METHODS, MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
 from .tasks import Task
-from .training import MAX_STEPS, TrainSettings, train
+from .training import MAX_STEPS, TrainSettings, held_out_split, train
 
 STUDIES = ("compare", "length", "init", "mlp")
 # Unrelated words for the init study: no label word and nothing about the task (the paper's
@@ -211,7 +212,7 @@ def run_all(base: BaseModel, task: Task, s: ExperimentSettings, out: Path | None
     return data
 
 
-# The Compare tab's short versions (CompareLab.ablate): fewer cells, the held-out metric on validation.
+# The Compare tab's short versions (lab.CompareLab.ablate): fewer cells, the held-out metric on validation.
 LAB_GRIDS = {
     "length": dict(studies=("length",), lengths=(1, 5, 20, 50), prompt_lengths=(1, 5, 20, 50)),
     "init": dict(studies=("init",), train_sizes=(16, 64)),
@@ -220,7 +221,6 @@ LAB_GRIDS = {
 
 
 def lab_settings(task: Task, study: str, steps: int, seeds: int, eval_examples: int) -> ExperimentSettings:
-    from .training import held_out_split
 
     return ExperimentSettings(task=task.name, steps=steps, seeds=tuple(range(seeds)), eval_examples=eval_examples,
                               eval_split=held_out_split(task), **LAB_GRIDS[study])

@@ -2,7 +2,7 @@
 
 Each method is one small object with the same four things: its trainable parameters, a
 training loss over target tokens (the LM head applied only at target positions, as in
-``training.target_loss``), greedy answers, and its sizes (trainable, stored at export, and the
+``losses.target_loss``), greedy answers, and its sizes (trainable, stored at export, and the
 key/value positions it adds to every layer at inference):
 
 - ``prefix`` / ``prefix_mlp``: prefix tuning, directly or through PEFT's MLP (``Prefix``);
@@ -29,10 +29,10 @@ from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_
 
 from .errors import PlaygroundError
 from .generate import decode, greedy
+from .losses import head_loss, target_loss
 from .models import BaseModel
 from .prefix import Prefix, PrefixSettings, create_prefix
 from .prompts import PromptFormat, pad_left
-from .training import head_loss, target_loss
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,11 @@ class PrefixMethod:
     @property
     def extra_positions(self) -> int:
         return self.prefix.num_virtual_tokens
+
+
+def prefix_method(prefix: Prefix) -> PrefixMethod:
+    """A ``Prefix`` as a method, so ``training.train`` trains and scores it like any other."""
+    return PrefixMethod(prefix, "prefix_mlp" if prefix.config.prefix_projection else "prefix")
 
 
 class PromptMethod:
@@ -363,23 +368,6 @@ def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) 
                                 num_transformer_submodules=config.num_transformer_submodules,
                                 num_layers=config.num_layers, num_attention_heads=config.num_attention_heads)
     return PromptMethod(encoder, config)
-
-
-def evaluate_method(base: BaseModel, task, examples, method):
-    """``evaluation.evaluate`` for any method: greedy answers to held-out examples, scored by the task's metric."""
-    import time
-
-    from .evaluation import EvalResult
-    from .metrics import score
-
-    t0 = time.perf_counter()
-    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
-    preds = []
-    for i in range(0, len(examples), 16):
-        chunk = examples[i:i + 16]
-        preds += answer_texts(base, method, [e.input for e in chunk], mode, task.instruction, task.max_new_tokens)
-    s = score(task.metric, preds, [e.target for e in examples])
-    return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
 
 
 def answer_texts(base: BaseModel, method, inputs: list[str], mode: str, instruction: str = "",

@@ -8,6 +8,7 @@ second. The cache lives in ``$PLAYGROUND_CACHE`` (default ``~/.cache/prefix-play
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -246,3 +247,31 @@ def load_model(
         load_seconds=time.perf_counter() - start, converted=converted,
     )
     return base
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX): there bf16 is ~4x fp32.
+
+    Elsewhere bf16 is emulated and slower than fp32, so 'auto' stays in fp32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(base: BaseModel, precision: str = "auto") -> torch.dtype | None:
+    """The dtype the frozen model's matmuls run in while training (None: plain fp32, no autocast).
+
+    A model loaded in bf16/fp16 (the CUDA default) always autocasts to its own dtype. An fp32
+    model autocasts to bf16 when asked, or on 'auto' where bf16 is fast: on CUDA, and on CPUs
+    with AVX-512 BF16/AMX. The prefix itself stays fp32 (the optimizer's master copy) either way.
+    Measured on sentiment (BENCHMARKS.md): the same accuracy, about 3x the examples per second.
+    """
+    if base.dtype != torch.float32:
+        return base.dtype
+    if precision == "bf16" or (precision == "auto" and (base.device.type == "cuda" or cpu_has_fast_bf16())):
+        return torch.bfloat16
+    return None

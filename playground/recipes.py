@@ -20,6 +20,7 @@ from .metrics import METRIC_LABELS
 from .models import BaseModel
 from .prefix import PrefixSettings, create_prefix
 from .tasks import Task, get_task
+from .methods import prefix_method
 from .training import TrainSettings, train
 
 REPORT_SPLITS = ("test", "fresh")  # scored for the card with all three modes; never used to choose settings
@@ -92,7 +93,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
     task = get_task(rec.task)
     prefix = create_prefix(base, rec.prefix, task.instruction, rec.train.seed)
     last = None
-    for last in train(base, prefix, task, rec.train):
+    for last in train(base, prefix_method(prefix), task, rec.train):
         if last.step % 10 == 0 or last.step == rec.train.steps:
             log(f"  {rec.task}: step {last.step}/{rec.train.steps} loss {last.loss:.3f} ({last.elapsed:.0f} s)")
     val = task.split("validation")

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .archive import export_zip, stage_upload
 from .attention import PrefixAttention, prefix_attention
@@ -23,7 +23,9 @@ from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_r
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
+from .lab import CompareLab
 from .library import Library, files_stamp
+from .methods import prefix_method
 from .models import BaseModel
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -129,6 +131,10 @@ class Playground:
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
         self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes)
         self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
+        # the Compare tab's runner: the same step and held-out limits, the same memory budget
+        self.lab = CompareLab(base, self.limits.max_steps, self.limits.max_eval_examples, budget=self.budget)
+        self.on_drop: Callable[[list[str]], None] | None = None  # the app's hook after sessions are freed
+        self.sessions.on_drop = self._dropped  # idle or evicted sessions: their comparisons stop too
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
         self._baseline_locks: dict[tuple, threading.Lock] = {}
         self._prefixes: dict[str, _Cached] = {}
@@ -253,7 +259,7 @@ class Playground:
         """Train, recording each step on the run; ends early when the run's Stop is pressed."""
         try:
             plan = self._plan(run.task, run.prefix_settings, run.train_settings)
-            for rec in train(self.base, run.prefix, run.task, run.train_settings, cancel=run.cancel,
+            for rec in train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
                              reserve=self._reserver(plan)):
                 run.records.append(rec)
                 yield rec
@@ -297,6 +303,23 @@ class Playground:
 
     def stop(self, key: str) -> bool:
         return self.sessions.stop(key)
+
+    def close_session(self, key: str) -> bool:
+        """The session is gone (tab closed): stop its training and its comparison, free its prefix.
+
+        Returns whether a training run was still going.
+        """
+        s = self.sessions.peek(key)
+        running = bool(s and s.run and s.run.state == "running")
+        self.sessions.drop(key)
+        self.lab.stop(key)
+        return running
+
+    def _dropped(self, keys: list[str]) -> None:
+        for k in keys:
+            self.lab.stop(k)
+        if self.on_drop is not None:
+            self.on_drop(keys)
 
     def save_trained(self, key: str, name: str, overwrite: bool = False, owner: str | None = None) -> Path:
         """Save this session's prefix; ``owner`` (a login or session, from the UI) alone may change it later."""

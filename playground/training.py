@@ -1,7 +1,9 @@
 """The training loop: a plain generator that yields one record per step.
 
 The UI turns the records into live plots and a progress bar; the CLI into a terminal bar.
-Only the tuning method's own parameters train (a prefix, prompt tuning's embeddings, LoRA's
+The loop knows nothing of what it trains: anything with ``parameters()``, a ``loss`` and a
+``generate`` (``Trainable``; every method of ``playground.methods``, a ``Prefix`` through
+``methods.prefix_method``) trains the same way. Only the tuning method's own parameters train (a prefix, prompt tuning's embeddings, LoRA's
 adapters); the base model stays frozen and shared. The loss covers the target tokens only
 (prompt positions carry label -100). Stopping is cooperative: set the ``threading.Event``
 passed as ``cancel`` and the loop returns after the current step, keeping what it trained so far.
@@ -11,19 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, ContextManager, Iterable, Iterator, Protocol
 
 import torch
 
 from .errors import PlaygroundError
-from .evaluation import evaluate
-from .models import BaseModel
-from .prefix import Prefix, prefix_forward
+from .evaluation import EvalResult, evaluate_method
+from .losses import head_loss, target_loss  # noqa: F401 (the losses every method trains with)
+from .models import BaseModel, autocast_dtype, cpu_has_fast_bf16  # noqa: F401 (training's precision)
 from .prompts import PromptFormat, pad_right
 from .tasks import Example, Task
 
@@ -59,34 +59,6 @@ class TrainSettings:
             raise PlaygroundError("eval_every must be 0 or more and eval_examples at least 1.")
         if self.precision not in PRECISIONS:
             raise PlaygroundError(f"Unknown precision '{self.precision}'. Choose one of: {', '.join(PRECISIONS)}.")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX): there bf16 is ~4x fp32.
-
-    Elsewhere bf16 is emulated and slower than fp32, so 'auto' stays in fp32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(base: BaseModel, precision: str = "auto") -> torch.dtype | None:
-    """The dtype the frozen model's matmuls run in while training (None: plain fp32, no autocast).
-
-    A model loaded in bf16/fp16 (the CUDA default) always autocasts to its own dtype. An fp32
-    model autocasts to bf16 when asked, or on 'auto' where bf16 is fast: on CUDA, and on CPUs
-    with AVX-512 BF16/AMX. The prefix itself stays fp32 (the optimizer's master copy) either way.
-    Measured on sentiment (BENCHMARKS.md): the same accuracy, about 3x the examples per second.
-    """
-    if base.dtype != torch.float32:
-        return base.dtype
-    if precision == "bf16" or (precision == "auto" and (base.device.type == "cuda" or cpu_has_fast_bf16())):
-        return torch.bfloat16
-    return None
 
 
 @dataclass
@@ -129,28 +101,6 @@ def bf16_backbone(base: BaseModel) -> torch.nn.Module:
     return twin
 
 
-def target_loss(base: BaseModel, prefix: Prefix, ids: torch.Tensor, mask: torch.Tensor,
-                labels: torch.Tensor, backbone: torch.nn.Module | None = None) -> torch.Tensor:
-    """Mean cross-entropy over target tokens, with the LM head applied only where a label is.
-
-    Same value as ``model(..., labels=labels).loss`` (tested), but the 49k-vocabulary head
-    runs on the few target positions instead of every position of the batch.
-    ids, mask, labels: [batch, T]. ``backbone``: the LM without its head (default: the model's own).
-    """
-    backbone = backbone if backbone is not None else getattr(base.model, base.model.base_model_prefix)
-    hidden = prefix_forward(base, ids, mask, prefix, module=backbone,
-                            use_cache=False).last_hidden_state  # [batch, T, hidden]
-    return head_loss(base.model.get_output_embeddings(), hidden, labels)
-
-
-def head_loss(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the LM ``head`` at target positions only. hidden: [batch, T, hidden]; labels: [batch, T]."""
-    shifted = labels[:, 1:]  # position t predicts token t+1
-    keep = shifted != -100  # [batch, T-1]
-    logits = head(hidden[:, :-1][keep])  # [targets, vocab]
-    return torch.nn.functional.cross_entropy(logits.float(), shifted[keep])
-
-
 def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
     """Endless shuffled index batches, one fresh permutation per epoch, reproducible from the seed."""
     g = torch.Generator().manual_seed(seed)
@@ -165,15 +115,32 @@ def held_out_split(task: Task) -> str:
     return "validation" if task.splits.get("validation") else "test"
 
 
-def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
-          cancel: threading.Event | None = None, eval_split: str | None = None,
-          reserve: Callable[[str], ContextManager] | None = None) -> Iterator[StepRecord]:
-    """Train ``prefix`` on ``task``'s train split, yielding a StepRecord after every step.
+class Trainable(Protocol):
+    """What ``train`` needs of what it trains (every method of ``playground.methods`` has it)."""
 
-    ``prefix`` is a ``Prefix``, or any tuning method of ``playground.methods`` (prompt tuning,
-    LoRA, ...): the same loop, data order, precision and evaluation serve the Compare lab.
+    def parameters(self) -> Iterable[torch.nn.Parameter]: ...
+
+    def loss(self, base: BaseModel, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+             backbone: torch.nn.Module | None = None) -> torch.Tensor:
+        """Mean cross-entropy over the target tokens; ids, mask, labels: [batch, T], right-padded."""
+
+    def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int,
+                 stop_ids=()) -> list[list[int]]:
+        """Greedy answer ids for each prompt (what the held-out metric scores)."""
+
+
+def train(base: BaseModel, model: Trainable, task: Task, settings: TrainSettings,
+          cancel: threading.Event | None = None, eval_split: str | None = None,
+          reserve: Callable[[str], ContextManager] | None = None,
+          score: Callable[[list[Example]], EvalResult] | None = None) -> Iterator[StepRecord]:
+    """Train ``model`` on ``task``'s train split, yielding a StepRecord after every step.
+
+    ``model`` is any ``Trainable``: a method of ``playground.methods`` (a prefix through
+    ``methods.prefix_method(prefix)``, prompt tuning, LoRA, ...). The same loop, data order,
+    precision and evaluation serve the Train tab and the Compare lab.
     The held-out metric is measured every ``eval_every`` steps and at the last step, on the
-    first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``).
+    first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``), by ``score``
+    (default: ``evaluation.evaluate_method``, greedy answers scored by the task's metric).
     ``reserve("step")`` and ``reserve("eval")``, when given, wrap each training step and each
     evaluation (a caller's memory reservation, say); the step's time starts once it is entered.
     """
@@ -182,7 +149,7 @@ def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
     held_out = task.split(eval_split or held_out_split(task))[: settings.eval_examples]
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in train_set]
-    params = [p for p in prefix.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise PlaygroundError("This prefix is frozen (loaded for inference); create a new prefix to train.")
     opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
@@ -191,20 +158,7 @@ def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
     amp = autocast_dtype(base, settings.precision)
     # an fp32 model trained under bf16 autocast: use its bf16 twin, cast once instead of every step
     backbone = bf16_backbone(base) if amp == torch.bfloat16 and base.dtype == torch.float32 else None
-    if isinstance(prefix, Prefix):
-        def loss_of(ids, mask, labels):
-            return target_loss(base, prefix, ids, mask, labels, backbone)
-
-        def score():
-            return evaluate(base, task, held_out, "prefix", prefix)
-    else:  # a playground.methods object brings its own loss and answers
-        from .methods import evaluate_method
-
-        def loss_of(ids, mask, labels):
-            return prefix.loss(base, ids, mask, labels, backbone)
-
-        def score():
-            return evaluate_method(base, task, held_out, prefix)
+    score = score or (lambda examples: evaluate_method(base, task, examples, model))
     hold = reserve or (lambda what: contextlib.nullcontext())
     trained = 0.0
     for step in range(1, settings.steps + 1):
@@ -216,7 +170,7 @@ def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
         with hold("step"):
             t0 = time.perf_counter()
             with torch.autocast(base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = loss_of(ids, mask, labels)
+                loss = model.loss(base, ids, mask, labels, backbone)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -226,6 +180,6 @@ def train(base: BaseModel, prefix, task: Task, settings: TrainSettings,
         last = step == settings.steps or (cancel is not None and cancel.is_set())
         if last or (settings.eval_every and step % settings.eval_every == 0):
             with hold("eval"):
-                r = score()
+                r = score(held_out)
             rec.metric, rec.eval_seconds, rec.predictions = r.score, r.seconds, r.predictions
         yield rec

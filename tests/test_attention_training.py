@@ -11,6 +11,7 @@ from peft import PeftModel
 from playground.attention import prefix_attention
 from playground.errors import PlaygroundError
 from playground.library import Library
+from playground.methods import prefix_method
 from playground.prefix import PrefixSettings, create_prefix
 from playground.prompts import PromptFormat
 from playground.tasks import get_task
@@ -53,7 +54,7 @@ def test_attention_rejects_an_empty_prompt(tiny_llama):
 
 def _run(base, task, seed, steps=6, cancel=None, **kw):
     prefix = create_prefix(base, PrefixSettings(num_virtual_tokens=4, init="task"), task.instruction, seed=seed)
-    records = list(train(base, prefix, task, TrainSettings(steps=steps, batch_size=4, seed=seed, eval_every=3,
+    records = list(train(base, prefix_method(prefix), task, TrainSettings(steps=steps, batch_size=4, seed=seed, eval_every=3,
                                                            eval_examples=4, **kw), cancel=cancel))
     return prefix, records
 
@@ -79,7 +80,7 @@ def test_training_lowers_the_loss(tiny_llama):
     # little; the real-model test checks that the held-out metric rises.
     small = type(task)(task.name, task.title, task.instruction, task.metric, 4,
                        splits={"train": task.split("train")[:8], "validation": task.split("validation")[:2]})
-    recs = list(train(tiny_llama, prefix, small, TrainSettings(steps=15, batch_size=8, learning_rate=0.3, eval_every=0)))
+    recs = list(train(tiny_llama, prefix_method(prefix), small, TrainSettings(steps=15, batch_size=8, learning_rate=0.3, eval_every=0)))
     assert recs[-1].loss < recs[0].loss - 0.3
 
 
@@ -89,7 +90,7 @@ def test_cancel_stops_at_a_step_and_keeps_the_prefix(tiny_llama):
     before = prefix.embeddings().detach().clone()
     cancel = threading.Event()
     records = []
-    for rec in train(tiny_llama, prefix, task, TrainSettings(steps=50, batch_size=2, eval_every=0, eval_examples=2,
+    for rec in train(tiny_llama, prefix_method(prefix), task, TrainSettings(steps=50, batch_size=2, eval_every=0, eval_examples=2,
                                                              learning_rate=1e-2), cancel=cancel):
         records.append(rec)
         if rec.step == 3:
@@ -106,7 +107,7 @@ def test_absurd_training_settings_are_refused(tiny_llama, bad, match):
     task = get_task("sentiment")
     prefix = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=2, init="random"))
     with pytest.raises(PlaygroundError, match=match):
-        next(train(tiny_llama, prefix, task, TrainSettings(**bad)))
+        next(train(tiny_llama, prefix_method(prefix), task, TrainSettings(**bad)))
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -123,7 +124,7 @@ def test_mlp_prefix_trains_and_exports(tiny_llama, tmp_path):
     task = get_task("sentiment")
     prefix = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=4, init="random", prefix_projection=True,
                                                       encoder_hidden_size=16))
-    list(train(tiny_llama, prefix, task, TrainSettings(steps=2, batch_size=2, eval_every=0, eval_examples=2)))
+    list(train(tiny_llama, prefix_method(prefix), task, TrainSettings(steps=2, batch_size=2, eval_every=0, eval_examples=2)))
     lib = Library(tmp_path)
     lib.save("mlp", prefix)
     loaded = lib.load("mlp", tiny_llama)

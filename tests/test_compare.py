@@ -73,7 +73,7 @@ def test_compare_cli_on_the_real_model(tmp_path):
 
 
 def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
-    from playground.compare import CompareLab
+    from playground.lab import CompareLab
     from playground.figures import compare_figure
 
     lab = CompareLab(tiny_llama, max_steps=5)
@@ -95,7 +95,7 @@ def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
 def test_the_labs_runs_hold_their_share_of_the_servers_memory_budget(tiny_llama):
     """Compare trains on the same shared model as Train: each method's run reserves its peak first."""
     from playground.budget import MemoryBudget
-    from playground.compare import CompareLab
+    from playground.lab import CompareLab
 
     task = get_task("sentiment")
     seen = []

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from playground.compare import CompareLab
+from playground.lab import CompareLab
 from playground.errors import PlaygroundError
 from playground.experiments import (UNRELATED_TEXT, ExperimentSettings, Point, aggregate, figures,
                                     markdown_tables, plan, run_all, subsample)

@@ -15,6 +15,7 @@ from playground.attention import prefix_attention
 from playground.evaluation import evaluate, evaluate_all, per_example
 from playground.library import Library
 from playground.models import DEFAULT_MODEL, cache_root, load_model
+from playground.methods import prefix_method
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
@@ -32,7 +33,7 @@ def trained(real):
     held_out = task.split("validation")[:48]
     prefix = create_prefix(real, PrefixSettings(), task.instruction, seed=0)
     before = evaluate(real, task, held_out, "prefix", prefix).score
-    records = list(train(real, prefix, task, TrainSettings(steps=8, eval_every=4)))
+    records = list(train(real, prefix_method(prefix), task, TrainSettings(steps=8, eval_every=4)))
     after = evaluate(real, task, held_out, "prefix", prefix).score
     return task, prefix, before, after, records
 

@@ -23,6 +23,7 @@ from playground.attention import prefix_attention, prefix_shares
 from playground.budget import MB, MemoryBudget, attention_bytes
 from playground.errors import PlaygroundError
 from playground.library import Library
+from playground.methods import prefix_method
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat
 from playground.service import Limits, Playground
@@ -78,7 +79,7 @@ def test_attention_beside_other_threads_forwards_sees_only_its_own(tiny_llama):
     other = create_prefix(tiny_llama, PrefixSettings(6, "random"), seed=5)
     task = get_task("sentiment")
     others = [lambda: generate_texts(tiny_llama, ["hello there", "a b c d e f g"], prefix=other, max_new_tokens=6),
-              lambda: list(train(tiny_llama, create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=1), task,
+              lambda: list(train(tiny_llama, prefix_method(create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=1)), task,
                                  TrainSettings(steps=1, batch_size=2, eval_every=0, eval_examples=1)))]
     threads = [threading.Thread(target=busy, args=(fn,)) for fn in others]
     for t in threads:

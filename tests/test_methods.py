@@ -204,7 +204,7 @@ def test_a_prefix_scores_the_same_through_the_methods_path(tiny):
     m = create_method(tiny, MethodSettings("prefix", num_virtual_tokens=5), task.instruction, seed=4)
     _shake(m.parameters())
     examples = task.split("validation")[:5]
-    from playground.methods import evaluate_method
+    from playground.evaluation import evaluate_method
 
     assert evaluate_method(tiny, task, examples, m).predictions == \
         evaluate(tiny, task, examples, "prefix", m.prefix).predictions

@@ -838,3 +838,20 @@ def test_attention_figures_have_the_right_shapes():
     assert len(hm.z) == T and all(len(row) == L for row in hm.z) and len(hm.y) == T
     assert len(set(hm.y)) == T  # repeated tokens get distinct labels
     assert hm.z[4][1] == pytest.approx(a.token_share[1, 4].item())
+
+
+def test_a_closed_or_idle_session_stops_its_comparison_too(pg):
+    """The Compare lab belongs to the Playground: session teardown stops that session's lab runs."""
+    task = get_task("sentiment")
+    assert pg.lab.max_steps == pg.limits.max_steps and pg.lab.budget is pg.budget
+    gen = pg.lab.stream("tab", task, ["prompt", "lora"], steps=2, eval_every=0, eval_examples=2)
+    assert next(gen)[0] == "prompt"
+    pg.sessions.get("tab")
+    assert pg.close_session("tab") is False  # no Train-tab run was going
+    assert all(n == "prompt" for n, _ in gen)  # the step finishes, LoRA never starts
+    heard = []
+    pg.on_drop = heard.append
+    idle = pg.lab.stream("idle", task, ["prompt", "lora"], steps=2, eval_every=0, eval_examples=2)
+    next(idle)
+    pg.sessions.on_drop(["idle"])  # what a sweep reports
+    assert heard == [["idle"]] and all(n == "prompt" for n, _ in idle)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import playground.models as models
 import playground.training as T
 from playground.errors import PlaygroundError
 from playground.evaluation import evaluate
+from playground.methods import prefix_method
 from playground.prefix import PrefixSettings, create_prefix
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
@@ -21,10 +23,10 @@ def _batch(base, task, n=4):
 
 
 def test_auto_precision_follows_the_hardware(tiny_llama, monkeypatch):
-    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
     assert autocast_dtype(tiny_llama, "auto") == torch.bfloat16
     assert autocast_dtype(tiny_llama, "fp32") is None
-    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
     assert autocast_dtype(tiny_llama, "auto") is None  # emulated bf16 is slower than fp32
     assert autocast_dtype(tiny_llama, "bf16") == torch.bfloat16  # asked for explicitly
 
@@ -64,7 +66,7 @@ def test_fp32_setting_is_bit_for_bit_the_plain_loop(tiny_llama):
     for _ in range(2):
         prefix = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=4, init="random"), seed=5)
         s = TrainSettings(steps=3, batch_size=4, eval_every=0, eval_examples=2, precision="fp32", learning_rate=1e-2)
-        runs.append([r.loss for r in train(tiny_llama, prefix, task, s)])
+        runs.append([r.loss for r in train(tiny_llama, prefix_method(prefix), task, s)])
     assert runs[0] == runs[1]
 
 
@@ -76,7 +78,7 @@ def test_bf16_training_reaches_the_same_accuracy_as_fp32_on_the_real_model(real)
     scores, losses = {}, {}
     for precision in ("fp32", "bf16"):
         prefix = create_prefix(real, PrefixSettings(), task.instruction, seed=0)
-        recs = list(train(real, prefix, task, TrainSettings(steps=8, eval_every=0, eval_examples=4,
+        recs = list(train(real, prefix_method(prefix), task, TrainSettings(steps=8, eval_every=0, eval_examples=4,
                                                             precision=precision)))
         losses[precision] = [r.loss for r in recs]
         scores[precision] = evaluate(real, task, test, "prefix", prefix).score
@@ -116,7 +118,7 @@ def test_a_bf16_model_trains_and_batches_prefixes_as_on_a_gpu(tiny_llama):
     half = type(tiny_llama)(**{**vars(tiny_llama), "model": model, "dtype": torch.bfloat16, "derived": {}})
     task = get_task("sentiment")
     prefix = create_prefix(half, PrefixSettings(num_virtual_tokens=4, init="random"), seed=6)
-    recs = list(train(half, prefix, task, TrainSettings(steps=2, batch_size=4, eval_every=0, eval_examples=2)))
+    recs = list(train(half, prefix_method(prefix), task, TrainSettings(steps=2, batch_size=4, eval_every=0, eval_examples=2)))
     assert all(torch.isfinite(torch.tensor(r.loss)) for r in recs)
     assert all(p.dtype == torch.float32 for p in prefix.parameters())  # the trained copy stays fp32
     assert "bf16_backbone" not in half.derived  # a bf16 model needs no bf16 twin

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import gradio as gr
 
-from playground.compare import TABLE_HEADERS, CompareLab, MethodResult, table_rows
+from playground.compare import TABLE_HEADERS, MethodResult, table_rows
 from playground.experiments import X_LABEL, aggregate
 from playground.figures import ablation_figure, compare_figure, loss_curves_figure
 from playground.methods import METHODS
@@ -24,7 +24,7 @@ def status_html(done: list[str], current: str | None, step: int, total: int, not
     return f'<div id="cmp-progress" data-state="{state}" data-done="{len(done)}">{text or "Press Compare."}</div>'
 
 
-def build(pg: Playground, lab: CompareLab) -> None:
+def build(pg: Playground) -> None:
     gr.Markdown(asset("compare.md"))
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
@@ -32,9 +32,9 @@ def build(pg: Playground, lab: CompareLab) -> None:
                                elem_id="cmp-task")
             methods = gr.CheckboxGroup([(m.name, name) for name, m in METHODS.items()], value=list(METHODS),
                                        label="Methods", elem_id="cmp-methods")
-            steps = gr.Slider(1, lab.max_steps, value=10, step=1, label="Steps per method", elem_id="cmp-steps")
+            steps = gr.Slider(1, pg.lab.max_steps, value=10, step=1, label="Steps per method", elem_id="cmp-steps")
             every = gr.Slider(1, 20, value=5, step=1, label="Measure the metric every N steps")
-            n_eval = gr.Slider(4, lab.max_eval_examples, value=24, step=1, label="Held-out examples")
+            n_eval = gr.Slider(4, pg.lab.max_eval_examples, value=24, step=1, label="Held-out examples")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
@@ -52,7 +52,7 @@ def build(pg: Playground, lab: CompareLab) -> None:
         label = METRIC_LABELS.get(t.metric, t.metric)
         curves, results, done, flat = {}, [], [], {}
         yield status_html([], None, 0, 0, "starting"), None, None, None
-        for name, item in lab.stream(key(request), t, list(names or []), int(n_steps), int(n_every), int(n)):
+        for name, item in pg.lab.stream(key(request), t, list(names or []), int(n_steps), int(n_every), int(n)):
             title = METHODS[name].name
             if isinstance(item, MethodResult):
                 results.append(item)
@@ -70,10 +70,10 @@ def build(pg: Playground, lab: CompareLab) -> None:
     run.click(on_run, [task, methods, steps, every, n_eval], [status, by_step, by_time, table],
               concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")
     def on_stop(request: gr.Request):
-        lab.stop(key(request))
+        pg.lab.stop(key(request))
 
     stop.click(on_stop, None, None, queue=False)
-    build_ablations(pg, lab, on_stop)
+    build_ablations(pg, on_stop)
 
 
 STUDIES = {"Prefix length, and prompt tuning at the same length": "length", "Init in low data": "init",
@@ -86,7 +86,7 @@ def ablation_status(done: int, total: int, last: str = "", state: str = "running
     return f'<div id="abl-progress" data-state="{state}" data-done="{done}">{text}</div>'
 
 
-def build_ablations(pg: Playground, lab: CompareLab, on_stop) -> None:
+def build_ablations(pg: Playground, on_stop) -> None:
     """The ablation panel; ``on_stop`` is the tab's Stop (one cancel per session stops either run)."""
     gr.Markdown(asset("ablations.md"))
     with gr.Row():
@@ -94,7 +94,7 @@ def build_ablations(pg: Playground, lab: CompareLab, on_stop) -> None:
             a_task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()], value="topic", label="Task",
                                  elem_id="abl-task")
             study = gr.Radio(list(STUDIES.items()), value="length", label="Study", elem_id="abl-study")
-            a_steps = gr.Slider(1, lab.max_steps, value=10, step=1, label="Steps per run", elem_id="abl-steps")
+            a_steps = gr.Slider(1, pg.lab.max_steps, value=10, step=1, label="Steps per run", elem_id="abl-steps")
             seeds = gr.Slider(1, 3, value=1, step=1, label="Seeds", elem_id="abl-seeds")
             with gr.Row():
                 a_run = gr.Button("Run ablation", variant="primary", elem_id="abl-run")
@@ -112,7 +112,7 @@ def build_ablations(pg: Playground, lab: CompareLab, on_stop) -> None:
         label = METRIC_LABELS.get(t.metric, t.metric)
         runs = []
         yield ablation_status(0, 0, "starting"), None, gr.update(visible=study_name == "mlp", value=None), None
-        for done, total, run in lab.ablate(key(request), t, study_name, int(n_steps), int(n_seeds)):
+        for done, total, run in pg.lab.ablate(key(request), t, study_name, int(n_steps), int(n_seeds)):
             runs.append(asdict(run))
             points = aggregate(runs)
             rows = [[p.series, f"{p.x:g}", f"{100 * p.mean:.1f}%", f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%",
