@@ -32,6 +32,7 @@ chromium:
 
 test: install chromium
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-unit: install

@@ -44,11 +44,12 @@ def one(kind: str, args: tuple) -> dict:
     from playground import budget
     from playground.attention import prefix_attention
     from playground.generate import greedy
+    from playground.losses import target_loss
     from playground.memory import limit_arenas, trim
     from playground.models import load_model
     from playground.prefix import PrefixSettings, create_prefix, prefix_forward
     from playground.prompts import PromptFormat
-    from playground.training import bf16_backbone, target_loss
+    from playground.training import bf16_backbone
 
     limit_arenas(2)  # as app.py
     torch.set_num_threads(2)

@@ -64,7 +64,7 @@ def ours(base, task, steps: int, warmup: int, precision: str, threads: int = 2, 
     from playground.prefix import PrefixSettings, create_prefix
 
     old = (M.target_loss, T.batches, torch.get_num_threads(), T.bf16_backbone)
-    M.target_loss, T.batches = loss or old[0]  # the prefix's loss, as train calls it, batches or old[1]
+    M.target_loss, T.batches = loss or old[0], batches or old[1]  # the prefix's loss, as train calls it
     if not twin:  # autocast re-casts the frozen fp32 weights at every matmul
         T.bf16_backbone = lambda base: None
     torch.set_num_threads(threads)
@@ -101,10 +101,10 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     setup()
-    from playground.models import load_model
+    from playground.models import autocast_dtype, load_model
     from playground.prompts import PromptFormat
     from playground.tasks import get_task
-    from playground.training import TrainSettings, autocast_dtype, batches
+    from playground.training import TrainSettings, batches
 
     base = load_model(device="cpu")
     task = get_task("sentiment")

@@ -80,9 +80,9 @@ def main() -> None:
     args = ap.parse_args()
     setup()
     from playground.evaluation import evaluate
-    from playground.models import load_model
+    from playground.models import autocast_dtype, load_model
     from playground.tasks import get_task
-    from playground.training import TrainSettings, autocast_dtype
+    from playground.training import TrainSettings
 
     base = load_model(device="cpu")
     task = get_task("sentiment")

@@ -26,14 +26,14 @@ from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
 from .methods import prefix_method
-from .models import BaseModel
+from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
 from .prompts import PromptFormat
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
-from .training import StepRecord, TrainSettings, autocast_dtype, held_out_split, train
+from .training import StepRecord, TrainSettings, held_out_split, train
 
 JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"

@@ -22,8 +22,7 @@ import torch
 
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate_method
-from .losses import head_loss, target_loss  # noqa: F401 (the losses every method trains with)
-from .models import BaseModel, autocast_dtype, cpu_has_fast_bf16  # noqa: F401 (training's precision)
+from .models import BaseModel, autocast_dtype
 from .prompts import PromptFormat, pad_right
 from .tasks import Example, Task
 

@@ -11,13 +11,14 @@ from peft import PeftModel
 from playground.attention import prefix_attention
 from playground.errors import PlaygroundError
 from playground.library import Library
+from playground.losses import target_loss
 from playground.methods import prefix_method
 from playground.prefix import PrefixSettings, create_prefix
 from playground.prompts import PromptFormat
 from playground.tasks import get_task
 from playground.prefix import prefix_forward
 from playground.prompts import pad_right
-from playground.training import TrainSettings, target_loss, train
+from playground.training import TrainSettings, train
 
 
 def test_attention_shares_match_a_hand_computation_from_raw_attentions(tiny, tmp_path):

@@ -330,7 +330,7 @@ def test_max_sessions_evicts_the_idlest_session_that_is_not_training(clock):
     store = SessionStore(max_sessions=2, ttl_s=1e9)
     a = store.get("a")
     clock[0] += 1
-    b = store.get("b")
+    store.get("b")
     clock[0] += 1
     store.get("a")  # b is now the idlest
     clock[0] += 1

@@ -9,11 +9,13 @@ import playground.models as models
 import playground.training as T
 from playground.errors import PlaygroundError
 from playground.evaluation import evaluate
+from playground.losses import target_loss
 from playground.methods import prefix_method
+from playground.models import autocast_dtype
 from playground.prefix import PrefixSettings, create_prefix
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
-from playground.training import TrainSettings, autocast_dtype, target_loss, train
+from playground.training import TrainSettings, train
 
 
 def _batch(base, task, n=4):

@@ -8,11 +8,12 @@ import gradio as gr
 from playground.figures import loss_figure, metric_figure
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
+from playground.models import autocast_dtype
 from playground.prefix import PrefixSettings
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
-from playground.training import PRECISIONS, TrainSettings, autocast_dtype
+from playground.training import PRECISIONS, TrainSettings
 
 from .common import asset, esc, friendly, key, owner
 
