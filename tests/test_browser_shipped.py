@@ -6,7 +6,6 @@ frozen model. Runs on a copy of prefixes/ so a failing test can never touch the 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground import budget as budget_mod
 from playground.attention import prefix_attention, prefix_shares
 from playground.budget import MB, MemoryBudget, attention_bytes
 from playground.errors import PlaygroundError
