@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ui.driver import launch_chromium, start_app, stop_app, tab, wait_until  # noqa: E402
+from bench.driver import launch_chromium, start_app, stop_app, tab, wait_until  # noqa: E402
 
 PROMPT_30 = "The long-awaited sequel finally arrived this weekend, and despite a slow start the second half " \
             "was clever and moving."

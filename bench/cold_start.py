@@ -38,7 +38,7 @@ gr.Interface(answer, "text", "text", title="SmolLM2 demo").launch(server_name="1
 
 def time_page(cmd: list[str], port: int, ready_selector: str, browser, log: Path) -> tuple[float, float]:
     """Seconds from ``cmd`` launched to HTTP 200 and to ``ready_selector`` visible in Chromium."""
-    from ui.driver import start_server, stop_app
+    from bench.driver import start_server, stop_app
 
     t0 = time.perf_counter()
     proc, url, http = start_server(cmd, port, log, timeout=120, poll=0.05)
@@ -61,8 +61,8 @@ def main() -> None:
     setup()
     from playwright.sync_api import sync_playwright
 
+    from bench.driver import free_port, launch_chromium
     from playground.models import DEFAULT_MODEL, cache_root, load_model
-    from ui.driver import free_port, launch_chromium
 
     load_model(device="cpu")  # make sure the cache exists: this measures a cached start
     folder = cache_root() / "models" / DEFAULT_MODEL

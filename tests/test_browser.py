@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ui.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
+from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 

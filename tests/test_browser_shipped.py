@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
+from bench.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_until
 from playground.cli import DEFAULT_LIBRARY
 from playground.recipes import RECIPES
-from ui.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_until
 
 pytestmark = pytest.mark.integration
 SHOTS = ROOT / "artifacts" / "screenshots"

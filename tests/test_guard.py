@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 import app
+from bench.driver import free_port, start_app, stop_app
 from playground.library import Library
 from playground.service import Limits, Playground
 from playground.sessions import SessionStore, TrainingRun
-from ui.driver import free_port, start_app, stop_app
 
 WAITING, ATTEMPTS, FILES, REQUEST_MB, DISK_MB = 2, 5, 2, 1, 3
 POLITE = f"You already have {WAITING} requests waiting or running; wait for them to finish."

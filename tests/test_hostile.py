@@ -818,7 +818,7 @@ def test_any_prompt_through_attention_either_answers_or_raises_a_playground_erro
 def test_the_running_app_refuses_hostile_input_and_keeps_serving(tmp_path):
     from gradio_client import Client, handle_file
 
-    from ui.driver import start_app, stop_app
+    from bench.driver import start_app, stop_app
 
     lib = tmp_path / "library"
     lib.mkdir()

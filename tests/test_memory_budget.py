@@ -300,7 +300,7 @@ def test_a_real_server_stays_under_its_memory_budget_and_answers(tmp_path):
 
     from gradio_client import Client, handle_file
 
-    from ui.driver import start_app, stop_app
+    from bench.driver import start_app, stop_app
 
     budget_mb = 3500
     lib = tmp_path / "lib"

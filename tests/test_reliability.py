@@ -499,7 +499,7 @@ def test_the_real_app_asks_for_a_login(tmp_path):
     from gradio_client import Client
     from gradio_client.exceptions import AuthenticationError
 
-    from ui.driver import start_app, stop_app
+    from bench.driver import start_app, stop_app
 
     logins = tmp_path / "logins.txt"
     logins.write_text("student:st-pass-2\n")

@@ -1,8 +1,10 @@
 """Drive the real app from outside: start it on loopback, open it in Debian's headless Chromium.
 
-Shared by the browser tests (``tests/test_browser.py``) and the latency benchmark
-(``bench/app_latency.py``), so both measure and check the same way. Playwright's own browser
-download is not reachable here, so we point it at ``/usr/bin/chromium``.
+Harness code, not part of the app: the integration tests that need a real server or
+browser (``tests/test_browser.py``, ``tests/test_guard.py`` and others) and the benchmarks
+(``bench/app_latency.py``, ``bench/load_test.py``, ``bench/cold_start.py``) use it, so they
+all start, wait and check the same way. Playwright's own browser download is not reachable
+here, so we point it at ``/usr/bin/chromium``.
 """
 
 import socket
