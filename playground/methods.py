@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 import torch
-from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model
+from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model, get_peft_model_state_dict
 
 from .errors import PlaygroundError
 from .generate import decode, greedy
@@ -214,8 +214,9 @@ class PromptMethod:
 class LoraMethod:
     """LoRA on a module copy of the shared model: the same weight tensors, its own adapter layers."""
 
-    def __init__(self, model: torch.nn.Module, config: LoraConfig):
-        self.model, self.config = model, config  # model: PEFT's LoraModel-injected copy (a *ForCausalLM)
+    def __init__(self, peft_model: PeftModelForCausalLM):
+        self.peft_model, self.config = peft_model, peft_model.peft_config["default"]  # kept for PEFT's state dict
+        self.model = peft_model.base_model.model  # the copy, with LoRA layers in it (a *ForCausalLM)
 
     def view(self, base: BaseModel) -> BaseModel:
         """``base`` with this copy as its model, so the ordinary generation code runs through the adapters."""
@@ -260,12 +261,13 @@ class LoraMethod:
     extra_positions = 0
 
     def export(self, folder) -> None:
-        """PEFT's LoRA files: its state-dict keys (``base_model.model.`` + the module path, the adapter
-        name dropped), so ``PeftModel.from_pretrained`` loads them (tested)."""
+        """PEFT's LoRA files, keys from PEFT's own ``get_peft_model_state_dict``: what ``save_pretrained``
+        writes, and ``PeftModel.from_pretrained`` loads them (both tested)."""
         config = replace(self.config, inference_mode=True)
-        tensors = {f"base_model.model.{n.replace('.default.', '.')}": p.detach()
-                   for n, p in self.model.named_parameters() if "lora_" in n}
-        _write_adapter(folder, config, tensors)
+        # The adapter only, as before: PEFT's default "auto" also saves whole embedding matrices when an
+        # embedding layer is targeted or the vocabulary was resized (never here), and may ask the Hub which.
+        tensors = get_peft_model_state_dict(self.peft_model, save_embedding_layers=False)
+        _write_adapter(folder, config, {k: v.detach() for k, v in tensors.items()})
 
 
 class InstructionMethod:
@@ -341,10 +343,9 @@ def create_method(base: BaseModel, settings: MethodSettings, instruction: str = 
         except ValueError as exc:  # PEFT names the modules it could not find
             raise PlaygroundError(f"LoRA could not attach to {list(settings.target_modules)}: {exc}. Name Linear "
                                   "layers of this model, e.g. q_proj and v_proj for Llama, c_attn for GPT-2.") from None
-        model = peft_model.base_model.model  # the copy, with LoRA layers in it
-        for n, p in model.named_parameters():
+        for n, p in peft_model.named_parameters():
             p.requires_grad_("lora_" in n)
-        return LoraMethod(model, config)
+        return LoraMethod(peft_model)
 
 
 def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) -> PromptMethod:

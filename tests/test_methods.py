@@ -248,5 +248,15 @@ def test_exported_adapters_load_in_plain_peft_and_answer_the_same(tiny_llama, me
                                       do_sample=False, eos_token_id=None, pad_token_id=base.tokenizer.pad_token_id)
         assert row == out[0, -5:].tolist()
     assert not any("lora_" in n for n, _ in base.model.named_parameters())
+    if method == "lora":  # the same keys and shapes as PEFT's own save_pretrained for the same config
+        from peft import LoraConfig, get_peft_model
+        from safetensors.torch import load_file
+
+        ref = get_peft_model(_shared_copy(base.model), LoraConfig(task_type="CAUSAL_LM", r=2, lora_alpha=8,
+                                                                  target_modules=["q_proj", "v_proj"]))
+        ref.save_pretrained(str(tmp_path / "ref"))
+        ours, theirs = load_file(str(weights)), load_file(str(tmp_path / "ref" / "adapter_model.safetensors"))
+        assert sorted(ours) == sorted(theirs)
+        assert all(ours[k].shape == theirs[k].shape for k in ours)
     with pytest.raises(PlaygroundError, match="nothing trained to export"):
         create_method(base, MethodSettings("instruction")).export(tmp_path / "b")
