@@ -240,7 +240,7 @@ class Playground:
     def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings) -> TrainingRun:
         """A fresh prefix and run for this session; its previous run (if any) is stopped."""
         task.split("train")  # fail early, with the task's own message, if there is nothing to train on
-        self.check_settings(ps, ts, task)
+        plan = self.check_settings(ps, ts, task)
         session = self.sessions.get(key)
         if session.run and session.run.state == "running":
             session.run.cancel.set()
@@ -250,7 +250,7 @@ class Playground:
         with self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
                                  "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed)
-        run = TrainingRun(task, prefix, ps, ts)
+        run = TrainingRun(task, prefix, ps, ts, plan=plan)
         run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
         session.run = run
         return run
@@ -258,7 +258,8 @@ class Playground:
     def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
         """Train, recording each step on the run; ends early when the run's Stop is pressed."""
         try:
-            plan = self._plan(run.task, run.prefix_settings, run.train_settings)
+            # sized once, in start_run (the plan tokenizes the whole training split)
+            plan = run.plan or self._plan(run.task, run.prefix_settings, run.train_settings)
             for rec in train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
                              reserve=self._reserver(plan)):
                 run.records.append(rec)

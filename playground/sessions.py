@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .budget import RunPlan
 from .prefix import Prefix, PrefixSettings
 from .tasks import Task
 from .training import StepRecord, TrainSettings
@@ -34,6 +35,7 @@ class TrainingRun:
     discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
     baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of base / instruction
     held_out_n: int = 0  # examples behind the held-out metric
+    plan: RunPlan | None = None  # the run sized in tokens and bytes before it started (its memory reservations)
 
     @property
     def steps_done(self) -> int:
