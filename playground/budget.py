@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import PlaygroundError
+from .memory import trim
 from .models import BaseModel, autocast_dtype
 from .prompts import PromptFormat
 from .tasks import Example, Task
@@ -41,6 +42,9 @@ SERVER_ALLOWANCE_MB = 300
 # Any model call's own overhead (thread workspaces, allocator slack): a 250-token Attention view
 # peaked at 49 MB over its tensors' 10 MB.
 CALL_OVERHEAD_MB = 64
+# Handing freed memory back (malloc_trim) took about 20 ms after a call that freed 300 MB; at most
+# once per this many seconds keeps it near 1% of a training step's time.
+TRIM_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -201,10 +205,20 @@ class MemoryBudget:
     ``limit``: the whole process's budget; ``held``: what it holds before any call (model, web
     server). Calls reserve their estimate for as long as they run; one that does not fit waits,
     in arrival order, until the calls before it finish.
+
+    With ``track_rss`` the budget also follows what the process really holds: before a call is
+    let in, ``held`` becomes the resident memory that the running reservations do not explain
+    (plus ``allowance`` for the web server's own requests in flight). Freed memory that the
+    allocator keeps, run histories and per-session state then count against the budget instead
+    of pushing the process past it; and each call gives what it freed back to the system.
     """
 
-    def __init__(self, limit_bytes: int, held_bytes: int, wait_s: float = WAIT_S):
+    def __init__(self, limit_bytes: int, held_bytes: int, wait_s: float = WAIT_S, track_rss: bool = False,
+                 allowance_bytes: int = 0, trim_every_s: float = TRIM_EVERY_S):
         self.limit, self.held, self.wait_s = int(limit_bytes), int(held_bytes), wait_s
+        self.floor = self.held  # what the process holds at the least: the model, the web server
+        self.track_rss, self.allowance = track_rss, int(allowance_bytes)
+        self.trim_every_s, self._trimmed = trim_every_s, float("-inf")
         self.used = 0
         self._queue: deque = deque()
         self._cond = threading.Condition()
@@ -214,9 +228,22 @@ class MemoryBudget:
         """What all calls together may take."""
         return self.limit - self.held
 
+    def _follow_rss(self) -> None:
+        """Set ``held`` to what the process holds beyond the running reservations, never below ``floor``
+        (the caller holds the lock).
+
+        Resident memory less the reservations running is at most what they do not explain, since a call
+        uses no more than it reserved; so ``held`` never counts a running call twice.
+        """
+        if self.track_rss:
+            self.held = max(self.floor, rss_bytes() + self.allowance - self.used)
+
     def check(self, nbytes: int, what: str, fix: str) -> None:
         """Refuse, with the fix, a call that would not fit even with nothing else running."""
-        if nbytes > self.room:
+        with self._cond:  # re-entrant: reserve calls it with the lock held
+            self._follow_rss()
+            never = nbytes > self.room
+        if never:
             raise PlaygroundError(
                 f"{what} would need about {nbytes / MB:,.0f} MB of memory, but this server's memory budget "
                 f"(--memory-budget-mb {self.limit // MB:,}, of which the model and the app hold "
@@ -237,7 +264,8 @@ class MemoryBudget:
                         raise PlaygroundError(
                             f"The server is busy: {what} needs about {nbytes / MB:,.0f} MB of memory and the work "
                             f"of other learners holds the rest of this server's budget. Try again in a minute{fix_tail(fix)}")
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, 1.0))  # a release wakes it; memory handed back meanwhile does not
+                    self.check(nbytes, what, fix)
                 self.used += nbytes
             finally:
                 self._queue.remove(ticket)
@@ -245,6 +273,9 @@ class MemoryBudget:
         try:
             yield
         finally:
+            if self.track_rss and time.monotonic() - self._trimmed >= self.trim_every_s:
+                self._trimmed = time.monotonic()
+                trim()  # what the call freed goes back to the system, not into the next call's share
             with self._cond:
                 self.used -= nbytes
                 self._cond.notify_all()
@@ -261,4 +292,5 @@ def process_budget(base: BaseModel, limit_mb: int) -> MemoryBudget:
     twin = 0
     if base.dtype == torch.float32 and autocast_dtype(base, "auto") == torch.bfloat16:
         twin = sum(m.weight.numel() * 2 for m in base.model.modules() if isinstance(m, torch.nn.Linear))
-    return MemoryBudget(limit_mb * MB, rss_bytes() + SERVER_ALLOWANCE_MB * MB + twin)
+    allowance = SERVER_ALLOWANCE_MB * MB
+    return MemoryBudget(limit_mb * MB, rss_bytes() + allowance + twin, track_rss=True, allowance_bytes=allowance)

@@ -194,6 +194,33 @@ def test_a_call_that_fits_waits_for_room_in_arrival_order_then_is_refused_polite
     assert quick.used == 0 and not quick._queue
 
 
+def test_the_budget_follows_what_the_process_really_holds(monkeypatch):
+    """Memory the allocator kept after earlier calls (or that per-session state took) counts against the
+    budget: a call that fitted the model alone is held back, or refused, while the process holds more;
+    each finished call hands what it freed back to the system; the budget never counts a running call twice."""
+    import playground.budget as budget_mod
+
+    rss, trims = [500 * MB], []
+    monkeypatch.setattr(budget_mod, "rss_bytes", lambda: rss[0])
+    monkeypatch.setattr(budget_mod, "trim", lambda: trims.append(1) or True)
+    b = MemoryBudget(1000 * MB, 600 * MB, wait_s=0.3, track_rss=True, allowance_bytes=100 * MB,
+                     trim_every_s=0)
+    with b.reserve(300 * MB, "A", ""):  # held is the floor: 500 MB resident + 100 MB allowance = 600 MB
+        rss[0] = 700 * MB  # A really uses 200 MB of its 300 MB
+        assert b.room == 400 * MB
+        with b.reserve(100 * MB, "B", ""):  # 700 - 300 running + 100 allowance: held stays 600 MB
+            assert b.held == 600 * MB
+    assert trims == [1, 1] and b.used == 0
+    rss[0] = 800 * MB  # what the calls freed stayed with the process
+    with pytest.raises(PlaygroundError, match=r"would need about 300 MB.*hold 900 MB\) leaves 100 MB for work\. "
+                                              r"Shorten it"):
+        with b.reserve(300 * MB, "C", "Shorten it."):
+            pass
+    rss[0] = 550 * MB  # handed back
+    with b.reserve(300 * MB, "C", ""):
+        assert b.held == 650 * MB and b.used == 300 * MB
+
+
 def test_training_reserves_each_step_and_each_evaluation(pg, monkeypatch):
     seen = []
     real = pg.budget.reserve
