@@ -1,11 +1,12 @@
 """Nothing lost, settings and passwords (issue 7): kill -9 mid-save, Stop and closed tabs, the read-only
 library, the server's limits as flags, and Gradio's login on the real app.
 
-The kill tests run the saves in real child processes and kill them with SIGKILL, at random moments
-and at each rename of a save, delete and rename; then a fresh ``Library`` (what the next server start
-opens) must list only complete prefixes whose card and weights belong together, with no hidden
-leftovers. The children are forked from one helper process that imported torch and PEFT once, so a
-round costs milliseconds instead of an import.
+The kill tests run the saves in real child processes and kill them with SIGKILL at each step of a
+save, overwrite, delete and rename: in a fresh library, and in a busy one whose worker pauses at the
+chosen step and says so before it is killed (no timing involved). Then a fresh ``Library`` (what the
+next server start opens) must list only complete prefixes whose card and weights belong together, as
+they were before the change or after it, with no hidden leftovers. The children are forked from one
+helper process that imported torch and PEFT once, so a round costs milliseconds instead of an import.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import random
 import shutil
 import signal
 import subprocess
@@ -47,9 +47,10 @@ SHIPPED = ROOT / "prefixes"
 P, L, H, D = 128, 30, 3, 192
 
 # The helper process: imports once, then forks one worker per command read from stdin. A worker
-# either churns (random saves, overwrites, renames and deletes until the test kills it) or does one
-# scripted change and kills itself at a chosen point. Every prefix is filled with one value, and its
-# card says which: a card beside another save's weights would show.
+# either churns (random saves, overwrites, renames and deletes) until it reaches a chosen step of a
+# chosen kind of change, where it reports and blocks until the test kills it, or does one scripted
+# change and kills itself at a chosen point. Every prefix is filled with one value, and its card says
+# which: a card beside another save's weights would show.
 HELPER = r'''
 import json, os, random, signal, sys, traceback
 import torch
@@ -92,23 +93,52 @@ def kill_mid_write():
     peft_folder_mod.save_file = half
 
 
-def churn(seed):
-    rng, lib, names, helper = random.Random(seed), Library(root), ["a", "b", "c", "d"], os.getppid()
-    print(json.dumps({"ready": os.getpid()}), flush=True)
-    v = seed * 100000
-    while True:
-        if os.getppid() != helper:  # the helper is gone (a failed test): never churn on alone
+def churn(cmd, hold):
+    """Random changes; from change number ``warm`` on, stop at the first ``pause`` = [kind of change, step],
+    where a step is "before"/"after" the n-th weights write, os.replace or os.unlink of that change."""
+    rng, lib, names = random.Random(cmd["seed"]), Library(root), ["a", "b", "c", "d"]
+    ctx = {}
+
+    def step(label):
+        if ctx["armed"] and [ctx["kind"], label] == cmd["pause"]:
+            print(json.dumps({"paused": os.getpid(), "before": ctx["before"], "change": ctx["change"]}), flush=True)
+            os.read(hold, 1)  # blocks until the kill; returns b"" only if the helper is gone (a failed test)
             os._exit(3)
-        v += 1
+
+    def hook(mod, attr, what):
+        real = getattr(mod, attr)
+        def counted(*a, **kw):
+            n = ctx["n"][what] = ctx["n"].get(what, 0) + 1
+            step(f"before {what} {n}")
+            out = real(*a, **kw)
+            step(f"after {what} {n}")
+            return out
+        setattr(mod, attr, counted)
+
+    hook(peft_folder_mod, "save_file", "write")
+    hook(os, "replace", "replace")
+    hook(os, "unlink", "unlink")
+    for i in range(500):
+        v = cmd["seed"] * 100000 + i
         have, name, r = lib.names(), rng.choice(names), rng.random()
+        free = [n for n in names if n not in have]
         if r < 0.6 or name not in have:
+            kind, change = ("overwrite" if name in have else "new"), ["save", name, v]
+        elif r < 0.8 and free:
+            kind, change = "rename", ["rename", name, rng.choice(free)]
+        elif r >= 0.8:
+            kind, change = "delete", ["delete", name]
+        else:
+            continue
+        ctx.update(kind=kind, change=change, n={}, armed=i >= cmd["warm"],
+                   before={e.name: e.card.get("value") for e in lib.entries()})
+        if kind in ("new", "overwrite"):
             lib.save(name, prefix(v), {"value": v}, overwrite=True)
-        elif r < 0.8:
-            free = [n for n in names if n not in have]
-            if free:
-                lib.rename(name, rng.choice(free))
+        elif kind == "rename":
+            lib.rename(name, change[2])
         else:
             lib.delete(name)
+    raise SystemExit(f"500 changes and never at {cmd['pause']}")
 
 
 def scripted(cmd):
@@ -127,17 +157,21 @@ def scripted(cmd):
 
 for line in sys.stdin:
     cmd = json.loads(line)
+    hold, held = os.pipe()  # a pausing worker reads ``hold``; nobody writes to ``held``
     pid = os.fork()
     if pid == 0:
+        os.close(held)
         code = 0
         try:
-            churn(cmd["seed"]) if cmd["op"] == "churn" else scripted(cmd)
+            churn(cmd, hold) if cmd["op"] == "churn" else scripted(cmd)
         except BaseException:
             traceback.print_exc()
             code = 1
         sys.stdout.flush()
         os._exit(code)  # not killed: the test sees exit code 0 or 1 instead of SIGKILL
+    os.close(hold)
     _, status = os.waitpid(pid, 0)  # reaped: a zombie would still look alive to recovery
+    os.close(held)
     print(json.dumps({"reaped": pid, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}), flush=True)
 '''
 
@@ -251,28 +285,50 @@ def test_kill_9_at_each_step_of_a_change_is_recovered_at_the_next_start(helper, 
     assert check_complete(helper.root, geometry) == {**others, **expect}
 
 
-def test_kill_9_at_random_moments_of_a_busy_library(helper, geometry):
-    """Workers churn (save, overwrite, rename, delete 5.9 MB prefixes) and are killed after random delays: six
-    rounds, and more (up to 24) until two kills have landed inside a change, since a random kill can also fall
-    between changes (one fresh-clone CI run had only 1 of 6 inside)."""
+# Where a busy library's worker is killed: (kind of change, step, what the next start must show). Steps count
+# the change's own weights writes, os.replace and os.unlink calls; "before": the library as before the change.
+STEPS = [
+    ("new", "after write 1", "before"),  # weights written in the hidden folder, its card not yet
+    ("new", "after replace 1", "after"),  # renamed into place, not yet flushed
+    ("overwrite", "after write 1", "before"),
+    ("overwrite", "before replace 1", "before"),  # written and flushed, the swap not begun
+    ("overwrite", "after replace 1", "before"),  # mid-swap: the old one aside, its name empty
+    ("overwrite", "after replace 2", "after"),  # the new one in, the old one still aside
+    ("overwrite", "after replace 3", "after"),  # the old one renamed for removal
+    ("overwrite", "after unlink 1", "after"),  # the old one half removed
+    ("delete", "after replace 1", "after"),  # renamed out of the listing
+    ("delete", "after unlink 1", "after"),  # half removed
+    ("rename", "before replace 1", "before"),  # the new card staged inside the folder
+    ("rename", "after replace 1", "after"),  # the folder renamed, its card still staged
+]
+
+
+@pytest.mark.parametrize("seed, kind, step, expect", [pytest.param(i, *k, id=f"{k[0]}, {k[1]}")
+                                                      for i, k in enumerate(STEPS, 1)])
+def test_kill_9_at_each_step_of_a_busy_library(helper, geometry, seed, kind, step, expect):
+    """A worker makes random changes (save, overwrite, rename, delete 5.9 MB prefixes), then pauses at the
+    chosen step and says so; it is killed there, and the next start must show the library as it was just
+    before that change or just after it, never a mix, and a prefix nobody touched byte for byte."""
     keep = Library(helper.root)
-    keep.save("keep", const_prefix(7), {"value": 7}, overwrite=True)
+    if "keep" not in keep.names():
+        keep.save("keep", const_prefix(7), {"value": 7})
     kept = snapshot(helper.root / "keep")
-    rng, interrupted, seen = random.Random(0), 0, set()
-    for seed in range(1, 25):
-        if seed > 6 and interrupted >= 2:
-            break
-        helper.send({"op": "churn", "seed": seed})
-        pid = helper.wait_for("ready")["ready"]
-        time.sleep(rng.uniform(0.05, 0.6))
-        os.kill(pid, signal.SIGKILL)
-        assert helper.wait_for("reaped") == {"reaped": pid, "signal": signal.SIGKILL}
-        interrupted += bool(leftovers(helper.root))
-        values = check_complete(helper.root, geometry)
-        seen |= {v for n, v in values.items() if n != "keep"}
-        assert values["keep"] == 7 and snapshot(helper.root / "keep") == kept
-    assert interrupted >= 2, "the kills never landed inside a change"
-    assert len(seen) >= 3  # the workers did change the library between kills
+    helper.send({"op": "churn", "seed": seed, "warm": 3, "pause": [kind, step]})
+    msg = helper.wait_for("paused")  # bounded: 120 s, reached only if the worker hangs
+    os.kill(msg["paused"], signal.SIGKILL)
+    assert helper.wait_for("reaped") == {"reaped": msg["paused"], "signal": signal.SIGKILL}
+    before, change = msg["before"], msg["change"]
+    after = dict(before)
+    if change[0] == "save":
+        after[change[1]] = change[2]
+    elif change[0] == "delete":
+        del after[change[1]]
+    else:
+        after[change[2]] = after.pop(change[1])
+    assert before != after
+    assert leftovers(helper.root), "the kill left nothing to recover"
+    assert check_complete(helper.root, geometry) == (before if expect == "before" else after), change
+    assert snapshot(helper.root / "keep") == kept
 
 
 # =============================================================================================
