@@ -2,35 +2,60 @@
 
 The harness is ``bench/load_test.py`` (imported, not copied), at a smaller scale: 6 students,
 2 training steps each, with 2 trainings at a time, so 4 of them have to wait in the queue. One
-run serves every test below; it took 83 to 100 s on 2 cores.
+run serves every test below; it took 83 to 132 s on 2 cores. Nothing here times anything (speed is
+the benchmarks' job): the run's deadline is only there to end a hang.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import bench.load_test as load_test
 from bench.load_test import ACTIONS, LoadConfig, passed, report_text, run_load
 
 pytestmark = pytest.mark.integration
 
 STUDENTS, STEPS, CONCURRENT = 6, 2, 2
-# Measured with 6 students: peak 3.9 GB before the app capped glibc's malloc arenas (playground/memory.py),
-# 2.65 GB with the cap. The bound leaves ~0.85 GB of room for which worker threads ran what, and fails if the
-# cap is lost, or if each session kept a copy of the model (6 x 0.54 GB on top).
+# Deadlines that only a hang reaches: the whole run took 83 to 132 s on 2 cores (the most with other jobs sharing
+# them), and the server frees closed sessions within seconds (the harness stops waiting once all are freed).
+RUN_TIMEOUT_S, CLEANUP_WAIT_S = 600, 120
+# The server's resident high-water mark (VmHWM: every byte it ever held at once, model loading included, not
+# a sample). Measured with 6 students on a busy 2-core machine: 2,274 and 2,145 MB in two runs (RSS sampled every
+# 0.5 s peaked at 2,209 and 2,134 MB; before the app capped glibc's malloc arenas, playground/memory.py, sampling
+# saw 3.9 GB). The bound fails if the cap is lost, or if each session kept a copy of the model (6 x 0.54 GB on top).
 RSS_BOUND_MB = 3500
+
+
+def high_water_mb(pid: int) -> float:
+    """The most resident memory the process ever had (Linux's VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    cfg = LoadConfig(students=STUDENTS, steps=STEPS, timeout=170, replay=2, cleanup_wait=25,
+    cfg = LoadConfig(students=STUDENTS, steps=STEPS, timeout=RUN_TIMEOUT_S, replay=2, cleanup_wait=CLEANUP_WAIT_S,
                      app_flags=["--concurrent-trainings", str(CONCURRENT)])
-    rep = run_load(cfg, tmp_path_factory.mktemp("load"), say=lambda *_: None)
-    print(report_text(rep))
+    hwm, stop = {}, load_test.stop_app
+
+    def read_then_stop(proc):  # the harness stops the server at the end of the run: read its peak first
+        hwm["mb"] = high_water_mb(proc.pid)
+        stop(proc)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(load_test, "stop_app", read_then_stop)
+        rep = run_load(cfg, tmp_path_factory.mktemp("load"), say=lambda *_: None)
+    rep["rss_high_water_mb"] = hwm["mb"]
+    print(report_text(rep), f"\nserver VmHWM {hwm['mb']:.0f} MB")
     return rep
 
 
 def test_every_student_completes_without_errors(report):
-    assert not report["deadline_hit"]
+    assert not report["deadline_hit"]  # only a hang gets there
     assert report["errors"] == []
     assert report["completed"] == STUDENTS
     for action in ACTIONS:
@@ -55,13 +80,15 @@ def test_no_session_sees_another_ones_prefix(report):
 def test_waiting_students_see_their_queue_position(report):
     q = report["queue"]
     waiting = STUDENTS - CONCURRENT
+    trains = [c for c in report["calls"] if c["action"] == "train"]
     assert q["shown_a_position"] == STUDENTS  # every Train click was told where it stands
-    assert q["waited_over_1s"] >= waiting - 1, q  # the last ones in line waited for a free slot...
-    assert q["max_position"] >= waiting - 1, q  # ...and saw a position behind others
+    behind = [c["positions"] for c in trains if any(p >= 2 for p, _ in c["positions"])]
+    assert len(behind) >= waiting - 1, q  # the last ones in line were told others were ahead of them...
+    assert q["max_position"] >= waiting - 1, q  # ...up to a position behind several others
     assert q["positions_never_rose"], q
 
 
 def test_memory_is_bounded_and_sessions_are_freed(report):
-    assert report["rss_peak_mb"] < RSS_BOUND_MB, report["rss_peak_mb"]
+    assert report["rss_high_water_mb"] < RSS_BOUND_MB, report["rss_high_water_mb"]
     # every session (students, observer, replays) is freed once its client disconnects
     assert report["sessions_freed"] == STUDENTS + 1 + len(report["replay"])
