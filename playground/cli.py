@@ -14,124 +14,46 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .errors import PlaygroundError
+from .experiments import STUDIES
+from .methods import METHODS
+from .metrics import METRICS
+from .prefix import INITS
+from .tasks import BUILTIN
+from .training import PRECISIONS
 
 DEFAULT_LIBRARY = Path(__file__).resolve().parent.parent / "prefixes"
+COMMANDS: dict[str, tuple] = {}  # name -> (help, arguments, handler), filled by @command in --help order
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="base model: the embedded default (no network), a Hub id such as "
-                   "gpt2, or a local folder")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu or cuda[:N]")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16")
+def arg(*flags, **kw):
+    """One argument of a subcommand, added to its parser when the parser is built."""
+    return lambda p: p.add_argument(*flags, **kw)
 
 
-def _task_args(p: argparse.ArgumentParser, data_help: str) -> None:
-    p.add_argument("--task", default=None, help="built-in task: sentiment, topic, fr_en, headline, shout, capitals")
-    p.add_argument("--data", default=None, help=data_help)
-    p.add_argument("--input-col", default="input", help="input column of --data")
-    p.add_argument("--target-col", default="target", help="target column of --data")
-    p.add_argument("--instruction", default=None, help="instruction text (defaults to the task's)")
-    p.add_argument("--metric", default=None, help="exact_match, exact_match_cased, token_f1 or rouge_l")
+def command(name: str, help: str, *args):
+    """Register the decorated handler as subcommand ``name``, taking ``args`` (each made by ``arg``)."""
+    def register(run):
+        COMMANDS[name] = (help, args, run)
+        return run
+    return register
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m playground", description="Prefix Playground engine, from the terminal.")
-    sub = ap.add_subparsers(dest="command", required=True)
+MODEL_ARGS = (
+    arg("--model", help="base model: the embedded default (no network), a Hub id such as gpt2, or a local folder"),
+    arg("--device", default="auto", help="auto (CUDA if present, else CPU), cpu or cuda[:N]"),
+    arg("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16"),
+)
+LIBRARY = arg("--library", default=str(DEFAULT_LIBRARY), help="prefix library folder")
+TASK_HELP = f"built-in task: {', '.join(BUILTIN)}"
 
-    p = sub.add_parser("train", help="train a prefix and save it into the library")
-    _model_args(p)
-    _task_args(p, "your JSONL/CSV file instead of a built-in task (split 80/20 into train/test)")
-    p.add_argument("--name", default=None, help="library name to save under (default: the task name)")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY), help="prefix library folder")
-    p.add_argument("--overwrite", action="store_true", help="replace a prefix of the same name")
-    p.add_argument("--num-virtual-tokens", type=int, default=20)
-    p.add_argument("--init", default="task", choices=["task", "text", "random"])
-    p.add_argument("--init-text", default="", help="text for --init text")
-    p.add_argument("--prefix-projection", action="store_true", help="train through an MLP (dropped at export)")
-    p.add_argument("--encoder-hidden-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=None,
-                   help="AdamW learning rate (default: the validated rate for --init, or the MLP's own with "
-                        "--prefix-projection; see methods.METHODS)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="training precision; auto: bf16 autocast where the CPU/GPU is fast at it, else fp32")
 
-    p = sub.add_parser("eval", help="held-out metric of a prefix (and baselines); JSON on the last line")
-    _model_args(p)
-    _task_args(p, "any JSONL of {input, target} to score (default: the task's test split)")
-    p.add_argument("--prefix", default=None, help="prefix folder or library name (omit for baselines only)")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
-    p.add_argument("--baselines", action="store_true", help="also score the base model and the instruction prompt")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
-
-    p = sub.add_parser("attention", help="share of attention on the prefix, per layer")
-    _model_args(p)
-    p.add_argument("--prefix", required=True, help="prefix folder or library name")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--json", action="store_true", help="print the per-layer and per-head shares as JSON")
-
-    p = sub.add_parser("generate", help="answer a prompt with one or more prefixes, side by side")
-    _model_args(p)
-    p.add_argument("--prefix", action="append", default=[], help="prefix folder or library name (repeatable)")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--no-base", action="store_true", help="leave out the base model's own answer")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-
-    p = sub.add_parser("ship", help="retrain the shipped task prefixes from scratch (fixed seeds) and rewrite their "
-                       "cards and prefixes/README.md")
-    _model_args(p)
-    p.add_argument("--task", action="append", default=[], help="only this task (repeatable; default: all six)")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
-    p.add_argument("--readme", default=None, help="README to rewrite the table in (default: LIBRARY/README.md)")
-
-    p = sub.add_parser("compare", help="prefix vs prompt tuning vs LoRA vs the instruction prompt on one task")
-    _model_args(p)
-    p.add_argument("--task", default="sentiment", help="built-in task")
-    p.add_argument("--methods", default="prefix,prefix_mlp,prompt,lora,instruction", help="comma-separated")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--eval-examples", type=int, default=48)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 for a spread")
-    p.add_argument("--num-virtual-tokens", type=int, default=20)
-    p.add_argument("--r", type=int, default=4, help="LoRA rank")
-    p.add_argument("--json", default=None, help="write every run's records here")
-    p.add_argument("--out", default=None, help="folder for results.json and the figures with error bars "
-                   "(HTML, and PNG when Chromium is installed)")
-    p.add_argument("--split", default=None, help="held-out split for the metric (default: validation where the "
-                   "task has one, else test)")
-
-    p = sub.add_parser("experiments", help="Li & Liang's ablations (prefix length, init in low data, MLP vs direct, "
-                       "prefix vs prompt) and the method comparison, over several seeds; writes tables and figures")
-    _model_args(p)
-    p.add_argument("--task", default="topic", help="built-in task")
-    p.add_argument("--studies", default="compare,length,init,mlp", help="comma-separated, from: compare, length "
-                   "(with prompt tuning at equal lengths), init, mlp")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--eval-examples", type=int, default=60)
-    p.add_argument("--split", default="test", help="held-out split for the metric")
-    p.add_argument("--lengths", default="1,2,5,10,20,50,100", help="prefix lengths to sweep")
-    p.add_argument("--prompt-lengths", default="1,5,20,100", help="prompt-tuning lengths (prefix vs prompt)")
-    p.add_argument("--train-sizes", default="16,64", help="training-set sizes for the init study")
-    p.add_argument("--out", default="experiments-out", help="folder for results.json, results.md and the figures; "
-                   "a rerun with the same settings resumes")
-
-    p = sub.add_parser("list", help="the prefixes in the library with their cards")
-    p.add_argument("--library", default=str(DEFAULT_LIBRARY))
-
-    p = sub.add_parser("prepare", help="load the model once (converting the embedded GGUF into the cache); for images")
-    _model_args(p)
-
-    p = sub.add_parser("demo", help="train a sentiment prefix for a few steps; held-out accuracy before and after")
-    _model_args(p)
-    p.add_argument("--steps", type=int, default=10)
-    return ap
+def task_args(data_help: str) -> tuple:
+    """A built-in --task or your --data, and what to read and score it with."""
+    return (arg("--task", help=TASK_HELP), arg("--data", help=data_help),
+            arg("--input-col", default="input", help="input column of --data"),
+            arg("--target-col", default="target", help="target column of --data"),
+            arg("--instruction", help="instruction text (defaults to the task's)"),
+            arg("--metric", choices=METRICS, help="how answers are scored (default: the task's metric)"))
 
 
 def load_base_verbose(args):
@@ -165,7 +87,7 @@ def _task(args):
         return user_task(args.data, args.input_col, args.target_col, args.instruction or
                          "Answer with the target for this input.", args.metric or "exact_match")
     if not args.task and not args.data:
-        raise PlaygroundError("Name a built-in --task (sentiment, topic, fr_en, headline, shout, capitals) or give --data.")
+        raise PlaygroundError(f"Name a built-in --task ({', '.join(BUILTIN)}) or give --data.")
     from .tasks import Task
 
     task = get_task(args.task) if args.task else Task("custom", "Your data", "Answer with the target for this input.",
@@ -173,9 +95,6 @@ def _task(args):
     if args.instruction:
         task = replace(task, instruction=args.instruction)
     if args.metric:
-        from .metrics import METRICS
-        if args.metric not in METRICS:
-            raise PlaygroundError(f"Unknown metric '{args.metric}'. Choose one of: {', '.join(METRICS)}.")
         task = replace(task, metric=args.metric)  # a copy: the built-in task stays as it is
     return task
 
@@ -190,6 +109,20 @@ def _prefix(ref: str, base, library: str):
     return Library(library).load(ref, base)
 
 
+@command("train", "train a prefix and save it into the library", *MODEL_ARGS,
+         *task_args("your JSONL/CSV file instead of a built-in task (split 80/20 into train/test)"),
+         arg("--name", help="library name to save under (default: the task name)"), LIBRARY,
+         arg("--overwrite", action="store_true", help="replace a prefix of the same name"),
+         arg("--num-virtual-tokens", type=int, default=20), arg("--init", default="task", choices=INITS),
+         arg("--init-text", default="", help="text for --init text"),
+         arg("--prefix-projection", action="store_true", help="train through an MLP (dropped at export)"),
+         arg("--encoder-hidden-size", type=int, default=256),
+         arg("--lr", type=float, help="AdamW learning rate (default: the validated rate for --init, or the MLP's "
+             "own with --prefix-projection; see methods.METHODS)"),
+         arg("--steps", type=int, default=20), arg("--batch-size", type=int, default=8),
+         arg("--seed", type=int, default=0), arg("--eval-every", type=int, default=5),
+         arg("--precision", default="auto", choices=PRECISIONS,
+             help="training precision; auto: bf16 autocast where the CPU/GPU is fast at it, else fp32"))
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
@@ -237,6 +170,11 @@ def cmd_train(args) -> int:
     return 0
 
 
+@command("eval", "held-out metric of a prefix (and baselines); JSON on the last line", *MODEL_ARGS,
+         *task_args("any JSONL of {input, target} to score (default: the task's test split)"),
+         arg("--prefix", help="prefix folder or library name (omit for baselines only)"), LIBRARY,
+         arg("--baselines", action="store_true", help="also score the base model and the instruction prompt"),
+         arg("--limit", type=int, help="score only the first N examples"))
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
     from .tasks import read_examples
@@ -257,6 +195,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
+@command("attention", "share of attention on the prefix, per layer", *MODEL_ARGS,
+         arg("--prefix", required=True, help="prefix folder or library name"), LIBRARY, arg("--prompt", required=True),
+         arg("--json", action="store_true", help="print the per-layer and per-head shares as JSON"))
 def cmd_attention(args) -> int:
     from .attention import prefix_attention
 
@@ -275,6 +216,10 @@ def cmd_attention(args) -> int:
     return 0
 
 
+@command("generate", "answer a prompt with one or more prefixes, side by side", *MODEL_ARGS,
+         arg("--prefix", action="append", default=[], help="prefix folder or library name (repeatable)"), LIBRARY,
+         arg("--prompt", required=True), arg("--no-base", action="store_true", help="leave out the base model's own answer"),
+         arg("--max-new-tokens", type=int, default=24))
 def cmd_generate(args) -> int:
     from .generate import side_by_side
 
@@ -294,6 +239,10 @@ def cmd_generate(args) -> int:
     return 0
 
 
+@command("ship", "retrain the shipped task prefixes from scratch (fixed seeds) and rewrite their cards and "
+         "prefixes/README.md", *MODEL_ARGS,
+         arg("--task", action="append", default=[], help="only this task (repeatable; default: every shipped one)"),
+         LIBRARY, arg("--readme", help="README to rewrite the table in (default: LIBRARY/README.md)"))
 def cmd_ship(args) -> int:
     import time
 
@@ -316,6 +265,7 @@ def cmd_ship(args) -> int:
     return 0
 
 
+@command("list", "the prefixes in the library with their cards", LIBRARY)
 def cmd_list(args) -> int:
     from .library import Library
 
@@ -331,6 +281,8 @@ def cmd_list(args) -> int:
     return 0
 
 
+@command("demo", "train a sentiment prefix for a few steps; held-out accuracy before and after", *MODEL_ARGS,
+         arg("--steps", type=int, default=10))
 def cmd_demo(args) -> int:
     from .evaluation import evaluate
     from .prefix import PrefixSettings, create_prefix
@@ -355,12 +307,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+@command("prepare", "load the model once (converting the embedded GGUF into the cache); for images", *MODEL_ARGS)
 def cmd_prepare(args) -> int:
     base = load_base_verbose(args)
     print(f"Ready: {base.describe()}")
     return 0
 
 
+@command("compare", "prefix vs prompt tuning vs LoRA vs the instruction prompt on one task", *MODEL_ARGS,
+         arg("--task", default="sentiment", help=TASK_HELP),
+         arg("--methods", default=",".join(METHODS), help=f"comma-separated, from: {', '.join(METHODS)}"),
+         arg("--steps", type=int, default=20), arg("--batch-size", type=int, default=8),
+         arg("--eval-every", type=int, default=5), arg("--eval-examples", type=int, default=48),
+         arg("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 for a spread"),
+         arg("--num-virtual-tokens", type=int, default=20), arg("--r", type=int, default=4, help="LoRA rank"),
+         arg("--json", help="write every run's records here"),
+         arg("--out", help="folder for results.json and the figures with error bars (HTML, and PNG when Chromium "
+             "is installed)"),
+         arg("--split", help="held-out split for the metric (default: validation where the task has one, else test)"))
 def cmd_compare(args) -> int:
     from .compare import check_methods, compare, summary, to_json
     from .tasks import get_task
@@ -403,6 +367,19 @@ def _numbers(text: str, kind, flag: str) -> tuple:
         raise PlaygroundError(f"{flag} takes numbers separated by commas; got '{text}'.") from None
 
 
+@command("experiments", "Li & Liang's ablations (prefix length, init in low data, MLP vs direct, prefix vs "
+         "prompt) and the method comparison, over several seeds; writes tables and figures", *MODEL_ARGS,
+         arg("--task", default="topic", help=TASK_HELP),
+         arg("--studies", default=",".join(STUDIES), help=f"comma-separated, from: {', '.join(STUDIES)} (length "
+             "also runs prompt tuning at equal lengths)"),
+         arg("--seeds", default="0,1,2"), arg("--steps", type=int, default=30),
+         arg("--eval-examples", type=int, default=60),
+         arg("--split", default="test", help="held-out split for the metric"),
+         arg("--lengths", default="1,2,5,10,20,50,100", help="prefix lengths to sweep"),
+         arg("--prompt-lengths", default="1,5,20,100", help="prompt-tuning lengths (prefix vs prompt)"),
+         arg("--train-sizes", default="16,64", help="training-set sizes for the init study"),
+         arg("--out", default="experiments-out", help="folder for results.json, results.md and the figures; a "
+             "rerun with the same settings resumes"))
 def cmd_experiments(args) -> int:
     from .experiments import ExperimentSettings, figures, markdown_tables, run_all
     from .figures import write_figures
@@ -431,14 +408,21 @@ def cmd_experiments(args) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "experiments": cmd_experiments, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "attention": cmd_attention, "generate": cmd_generate,
-            "list": cmd_list, "demo": cmd_demo, "ship": cmd_ship}
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m playground", description="Prefix Playground engine, from the terminal.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, (help, args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(run=run)
+        for add in args:
+            add(p)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return args.run(args)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
