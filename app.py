@@ -134,6 +134,7 @@ def build_demo(pg):
 
     from ui import attention, compare, learn, library, switch, train
     from playground.memory import trim
+    from playground.report import model_rows
     from ui.common import key, log
     from ui.fairness import cap_waiting
 
@@ -158,7 +159,7 @@ def build_demo(pg):
 
         size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]
         for c in size:
-            c.change(train.on_size(pg.model_rows), size, numbers, queue=False)
+            c.change(train.on_size(lambda s: model_rows(b, s)), size, numbers, queue=False)
         # Prefix pickers follow the library and this session's just-trained prefix.
         att_tab.select(att_refresh, att_in, att_out, queue=False)
         sw_tab.select(sw_refresh, sw_in, sw_out, queue=False)

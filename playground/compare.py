@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from .errors import PlaygroundError
-from .evaluation import evaluate_method
+from .evaluation import evaluate
 from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, default_init,
                       default_learning_rate, exported_bytes)
 from .models import BaseModel
@@ -46,8 +46,7 @@ def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, 
     from .prompts import PromptFormat
 
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    mode = mode or ("instruction" if isinstance(method, InstructionMethod) else "prefix")
-    prompt = [fmt.encode_prompt(text, mode, getattr(method, "instruction", ""))]
+    prompt = [fmt.encode_prompt(text, mode or method.mode, getattr(method, "instruction", ""))]
     times = []
     for _ in range(4):
         t0 = time.perf_counter()
@@ -67,7 +66,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
                        kv_cache_bytes(base, method.extra_positions))
     if isinstance(method, InstructionMethod):
         held_out = task.split(eval_split or held_out_split(task))[: ts.eval_examples]
-        res.metric = evaluate_method(base, task, held_out, method).score
+        res.metric = evaluate(base, task, held_out, method).score
     else:
         for rec in train(base, method, task, ts, cancel=cancel, eval_split=eval_split):
             res.records.append(rec)
@@ -93,24 +92,6 @@ def check_methods(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
-    """The comparison table, measured: method, trainable / stored params, where, inference cost, quality."""
-    n = base.num_parameters
-    rows = []
-    for r in results:
-        merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
-        info = METHODS[r.method]
-        rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
-                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
-                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
-                     f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
-    return rows
-
-
-TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "inference cost", "held-out metric",
-                 "training time"]
-
-
 def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, seeds: list[int],
             num_virtual_tokens: int = 20, r: int = 4, learning_rates: dict | None = None,
             eval_split: str | None = None, say=print) -> dict[str, list[MethodResult]]:
@@ -132,23 +113,6 @@ def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, se
                     say(f"{METHODS[n].name:>34} seed {seed}: metric {100 * item.metric:5.1f}% after "
                         f"{len(item.records)} steps, {item.train_seconds:5.1f} s, {1000 * item.per_token_s:.1f} ms/token")
     return out
-
-
-def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> tuple[list[str], list[list[str]]]:
-    """The table over seeds: the metric as mean (min-max), latencies as the median seed's, the rest from the first seed."""
-    import statistics
-    headers = TABLE_HEADERS + ["seeds"]
-    rows = []
-    for n, runs in results.items():
-        merged = [r.per_token_merged_s for r in runs if r.per_token_merged_s is not None]
-        typical = replace(runs[0], per_token_s=statistics.median(r.per_token_s for r in runs),
-                          per_token_merged_s=statistics.median(merged) if merged else None)
-        row = table_rows([typical], base)[0]
-        ms = [100 * r.metric for r in runs]
-        mean = sum(ms) / len(ms)
-        row[5] = f"{mean:.1f}%" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")
-        rows.append(row + [str(len(runs))])
-    return headers, rows
 
 
 def to_json(results: dict[str, list[MethodResult]]) -> dict:

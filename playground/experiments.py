@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +29,7 @@ from typing import Callable
 
 from .compare import compare, to_json
 from .errors import PlaygroundError
-from .evaluation import evaluate_method
+from .evaluation import evaluate
 from .methods import METHODS, MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
 from .tasks import Task
@@ -158,7 +157,7 @@ def run_one(base: BaseModel, task: Task, spec: RunSpec, s: ExperimentSettings,
     data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
     method = create_method(base, spec.method, task.instruction, spec.seed)
     held_out = task.split(s.eval_split)[: s.eval_examples]
-    start = evaluate_method(base, task, held_out, method).score
+    start = evaluate(base, task, held_out, method).score
     ts = TrainSettings(learning_rate=spec.learning_rate, steps=s.steps, batch_size=s.batch_size, seed=spec.seed,
                        eval_every=0, eval_examples=s.eval_examples, precision=s.precision)
     records = list(train(base, method, data, ts, cancel=cancel, eval_split=s.eval_split))
@@ -257,59 +256,3 @@ def aggregate(runs: list[dict]) -> list[Point]:
                             sum(r["metric_start"] for r in rs) / len(rs),
                             sum(r["final_loss"] for r in rs) / len(rs), sum(r["seconds"] for r in rs) / len(rs)))
     return points
-
-
-X_LABEL = {"length": "virtual tokens", "init": "training examples", "mlp": "learning rate"}
-
-
-def markdown_tables(data: dict) -> str:
-    """The measured tables of every study in ``data`` (what docs/experiments.md quotes)."""
-    s = data["settings"]
-    lines = [f"Task `{s['task']}`, {s['steps']} steps of batch {s['batch_size']}, seeds {list(s['seeds'])}, "
-             f"metric on the first {s['eval_examples']} examples of the {s['eval_split']} split; "
-             "mean over seeds (min–max), and the same before training.", ""]
-    if data.get("compare"):
-        lines += ["### compare", "", "| method | metric | min–max | trainable | stored | file (MB) | ms/token* | "
-                  "ms/token merged* | KV added (MB) | training s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for name, runs in data["compare"].items():
-            ms = [100 * r["metric"] for r in runs]
-            first = runs[0]
-            per_token = statistics.median(r["per_token_s"] for r in runs)  # the median seed: one noisy timing won't lead
-            merged = (f"{1000 * statistics.median(r['per_token_merged_s'] for r in runs):.1f}"
-                      if first.get("per_token_merged_s") else "–")
-            lines.append(f"| {METHODS[name].name} | {sum(ms) / len(ms):.1f}% | {min(ms):.1f}–{max(ms):.1f} | "
-                         f"{first['trainable']:,} | {first['stored']:,} | "
-                         f"{first.get('stored_bytes', 0) / 1e6:.2f} | {1000 * per_token:.1f} | "
-                         f"{merged} | {first['kv_bytes_added'] / 1e6:.2f} | "
-                         f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f} |")
-        lines += ["", "*Median over seeds of the greedy latency per token (16 tokens, one prompt, prefill included).", ""]
-    for study in ("length", "init", "mlp"):
-        pts = [p for p in aggregate(data["runs"]) if p.study == study]
-        if not pts:
-            continue
-        lines += [f"### {study}", "", f"| series | {X_LABEL[study]} | after training | min–max | std | "
-                  "before training | final loss | seeds |", "|---|---|---|---|---|---|---|---|"]
-        for p in pts:
-            lines.append(f"| {p.series} | {p.x:g} | {100 * p.mean:.1f}% | {100 * p.lo:.1f}–{100 * p.hi:.1f} | "
-                         f"{100 * p.std:.1f} | {100 * p.start:.1f}% | {p.final_loss:.3f} | {p.n} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def figures(data: dict) -> dict:
-    """name -> plotly figure, with seed spread as error bars, for every study in ``data``."""
-    from . import figures as F
-
-    metric = data.get("metric_label", "metric")
-    points = aggregate(data["runs"])
-    out = {}
-    if data.get("compare"):
-        out["compare_steps"] = F.seeds_curve_figure(data["compare"], metric, "step")
-        out["compare_time"] = F.seeds_curve_figure(data["compare"], metric, "time")
-    for study, log_x in (("length", True), ("init", False), ("mlp", True)):
-        pts = [p for p in points if p.study == study]
-        if pts:
-            out[study] = F.ablation_figure(pts, metric, X_LABEL[study], log_x, bars=study == "init")
-    if any(r["study"] == "mlp" for r in data["runs"]):
-        out["mlp_curves"] = F.loss_curves_figure([r for r in data["runs"] if r["study"] == "mlp"])
-    return out

@@ -98,7 +98,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
             log(f"  {rec.task}: step {last.step}/{rec.train.steps} loss {last.loss:.3f} ({last.elapsed:.0f} s)")
     val = task.split("validation")
     validation = {"split": "validation", "n": len(val),
-                  "prefix": round(evaluate(base, task, val, "prefix", prefix).score, 4)}
+                  "prefix": round(evaluate(base, task, val, prefix_method(prefix)).score, 4)}
     reports = {s: score_modes(base, task, s, prefix) for s in REPORT_SPLITS if task.splits.get(s)}
     seconds = time.perf_counter() - t0
     card = make_card(
@@ -119,55 +119,3 @@ def meets_bar(card: dict) -> bool:
     """The shipping bar: beat the instruction prompt by 10 points on the test split, or reach 95%."""
     m = card.get("metrics", {})
     return m.get("prefix", 0) >= 0.95 or m.get("prefix", 0) - m.get("instruction", 0) >= 0.10
-
-
-def readme_table(entries: list, total_seconds: float | None = None) -> str:
-    """Markdown for prefixes/README.md from the cards in the library (shipped prefixes only)."""
-
-    def pct(x) -> str:
-        return f"{100 * x:.1f}" if isinstance(x, (int, float)) else "–"
-
-    rows = ["| prefix | metric (test n) | base | instruction | **prefix** | target | bar met | fresh n: instruction → prefix "
-            "| validation | virtual tokens | steps | train examples | train s | wall s | size |",
-            "|---|---|---:|---:|---:|---:|:---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for e in entries:
-        c = e.card
-        if c.get("source") != "shipped":
-            continue
-        m, f, v = c.get("metrics", {}), c.get("fresh") or {}, c.get("validation") or {}
-        size = sum(p.stat().st_size for p in e.path.iterdir() if p.is_file())
-        target = c.get("target")
-        reached = "" if target is None else (" ✓" if m.get("prefix", 0) >= target else " ✗")
-        fresh = f"{f['n']}: {pct(f.get('instruction'))} → {pct(f.get('prefix'))}" if f else "–"
-        rows.append(
-            f"| `{e.name}` | {METRIC_LABELS.get(m.get('metric'), m.get('metric'))} ({m.get('n')}) | {pct(m.get('base'))} "
-            f"| {pct(m.get('instruction'))} | **{pct(m.get('prefix'))}** | "
-            f"{'gain' if target is None else '≥ ' + pct(target)}{reached} | {'yes' if meets_bar(c) else 'no'} | {fresh} "
-            f"| {pct(v.get('prefix'))} | {c.get('num_virtual_tokens')} | {c.get('steps')} | {c.get('train_examples')} "
-            f"| {c.get('train_seconds')} | {c.get('wall_seconds')} | {size / 1e6:.2f} MB |")
-    out = "\n".join(rows) + "\n"
-    if total_seconds is not None:
-        out += f"\nRetraining all of them took **{total_seconds / 60:.1f} minutes** of wall time.\n"
-    return out
-
-
-TABLE_START, TABLE_END = "<!-- shipped-table:start -->", "<!-- shipped-table:end -->"
-
-
-def write_readme(path: Path, library, total_seconds: float | None = None) -> None:
-    """Replace the table between the markers in ``path`` (keeping the prose around it, and the
-    recorded total wall time when this run retrained only some prefixes)."""
-    import re
-
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.is_file() else f"# Shipped prefixes\n\n{TABLE_START}\n{TABLE_END}\n"
-    if TABLE_START not in text or TABLE_END not in text:
-        text += f"\n{TABLE_START}\n{TABLE_END}\n"
-    head, rest = text.split(TABLE_START, 1)
-    old, tail = rest.split(TABLE_END, 1)
-    if total_seconds is None:  # keep the last full run's figure
-        m = re.search(r"\n\nRetraining all of them took .*\n", old)
-        table = readme_table(library.entries()) + (m.group(0)[1:] if m else "")
-    else:
-        table = readme_table(library.entries(), total_seconds)
-    path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}", encoding="utf-8")

@@ -25,11 +25,11 @@ from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import prefix_method
+from .methods import BareMethod, InstructionMethod, prefix_method
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
-from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, parameter_counts
+from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix
 from .prompts import PromptFormat
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
@@ -144,32 +144,12 @@ class Playground:
         library.max_prefixes, library.max_mb = self.limits.library_max_prefixes, self.limits.library_max_mb
         library.max_card_kb = self.limits.max_card_kb
 
-    # ---- Learn -------------------------------------------------------------------------------
-    def model_rows(self, settings: PrefixSettings) -> list[list]:
-        """The loaded model's live numbers, and the prefix's size at these settings."""
-        b = self.base
-        trainable, exported = parameter_counts(b, settings)
-        return [["model", b.name], ["device / dtype", f"{b.device.type} / {str(b.dtype).replace('torch.', '')}"],
-                ["layers", b.num_layers], ["attention heads (query)", b.num_heads], ["kv heads", b.num_kv_heads],
-                ["head dim", b.head_dim], ["parameters (frozen)", f"{b.num_parameters:,}"],
-                ["virtual tokens", settings.num_virtual_tokens],
-                ["trainable parameters", f"{trainable:,} ({100 * trainable / b.num_parameters:.3f}%)"],
-                ["stored at export", f"{exported:,} ({100 * exported / b.num_parameters:.3f}%)"]]
-
-    def parameter_summary(self, settings: PrefixSettings) -> str:
-        trainable, exported = parameter_counts(self.base, settings)
-        pct = lambda n: f"{100 * n / self.base.num_parameters:.3f}%"  # noqa: E731
-        if settings.prefix_projection:
-            return (f"**Trainable while training:** {trainable:,} ({pct(trainable)} of the model, MLP included) · "
-                    f"**stored after export:** {exported:,} ({pct(exported)}): the MLP is dropped.")
-        return f"**Trainable:** {trainable:,} parameters ({pct(trainable)} of the {self.base.num_parameters:,} frozen ones)."
-
     # ---- Tasks and uploads -------------------------------------------------------------------
     @staticmethod
     def file_columns(path: str | Path) -> tuple[list[str], list[dict]]:
         """Column names and the first rows of an uploaded JSONL/CSV, for picking columns."""
-        ds = read_table(path)
-        return list(ds.column_names), [dict(r) for r in ds.select(range(min(8, len(ds))))]
+        rows = read_table(path)
+        return list(rows[0]), rows[:8]
 
     def load_upload(self, key: str, path: str | Path, input_col: str, target_col: str, instruction: str,
                     metric: str) -> Task:
@@ -278,7 +258,8 @@ class Playground:
             if key not in self._baselines:
                 with self.budget.reserve(eval_bytes(self.base, task, examples, 0), "Scoring the base model on the "
                                          "held-out examples", "Use a task with shorter inputs."):
-                    self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
+                    self._baselines[key] = {m.mode: evaluate(self.base, task, examples, m)
+                                            for m in (BareMethod(), InstructionMethod(task.instruction))}
             return self._baselines[key]
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
@@ -294,7 +275,7 @@ class Playground:
         else:  # stopped between evaluations: score the prefix as it is now
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
-                r = evaluate(self.base, task, examples, "prefix", run.prefix)
+                r = evaluate(self.base, task, examples, prefix_method(run.prefix))
             preds, score = r.predictions, r.score
             if last is not None:
                 last.metric, last.predictions = score, preds
@@ -443,18 +424,6 @@ class Playground:
         """A prefix's card; {} when it has none, or one too large or broken to read."""
         e = self.library.find(name)
         return self.library.card(e) if e else {}
-
-    def library_rows(self, owner: str | None = None) -> list[list]:
-        """The Library table; the owner column says "shipped", or "yours" for ``owner``'s own saves."""
-        rows = []
-        for e in self.library.entries():
-            c, m = e.card, e.card.get("metrics") if isinstance(e.card.get("metrics"), dict) else {}
-            pct = lambda k: f"{100 * m[k]:.1f}%" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
-            who = "shipped" if e.shipped else "yours" if self.library.owned_by(e, owner) else ""
-            rows.append([e.name, str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(m.get("metric", "–")),
-                         pct("prefix"), pct("instruction"), pct("base"), str(c.get("base_model", "?")),
-                         who, str(c.get("saved_at", ""))[:19]])
-        return rows
 
     def inspect(self, name: str) -> dict:
         e = self.library.find(name)

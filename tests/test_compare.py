@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from playground.compare import MethodResult, check_methods, compare, run_method, summary, to_json
+from playground.compare import MethodResult, check_methods, compare, run_method, to_json
 from playground.overhead import kv_cache_bytes
+from playground.report import summary
 from playground.errors import PlaygroundError
 from playground.methods import MethodSettings
 from playground.tasks import get_task
@@ -41,8 +42,8 @@ def test_seeds_give_a_spread_in_the_table_and_json_round_trips(tiny_llama):
     res = compare(tiny_llama, task, ["prompt", "instruction"], ts, seeds=[0, 1], num_virtual_tokens=2,
                   say=lambda *_: None)
     assert [len(v) for v in res.values()] == [2, 2]
-    headers, rows = summary(res, tiny_llama)
-    assert headers[-1] == "seeds" and [r[-1] for r in rows] == ["2", "2"]
+    table = summary(res, tiny_llama).splitlines()
+    assert table[0].endswith("| seeds |") and [r.split(" | ")[-1] for r in table[2:]] == ["2 |", "2 |"]
     data = json.loads(json.dumps(to_json(res)))
     assert data["prompt"][0]["records"][0]["step"] == 1
 

@@ -10,10 +10,10 @@ import pytest
 
 from playground.lab import CompareLab
 from playground.errors import PlaygroundError
-from playground.experiments import (UNRELATED_TEXT, ExperimentSettings, Point, aggregate, figures,
-                                    markdown_tables, plan, run_all, subsample)
+from playground.experiments import UNRELATED_TEXT, ExperimentSettings, Point, aggregate, plan, run_all, subsample
 from playground.figures import ablation_figure, seeds_curve_figure, write_figures
 from playground.methods import METHODS
+from playground.report import experiment_figures, markdown_tables
 from playground.tasks import get_task
 
 from .conftest import ROOT
@@ -78,10 +78,18 @@ def test_a_run_writes_results_after_each_run_and_a_rerun_resumes(tiny_llama, tmp
     assert len(points) == 6 and all(p.n == 2 and p.lo <= p.mean <= p.hi for p in points)
     md = markdown_tables(again)
     assert "### length" in md and "### init" in md and "| unrelated words | 4 |" in md
-    figs = figures(again)
+    figs = experiment_figures(again)
     assert set(figs) == {"length", "init"}
     written = write_figures(figs, tmp_path / "figs", png=False)
     assert {p.name for p in written} == {"length.html", "init.html"} and (tmp_path / "figs" / "plotly.min.js").exists()
+
+
+def test_the_stored_results_render_to_the_published_tables_and_charts():
+    """docs/experiments/results.md is what `python -m playground experiments` rendered from results.json."""
+    folder = ROOT / "docs" / "experiments"
+    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert markdown_tables(data) + "\n" == (folder / "results.md").read_text(encoding="utf-8")
+    assert set(experiment_figures(data)) == {p.stem for p in folder.glob("*.png")}
 
 
 def test_error_bars_span_the_worst_to_the_best_seed():

@@ -28,10 +28,11 @@ from playground.attention import PrefixAttention
 from playground.errors import PlaygroundError
 from playground.figures import head_figure, layer_figure, loss_figure, metric_figure, query_token_figure, \
     virtual_token_figure
-from playground.generate import generate_texts
 from playground.library import Library
+from playground.methods import answer, prefix_method
 from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_prefix
 from playground.prefix import PrefixSettings, create_prefix, parameter_counts
+from playground.report import library_rows, model_rows, parameter_summary
 from playground.service import JUST_TRAINED, NO_PREFIX, Limits, Playground
 from playground.sessions import SessionStore, TrainingRun
 from playground.tasks import Task, get_task, read_table
@@ -569,8 +570,8 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     assert c["prefixes"][2] is pg.get_prefix("k", "p")  # the library cache's object
     assert [o.text for o in res.outputs] == c["out"]
     # ... and each answer equals that prefix run alone.
-    assert res.outputs[2].text == generate_texts(pg.base, [text.strip()], "prefix", prefix=pg.get_prefix("k", "p"),
-                                                 max_new_tokens=n)[0]
+    assert res.outputs[2].text == answer(pg.base, prefix_method(pg.get_prefix("k", "p")), [text.strip()],
+                                         max_new_tokens=n)[0]
 
 
 def test_switch_refusals(pg):
@@ -673,7 +674,7 @@ def test_rename_delete_and_read_only_protection(pg, tiny_llama, tmp_path):
     assert ro.library.names() == ["shipped"]
     with pytest.raises(PlaygroundError, match="No prefix named"):
         ro.delete("ghost")
-    rows = ro.library_rows()
+    rows = library_rows(ro.library)
     assert rows[0][0] == "shipped" and rows[0][8] == "shipped"
     assert run.state == "finished"
     # --read-only-library: the class folder is read-only too
@@ -691,7 +692,7 @@ def test_library_rows_and_inspect(pg):
     pg.compare_rows(run)
     pg.save_trained("k", "mine")
     save_random(pg, "plain", n=3)
-    rows = {r[0]: r for r in pg.library_rows()}
+    rows = {r[0]: r for r in library_rows(pg.library)}
     assert set(rows) == {"mine", "plain"}
     m = pg.library_card("mine")["metrics"]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
@@ -717,14 +718,14 @@ def test_model_rows_and_parameter_summary(pg):
     b = pg.base
     for s in (ps(5, "random"), ps(5, "random", prefix_projection=True, encoder_hidden_size=16)):
         trainable, exported = parameter_counts(b, s)
-        rows = dict((r[0], r[1]) for r in pg.model_rows(s))
+        rows = dict((r[0], r[1]) for r in model_rows(pg.base, s))
         assert rows["model"] == b.name and rows["layers"] == b.num_layers and rows["kv heads"] == b.num_kv_heads
         assert rows["attention heads (query)"] == b.num_heads and rows["head dim"] == b.head_dim
         assert rows["parameters (frozen)"] == f"{b.num_parameters:,}" and rows["virtual tokens"] == 5
         assert rows["trainable parameters"].startswith(f"{trainable:,} (")
         assert rows["stored at export"].startswith(f"{exported:,} (")
         assert rows["device / dtype"] == "cpu / float32"
-        text = pg.parameter_summary(s)
+        text = parameter_summary(pg.base, s)
         assert f"{trainable:,}" in text
         if s.prefix_projection:
             assert f"{exported:,}" in text and "MLP" in text and trainable > exported

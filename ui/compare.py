@@ -4,11 +4,11 @@ from dataclasses import asdict
 
 import gradio as gr
 
-from playground.compare import TABLE_HEADERS, MethodResult, table_rows
-from playground.experiments import X_LABEL, aggregate
-from playground.figures import ablation_figure, compare_figure, loss_curves_figure
+from playground.compare import MethodResult
+from playground.figures import compare_figure, loss_curves_figure
 from playground.methods import METHODS
 from playground.metrics import METRIC_LABELS
+from playground.report import ABLATION_HEADERS, TABLE_HEADERS, X_LABEL, ablation_rows, study_figure, table_rows
 from playground.service import Playground
 from playground.tasks import BUILTIN, get_task
 
@@ -78,7 +78,6 @@ def build(pg: Playground) -> None:
 
 STUDIES = {"Prefix length, and prompt tuning at the same length": "length", "Init in low data": "init",
            "MLP vs direct optimization": "mlp"}
-ABLATION_HEADERS = ["series", "swept value", "after training (mean)", "worst–best seed", "before training", "seeds"]
 
 
 def ablation_status(done: int, total: int, last: str = "", state: str = "running") -> str:
@@ -114,15 +113,11 @@ def build_ablations(pg: Playground, on_stop) -> None:
         yield ablation_status(0, 0, "starting"), None, gr.update(visible=study_name == "mlp", value=None), None
         for done, total, run in pg.lab.ablate(key(request), t, study_name, int(n_steps), int(n_seeds)):
             runs.append(asdict(run))
-            points = aggregate(runs)
-            rows = [[p.series, f"{p.x:g}", f"{100 * p.mean:.1f}%", f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%",
-                     f"{100 * p.start:.1f}%", p.n] for p in points]
-            fig = ablation_figure(points, label, X_LABEL[study_name], log_x=study_name != "init",
-                                  bars=study_name == "init")
+            fig = study_figure(runs, study_name, label)
             curves = loss_curves_figure(runs) if study_name == "mlp" else None
             last = f"{run.series}, {X_LABEL[study_name]} {run.x:g}, seed {run.seed}: {100 * run.metric:.1f}%"
             yield (ablation_status(done, total, last, "finished" if done == total else "running"), fig,
-                   gr.update(visible=study_name == "mlp", value=curves), rows)
+                   gr.update(visible=study_name == "mlp", value=curves), ablation_rows(runs))
 
     a_run.click(on_ablate, [a_task, study, a_steps, seeds], [a_status, a_plot, a_curves, a_table],
                 concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")

@@ -5,6 +5,7 @@ import gradio as gr
 from playground.figures import overhead_figure
 from playground.overhead import fit_overhead
 from playground.prefix import PrefixSettings
+from playground.report import model_rows
 from playground.service import Playground
 
 from .common import asset, asset_sections, friendly
@@ -18,7 +19,7 @@ def build(pg: Playground) -> gr.Dataframe:
             gr.Markdown(before, elem_id="learn-text")
         with gr.Column(scale=2):
             gr.Markdown("### The loaded model, live\nThe prefix rows follow the settings on the Train tab.")
-            numbers = gr.Dataframe(pg.model_rows(PrefixSettings()), headers=["", "value"], interactive=False,
+            numbers = gr.Dataframe(model_rows(pg.base, PrefixSettings()), headers=["", "value"], interactive=False,
                                    elem_id="learn-numbers")
     gr.HTML(asset("prefix_diagram.svg"), elem_id="learn-diagram")
     gr.Markdown(after)

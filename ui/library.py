@@ -3,6 +3,7 @@
 
 import gradio as gr
 
+from playground.report import library_rows
 from playground.service import Playground
 
 from .common import asset, esc, friendly, owner
@@ -13,7 +14,7 @@ HEADERS = ["name", "task", "virtual tokens", "metric", "prefix", "instruction", 
 
 def build(pg: Playground):
     gr.Markdown(asset("library.md"))
-    table = gr.Dataframe(pg.library_rows() or None, headers=HEADERS, interactive=False, wrap=True,
+    table = gr.Dataframe(library_rows(pg.library) or None, headers=HEADERS, interactive=False, wrap=True,
                          label="Prefixes (held-out metric of the prefix, the instruction prompt and the base model)",
                          elem_id="lib-table")
     with gr.Row():
@@ -38,7 +39,7 @@ def build(pg: Playground):
     def listing(selected, request: gr.Request):
         names = pg.library.names()
         value = selected if selected in names else (names[0] if names else None)
-        return pg.library_rows(owner(request)) or None, gr.update(choices=names, value=value)
+        return library_rows(pg.library, owner(request)) or None, gr.update(choices=names, value=value)
 
     @friendly
     def on_pick(name):

@@ -10,6 +10,7 @@ from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
 from playground.prefix import PrefixSettings
+from playground.report import parameter_summary
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
@@ -125,7 +126,7 @@ def build(pg: Playground) -> TrainTab:
                                      info=f"auto = {'bf16 autocast' if amp is not None else 'fp32'} on this machine "
                                           "(bf16 where the CPU/GPU multiplies it in hardware); the prefix itself "
                                           "always stays fp32")
-            params = gr.Markdown(pg.parameter_summary(PrefixSettings()), elem_id="param-summary")
+            params = gr.Markdown(parameter_summary(pg.base, PrefixSettings()), elem_id="param-summary")
             with gr.Row():
                 train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -197,7 +198,7 @@ def build(pg: Playground) -> TrainTab:
     mlp.change(on_mlp, [mlp, init], [hidden, init, lr])
 
     for c in (n_tokens, mlp, hidden):
-        c.change(on_size(pg.parameter_summary), [n_tokens, mlp, hidden], params)
+        c.change(on_size(lambda s: parameter_summary(pg.base, s)), [n_tokens, mlp, hidden], params)
 
     @friendly
     def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec,

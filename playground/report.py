@@ -1,0 +1,210 @@
+"""Results made readable: the tables, Markdown and figure sets that the UI, the CLI and the docs show.
+
+Pure functions from what the engine measured (``compare.MethodResult``, the experiments'
+results.json, library cards, the loaded model) to table rows, Markdown and plotly figures.
+The engine modules compute; this module only formats.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from .compare import MethodResult
+from .experiments import aggregate
+from .figures import ablation_figure, loss_curves_figure, seeds_curve_figure
+from .library import Library
+from .methods import METHODS
+from .metrics import METRIC_LABELS
+from .models import BaseModel
+from .prefix import PrefixSettings, parameter_counts
+from .recipes import meets_bar
+
+# ---- the Learn and Train tabs: the loaded model and a prefix's size --------------------------
+def model_rows(base: BaseModel, settings: PrefixSettings) -> list[list]:
+    """The loaded model's live numbers, and the prefix's size at these settings."""
+    trainable, exported = parameter_counts(base, settings)
+    return [["model", base.name], ["device / dtype", f"{base.device.type} / {str(base.dtype).replace('torch.', '')}"],
+            ["layers", base.num_layers], ["attention heads (query)", base.num_heads], ["kv heads", base.num_kv_heads],
+            ["head dim", base.head_dim], ["parameters (frozen)", f"{base.num_parameters:,}"],
+            ["virtual tokens", settings.num_virtual_tokens],
+            ["trainable parameters", f"{trainable:,} ({100 * trainable / base.num_parameters:.3f}%)"],
+            ["stored at export", f"{exported:,} ({100 * exported / base.num_parameters:.3f}%)"]]
+
+
+def parameter_summary(base: BaseModel, settings: PrefixSettings) -> str:
+    trainable, exported = parameter_counts(base, settings)
+    pct = lambda n: f"{100 * n / base.num_parameters:.3f}%"  # noqa: E731
+    if settings.prefix_projection:
+        return (f"**Trainable while training:** {trainable:,} ({pct(trainable)} of the model, MLP included) · "
+                f"**stored after export:** {exported:,} ({pct(exported)}): the MLP is dropped.")
+    return f"**Trainable:** {trainable:,} parameters ({pct(trainable)} of the {base.num_parameters:,} frozen ones)."
+
+
+# ---- the Library tab ---------------------------------------------------------------------------
+def library_rows(library: Library, owner: str | None = None) -> list[list]:
+    """The Library table; the owner column says "shipped", or "yours" for ``owner``'s own saves."""
+    rows = []
+    for e in library.entries():
+        c, m = e.card, e.card.get("metrics") if isinstance(e.card.get("metrics"), dict) else {}
+        pct = lambda k: f"{100 * m[k]:.1f}%" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
+        who = "shipped" if e.shipped else "yours" if library.owned_by(e, owner) else ""
+        rows.append([e.name, str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(m.get("metric", "–")),
+                     pct("prefix"), pct("instruction"), pct("base"), str(c.get("base_model", "?")),
+                     who, str(c.get("saved_at", ""))[:19]])
+    return rows
+
+
+# ---- the Compare tab and ``python -m playground compare`` --------------------------------------
+TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "inference cost", "held-out metric",
+                 "training time"]
+
+
+def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
+    """The comparison table, measured: method, trainable / stored params, where, inference cost, quality."""
+    n = base.num_parameters
+    rows = []
+    for r in results:
+        merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
+        info = METHODS[r.method]
+        rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
+                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
+                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
+                     f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
+    return rows
+
+
+def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> str:
+    """The table over seeds, in Markdown: the metric as mean (min-max), latencies as the median seed's, the rest
+    from the first seed."""
+    headers = TABLE_HEADERS + ["seeds"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for n, runs in results.items():
+        merged = [r.per_token_merged_s for r in runs if r.per_token_merged_s is not None]
+        typical = replace(runs[0], per_token_s=statistics.median(r.per_token_s for r in runs),
+                          per_token_merged_s=statistics.median(merged) if merged else None)
+        row = table_rows([typical], base)[0]
+        ms = [100 * r.metric for r in runs]
+        mean = sum(ms) / len(ms)
+        row[5] = f"{mean:.1f}%" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")
+        lines.append("| " + " | ".join(row + [str(len(runs))]) + " |")
+    return "\n".join(lines)
+
+
+# ---- the ablations: the Compare tab's panel and ``python -m playground experiments`` -----------
+X_LABEL = {"length": "virtual tokens", "init": "training examples", "mlp": "learning rate"}
+ABLATION_HEADERS = ["series", "swept value", "after training (mean)", "worst–best seed", "before training", "seeds"]
+
+
+def ablation_rows(runs: list[dict]) -> list[list]:
+    """One row per cell over its seeds, for the Compare tab's ablation table."""
+    return [[p.series, f"{p.x:g}", f"{100 * p.mean:.1f}%", f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%",
+             f"{100 * p.start:.1f}%", p.n] for p in aggregate(runs)]
+
+
+def study_figure(runs: list[dict], study: str, metric_label: str):
+    """One study's metric after training against its swept value, the seeds' spread as error bars."""
+    points = [p for p in aggregate(runs) if p.study == study]
+    return ablation_figure(points, metric_label, X_LABEL[study], study != "init", bars=study == "init")
+
+
+def markdown_tables(data: dict) -> str:
+    """The measured tables of every study in ``data`` (what docs/experiments.md quotes)."""
+    s = data["settings"]
+    lines = [f"Task `{s['task']}`, {s['steps']} steps of batch {s['batch_size']}, seeds {list(s['seeds'])}, "
+             f"metric on the first {s['eval_examples']} examples of the {s['eval_split']} split; "
+             "mean over seeds (min–max), and the same before training.", ""]
+    if data.get("compare"):
+        lines += ["### compare", "", "| method | metric | min–max | trainable | stored | file (MB) | ms/token* | "
+                  "ms/token merged* | KV added (MB) | training s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, runs in data["compare"].items():
+            ms = [100 * r["metric"] for r in runs]
+            first = runs[0]
+            per_token = statistics.median(r["per_token_s"] for r in runs)  # the median seed: one noisy timing won't lead
+            merged = (f"{1000 * statistics.median(r['per_token_merged_s'] for r in runs):.1f}"
+                      if first.get("per_token_merged_s") else "–")
+            lines.append(f"| {METHODS[name].name} | {sum(ms) / len(ms):.1f}% | {min(ms):.1f}–{max(ms):.1f} | "
+                         f"{first['trainable']:,} | {first['stored']:,} | "
+                         f"{first.get('stored_bytes', 0) / 1e6:.2f} | {1000 * per_token:.1f} | "
+                         f"{merged} | {first['kv_bytes_added'] / 1e6:.2f} | "
+                         f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f} |")
+        lines += ["", "*Median over seeds of the greedy latency per token (16 tokens, one prompt, prefill included).", ""]
+    for study in ("length", "init", "mlp"):
+        pts = [p for p in aggregate(data["runs"]) if p.study == study]
+        if not pts:
+            continue
+        lines += [f"### {study}", "", f"| series | {X_LABEL[study]} | after training | min–max | std | "
+                  "before training | final loss | seeds |", "|---|---|---|---|---|---|---|---|"]
+        for p in pts:
+            lines.append(f"| {p.series} | {p.x:g} | {100 * p.mean:.1f}% | {100 * p.lo:.1f}–{100 * p.hi:.1f} | "
+                         f"{100 * p.std:.1f} | {100 * p.start:.1f}% | {p.final_loss:.3f} | {p.n} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def experiment_figures(data: dict) -> dict:
+    """name -> plotly figure, with seed spread as error bars, for every study in ``data``."""
+    metric = data.get("metric_label", "metric")
+    out = {}
+    if data.get("compare"):
+        out["compare_steps"] = seeds_curve_figure(data["compare"], metric, "step")
+        out["compare_time"] = seeds_curve_figure(data["compare"], metric, "time")
+    for study in ("length", "init", "mlp"):
+        if any(r["study"] == study for r in data["runs"]):
+            out[study] = study_figure(data["runs"], study, metric)
+    if any(r["study"] == "mlp" for r in data["runs"]):
+        out["mlp_curves"] = loss_curves_figure([r for r in data["runs"] if r["study"] == "mlp"])
+    return out
+
+
+# ---- prefixes/README.md: the shipped prefixes' table -----------------------------------------
+TABLE_START, TABLE_END = "<!-- shipped-table:start -->", "<!-- shipped-table:end -->"
+
+
+def readme_table(entries: list, total_seconds: float | None = None) -> str:
+    """Markdown for prefixes/README.md from the cards in the library (shipped prefixes only)."""
+
+    def pct(x) -> str:
+        return f"{100 * x:.1f}" if isinstance(x, (int, float)) else "–"
+
+    rows = ["| prefix | metric (test n) | base | instruction | **prefix** | target | bar met | fresh n: instruction → prefix "
+            "| validation | virtual tokens | steps | train examples | train s | wall s | size |",
+            "|---|---|---:|---:|---:|---:|:---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in entries:
+        c = e.card
+        if c.get("source") != "shipped":
+            continue
+        m, f, v = c.get("metrics", {}), c.get("fresh") or {}, c.get("validation") or {}
+        size = sum(p.stat().st_size for p in e.path.iterdir() if p.is_file())
+        target = c.get("target")
+        reached = "" if target is None else (" ✓" if m.get("prefix", 0) >= target else " ✗")
+        fresh = f"{f['n']}: {pct(f.get('instruction'))} → {pct(f.get('prefix'))}" if f else "–"
+        rows.append(
+            f"| `{e.name}` | {METRIC_LABELS.get(m.get('metric'), m.get('metric'))} ({m.get('n')}) | {pct(m.get('base'))} "
+            f"| {pct(m.get('instruction'))} | **{pct(m.get('prefix'))}** | "
+            f"{'gain' if target is None else '≥ ' + pct(target)}{reached} | {'yes' if meets_bar(c) else 'no'} | {fresh} "
+            f"| {pct(v.get('prefix'))} | {c.get('num_virtual_tokens')} | {c.get('steps')} | {c.get('train_examples')} "
+            f"| {c.get('train_seconds')} | {c.get('wall_seconds')} | {size / 1e6:.2f} MB |")
+    out = "\n".join(rows) + "\n"
+    if total_seconds is not None:
+        out += f"\nRetraining all of them took **{total_seconds / 60:.1f} minutes** of wall time.\n"
+    return out
+
+
+def write_readme(path: Path, library: Library, total_seconds: float | None = None) -> None:
+    """Replace the table between the markers in ``path`` (keeping the prose around it, and the
+    recorded total wall time when this run retrained only some prefixes)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else f"# Shipped prefixes\n\n{TABLE_START}\n{TABLE_END}\n"
+    if TABLE_START not in text or TABLE_END not in text:
+        text += f"\n{TABLE_START}\n{TABLE_END}\n"
+    head, rest = text.split(TABLE_START, 1)
+    old, tail = rest.split(TABLE_END, 1)
+    if total_seconds is None:  # keep the last full run's figure
+        m = re.search(r"\n\nRetraining all of them took .*\n", old)
+        table = readme_table(library.entries()) + (m.group(0)[1:] if m else "")
+    else:
+        table = readme_table(library.entries(), total_seconds)
+    path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}", encoding="utf-8")
