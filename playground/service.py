@@ -25,7 +25,7 @@ from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import BareMethod, InstructionMethod, prefix_method
+from .methods import prefix_method
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -148,8 +148,8 @@ class Playground:
     @staticmethod
     def file_columns(path: str | Path) -> tuple[list[str], list[dict]]:
         """Column names and the first rows of an uploaded JSONL/CSV, for picking columns."""
-        rows = read_table(path)
-        return list(rows[0]), rows[:8]
+        ds = read_table(path)
+        return list(ds.column_names), [dict(r) for r in ds.select(range(min(8, len(ds))))]
 
     def load_upload(self, key: str, path: str | Path, input_col: str, target_col: str, instruction: str,
                     metric: str) -> Task:
@@ -258,8 +258,7 @@ class Playground:
             if key not in self._baselines:
                 with self.budget.reserve(eval_bytes(self.base, task, examples, 0), "Scoring the base model on the "
                                          "held-out examples", "Use a task with shorter inputs."):
-                    self._baselines[key] = {m.mode: evaluate(self.base, task, examples, m)
-                                            for m in (BareMethod(), InstructionMethod(task.instruction))}
+                    self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
             return self._baselines[key]
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
@@ -275,7 +274,7 @@ class Playground:
         else:  # stopped between evaluations: score the prefix as it is now
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
-                r = evaluate(self.base, task, examples, prefix_method(run.prefix))
+                r = evaluate(self.base, task, examples, "prefix", run.prefix)
             preds, score = r.predictions, r.score
             if last is not None:
                 last.metric, last.predictions = score, preds
