@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     import torch
 
-    from playground.generate import generate_texts
+    from playground.methods import BareMethod, answer
     from playground.metrics import normalize
     from playground.models import load_model
     from playground.tasks import get_task
@@ -29,8 +29,7 @@ def main() -> None:
     task = get_task("capitals")
     for split in ("validation", "test"):
         ex = task.split(split)
-        answers = generate_texts(base, [f"What is the capital of {e.input}?" for e in ex], mode="base",
-                                 max_new_tokens=16)
+        answers = answer(base, BareMethod(), [f"What is the capital of {e.input}?" for e in ex], max_new_tokens=16)
         known = [normalize(e.target) in normalize(a) for e, a in zip(ex, answers)]
         print(f"{split}: the model names the right capital in {sum(known)}/{len(ex)} answers "
               f"({100 * sum(known) / len(ex):.1f}%)")

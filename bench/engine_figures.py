@@ -37,12 +37,13 @@ def time_to_target(base, init: str, lr: float, cap: int, target: float = 0.9):
     task = get_task("sentiment")
     test = task.split("test")
     prefix = create_prefix(base, PrefixSettings(init=init), task.instruction, seed=0)
-    acc0 = evaluate(base, task, test, "prefix", prefix).score
+    method = prefix_method(prefix)
+    acc0 = evaluate(base, task, test, method).score
     curve = [(0, 0.0, acc0)]
     if acc0 >= target:
         return 0, 0.0, acc0, curve
-    for rec in train(base, prefix_method(prefix), task, TrainSettings(learning_rate=lr, steps=cap, eval_every=0)):
-        acc = evaluate(base, task, test, "prefix", prefix).score
+    for rec in train(base, method, task, TrainSettings(learning_rate=lr, steps=cap, eval_every=0)):
+        acc = evaluate(base, task, test, method).score
         curve.append((rec.step, rec.elapsed, acc))
         print(f"  {init:6s} step {rec.step:3d} loss {rec.loss:.3f} train {rec.elapsed:6.1f} s test acc {acc:.3f}", flush=True)
         if acc >= target:

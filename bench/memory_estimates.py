@@ -43,7 +43,7 @@ def one(kind: str, args: tuple) -> dict:
 
     from playground import budget
     from playground.attention import prefix_attention
-    from playground.generate import greedy
+    from playground.generate import greedy_mixed
     from playground.losses import target_loss
     from playground.memory import limit_arenas, trim
     from playground.models import load_model
@@ -93,7 +93,7 @@ def one(kind: str, args: tuple) -> dict:
         estimate = budget.generate_bytes(base, B, T, P, new)
 
         def run(B=B, T=T, new=new):
-            greedy(base, [[100 + (i + j) % 900 for j in range(T)] for i in range(B)], prefix, new)
+            greedy_mixed(base, [[100 + (i + j) % 900 for j in range(T)] for i in range(B)], [prefix] * B, new)
         warm = lambda: run(2, 8, 2)  # noqa: E731
     warm()
     trim()

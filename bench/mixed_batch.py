@@ -3,7 +3,7 @@
 PEFT cannot put rows with different prefixes in one batch (its mixed-adapter batches are LoRA
 only, and ``set_adapter`` is global), so the anchor is what a PEFT user writes: a ``PeftModel``
 holding the N prefixes as adapters, then ``set_adapter(name)`` and ``generate`` per prefix.
-For context it also times N calls of our own single-prefix ``greedy``.
+For context it also times N single-row calls of our own ``greedy_mixed``, one prefix each.
 
 The embedded SmolLM2-135M-Instruct on the CPU with 2 threads, the shipped prefixes in
 ``prefixes/`` (cycled, each slot loaded as its own copy, for N above 6), greedy, exactly
@@ -51,7 +51,7 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
-    from playground.generate import greedy, greedy_mixed
+    from playground.generate import greedy_mixed
     from playground.models import load_model
     from playground.peft_folder import CONFIG_FILE, load_prefix
     from playground.prompts import PromptFormat
@@ -85,7 +85,7 @@ def main() -> None:
         return rows
 
     def greedy_sequential(n):
-        return [greedy(base, [prompt], p, T)[0] for p in prefixes[:n]]
+        return [greedy_mixed(base, [prompt], [p], T)[0] for p in prefixes[:n]]
 
     paths = {"mixed": mixed, "peft_sequential": peft_sequential, "greedy_sequential": greedy_sequential}
     results = []

@@ -30,15 +30,15 @@ def ours(base, task, test, evaluate, cap: int):
     settings = TrainSettings()
     settings.steps, settings.eval_every = cap, 0  # we score every step ourselves, off the clock
     clock = Clock()
-    prefix = create_prefix(base, PrefixSettings(), task.instruction, seed=settings.seed)
+    method = prefix_method(create_prefix(base, PrefixSettings(), task.instruction, seed=settings.seed))
     with clock.pause():
-        curve = [(0, 0.0, evaluate(base, task, test, "prefix", prefix).score)]
+        curve = [(0, 0.0, evaluate(base, task, test, method).score)]
     if curve[-1][2] >= TARGET:
         return curve, 0
-    for rec in train(base, prefix_method(prefix), task, settings):
+    for rec in train(base, method, task, settings):
         t = clock.elapsed()
         with clock.pause():
-            acc = evaluate(base, task, test, "prefix", prefix).score
+            acc = evaluate(base, task, test, method).score
             curve.append((rec.step, t, acc))
             print(f"  ours   step {rec.step:3d} loss {rec.loss:7.3f} {curve[-1][1]:6.2f} s  acc {acc:.3f}", flush=True)
         if acc >= TARGET:
@@ -49,6 +49,8 @@ def ours(base, task, test, evaluate, cap: int):
 def anchor(base, task, test, evaluate, cap: int):
     from transformers import TrainerCallback
 
+    from playground.methods import prefix_method
+
     clock = Clock()
     curve = []
 
@@ -57,7 +59,7 @@ def anchor(base, task, test, evaluate, cap: int):
             t = clock.elapsed()
             with clock.pause():
                 base.model.eval()
-                acc = evaluate(base, task, test, "prefix", peft_as_prefix(trainer_model)).score
+                acc = evaluate(base, task, test, prefix_method(peft_as_prefix(trainer_model))).score
                 base.model.train()  # as the Trainer left it
                 curve.append((state.global_step, t, acc))
                 print(f"  anchor step {state.global_step:3d} {curve[-1][1]:6.2f} s  acc {acc:.3f}", flush=True)
@@ -66,7 +68,7 @@ def anchor(base, task, test, evaluate, cap: int):
 
     trainer, trainer_model = peft_trainer(base, task, steps=cap, callbacks=[Score()])
     with clock.pause():
-        curve.append((0, 0.0, evaluate(base, task, test, "prefix", peft_as_prefix(trainer_model)).score))
+        curve.append((0, 0.0, evaluate(base, task, test, prefix_method(peft_as_prefix(trainer_model))).score))
     trainer.train()
     base.model.eval()
     reached = next((s for s, _, a in curve if a >= TARGET), None)

@@ -177,6 +177,7 @@ def cmd_train(args) -> int:
          arg("--limit", type=int, help="score only the first N examples"))
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
+    from .methods import BareMethod, InstructionMethod, prefix_method
     from .tasks import read_examples
 
     task = _task(args)
@@ -185,11 +186,11 @@ def cmd_eval(args) -> int:
     base = load_base_verbose(args)
     out = {"metric": task.metric, "n": len(examples)}
     if args.baselines or not args.prefix:
-        for mode in ("base", "instruction"):
-            out[mode] = round(evaluate(base, task, examples, mode).score, 4)
+        for m in (BareMethod(), InstructionMethod(task.instruction)):
+            out[m.mode] = round(evaluate(base, task, examples, m).score, 4)
     if args.prefix:
         prefix = _prefix(args.prefix, base, args.library)
-        out["prefix"] = round(evaluate(base, task, examples, "prefix", prefix).score, 4)
+        out["prefix"] = round(evaluate(base, task, examples, prefix_method(prefix)).score, 4)
         out["score"] = out["prefix"]
     print(json.dumps(out))
     return 0
@@ -221,7 +222,7 @@ def cmd_attention(args) -> int:
          arg("--prompt", required=True), arg("--no-base", action="store_true", help="leave out the base model's own answer"),
          arg("--max-new-tokens", type=int, default=24))
 def cmd_generate(args) -> int:
-    from .generate import side_by_side
+    from .generate import generate_texts_mixed
 
     base = load_base_verbose(args)
     prefixes = {} if args.no_base else {"(no prefix)": None}
@@ -231,11 +232,12 @@ def cmd_generate(args) -> int:
         raise PlaygroundError("Nothing to run: give --prefix, or drop --no-base.")
     if not args.prompt.strip():
         raise PlaygroundError("The prompt is empty.")
-    res = side_by_side(base, args.prompt, prefixes, args.max_new_tokens)
-    for name, text in res.outputs.items():
+    t0 = time.perf_counter()  # one row per prefix in one mixed batch
+    texts = generate_texts_mixed(base, [args.prompt] * len(prefixes), list(prefixes.values()), args.max_new_tokens)
+    secs = time.perf_counter() - t0
+    for name, text in zip(prefixes, texts):
         print(f"{name:>20}: {text}")
-    secs = next(iter(res.seconds.values()))
-    print(f"{len(res.outputs)} answer(s) in one mixed batch (a row per prefix): {secs:.2f} s")
+    print(f"{len(texts)} answer(s) in one mixed batch (a row per prefix): {secs:.2f} s")
     return 0
 
 
@@ -288,20 +290,20 @@ def cmd_demo(args) -> int:
     from .evaluation import evaluate
     from .prefix import PrefixSettings, create_prefix
     from .tasks import get_task
-    from .methods import prefix_method
+    from .methods import InstructionMethod, prefix_method
     from .training import TrainSettings, train
 
     base = load_base_verbose(args)
     task = get_task("sentiment")
     test = task.split("test")
     print(f"Task: {task.title}. Held-out test set: {len(test)} reviews.")
-    instr = evaluate(base, task, test, "instruction").score
+    instr = evaluate(base, task, test, InstructionMethod(task.instruction)).score
     prefix = create_prefix(base, PrefixSettings(), task.instruction)
-    before = evaluate(base, task, test, "prefix", prefix).score
+    before = evaluate(base, task, test, prefix_method(prefix)).score
     print(f"Before training: instruction prompt {100 * instr:.1f}%, prefix initialized from it {100 * before:.1f}%")
     for rec in train(base, prefix_method(prefix), task, TrainSettings(steps=args.steps, eval_every=0)):
         print(f"step {rec.step:3d}  loss {rec.loss:.3f}  {rec.elapsed:5.1f} s  {rec.examples_per_s:.1f} ex/s")
-    after = evaluate(base, task, test, "prefix", prefix).score
+    after = evaluate(base, task, test, prefix_method(prefix)).score
     print(f"After {args.steps} steps: held-out accuracy {100 * before:.1f}% -> {100 * after:.1f}% "
           f"({prefix.trainable_parameters:,} trainable parameters, "
           f"{100 * prefix.trainable_parameters / base.num_parameters:.3f}% of the model)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from .errors import PlaygroundError
-from .evaluation import evaluate_method
+from .evaluation import evaluate
 from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, default_init,
                       default_learning_rate, exported_bytes)
 from .models import BaseModel
@@ -46,8 +46,7 @@ def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, 
     from .prompts import PromptFormat
 
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    mode = mode or ("instruction" if isinstance(method, InstructionMethod) else "prefix")
-    prompt = [fmt.encode_prompt(text, mode, getattr(method, "instruction", ""))]
+    prompt = [fmt.encode_prompt(text, mode or method.mode, getattr(method, "instruction", ""))]
     times = []
     for _ in range(4):
         t0 = time.perf_counter()
@@ -67,7 +66,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
                        kv_cache_bytes(base, method.extra_positions))
     if isinstance(method, InstructionMethod):
         held_out = task.split(eval_split or held_out_split(task))[: ts.eval_examples]
-        res.metric = evaluate_method(base, task, held_out, method).score
+        res.metric = evaluate(base, task, held_out, method).score
     else:
         for rec in train(base, method, task, ts, cancel=cancel, eval_split=eval_split):
             res.records.append(rec)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .generate import generate_texts
-from .methods import InstructionMethod, answer_texts
+from .methods import BareMethod, InstructionMethod, answer, prefix_method
 from .metrics import METRICS, score
 from .models import BaseModel
 from .prefix import Prefix
@@ -25,40 +24,21 @@ class EvalResult:
     predictions: list[str] = field(default_factory=list, repr=False)
 
 
-def evaluate(base: BaseModel, task: Task, examples: list[Example], mode: str = "prefix", prefix: Prefix | None = None,
-             batch_size: int = 16) -> EvalResult:
-    """Generate an answer for each example (greedy) and score it with the task's metric."""
-    if mode == "prefix" and prefix is None:
-        raise ValueError("mode 'prefix' needs a prefix")
+def evaluate(base: BaseModel, task: Task, examples: list[Example], method) -> EvalResult:
+    """Greedy answers of any method of ``playground.methods`` to ``examples``, scored by the task's metric."""
     t0 = time.perf_counter()
-    preds = generate_texts(base, [e.input for e in examples], mode=mode, instruction=task.instruction,
-                           prefix=prefix if mode == "prefix" else None, max_new_tokens=task.max_new_tokens,
-                           batch_size=batch_size)
+    preds = answer(base, method, [e.input for e in examples], task.instruction, task.max_new_tokens)
     s = score(task.metric, preds, [e.target for e in examples])
-    return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
-
-
-def evaluate_method(base: BaseModel, task: Task, examples: list[Example], method) -> EvalResult:
-    """``evaluate`` for any method of ``playground.methods``: greedy answers to ``examples``, scored by the task's metric.
-
-    A prefix through ``methods.prefix_method`` answers exactly as ``evaluate(..., "prefix", prefix)`` (tested).
-    """
-    t0 = time.perf_counter()
-    mode = "instruction" if isinstance(method, InstructionMethod) else "prefix"
-    preds = []
-    for i in range(0, len(examples), 16):
-        chunk = examples[i:i + 16]
-        preds += answer_texts(base, method, [e.input for e in chunk], mode, task.instruction, task.max_new_tokens)
-    s = score(task.metric, preds, [e.target for e in examples])
-    return EvalResult(mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
+    return EvalResult(method.mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
 
 
 def evaluate_all(base: BaseModel, task: Task, split: str = "test", prefix: Prefix | None = None,
                  limit: int | None = None) -> dict[str, EvalResult]:
     """The held-out metric for the base model as is, with the instruction prompt, and (if given) with the prefix."""
     examples = task.split(split)[:limit]
-    modes = ["base", "instruction"] + (["prefix"] if prefix is not None else [])
-    return {m: evaluate(base, task, examples, m, prefix) for m in modes}
+    methods = [BareMethod(), InstructionMethod(task.instruction)]
+    methods += [prefix_method(prefix)] if prefix is not None else []
+    return {m.mode: evaluate(base, task, examples, m) for m in methods}
 
 
 def per_example(task: Task, examples: list[Example], results: dict[str, EvalResult]) -> list[dict]:

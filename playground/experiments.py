@@ -29,7 +29,7 @@ from typing import Callable
 
 from .compare import compare, to_json
 from .errors import PlaygroundError
-from .evaluation import evaluate_method
+from .evaluation import evaluate
 from .methods import METHODS, MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
 from .tasks import Task
@@ -157,7 +157,7 @@ def run_one(base: BaseModel, task: Task, spec: RunSpec, s: ExperimentSettings,
     data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
     method = create_method(base, spec.method, task.instruction, spec.seed)
     held_out = task.split(s.eval_split)[: s.eval_examples]
-    start = evaluate_method(base, task, held_out, method).score
+    start = evaluate(base, task, held_out, method).score
     ts = TrainSettings(learning_rate=spec.learning_rate, steps=s.steps, batch_size=s.batch_size, seed=spec.seed,
                        eval_every=0, eval_examples=s.eval_examples, precision=s.precision)
     records = list(train(base, method, data, ts, cancel=cancel, eval_split=s.eval_split))

@@ -1,4 +1,4 @@
-"""Greedy generation with or without a prefix, and side-by-side outputs of several prefixes in one batch.
+"""Greedy generation: the one decoding loop, and a batch whose rows sit behind different prefixes.
 
 A prefix is only a key/value cache, so rows behind *different* prefixes can share a batch once
 their caches are padded to one length and the padding is masked (``mixed_prefix_cache``). PEFT
@@ -14,8 +14,7 @@ rows while the others go on as they would alone. Tests check the tokens equal
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import DynamicCache
@@ -80,9 +79,9 @@ def greedy_mixed(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefi
                  max_new_tokens: int | list[int] = 16, stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), row i behind ``prefixes[i]``, in one batch.
 
-    Row i gets exactly what ``greedy(base, [prompts[i]], prefixes[i], budget_i, stop_ids)`` gives: at
-    most budget_i new ids (``max_new_tokens``: one for all, or one per row), ending at the first stop
-    id (kept). A row leaves the batch when it ends.
+    Row i gets exactly what it would alone in a batch of one: at most budget_i new ids
+    (``max_new_tokens``: one for all, or one per row), ending at the first stop id (kept). A row
+    leaves the batch when it ends.
     """
     B = len(prompts)
     if len(prefixes) != B:
@@ -102,12 +101,13 @@ def greedy_mixed(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefi
 
 @torch.inference_mode()
 def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets: list[int],
-           stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
+           stop_ids: tuple[int, ...] = (), on_token: Callable[[], None] | None = None) -> list[list[int]]:
     """Greedy decoding after a prefill, whatever that prefill held (prefix caches, prompt embeddings).
 
     out: the prefill's output (logits [batch, 1, vocab] and its cache); mask: [batch, k_pos];
     pos: [batch, q_pos], the last column the last position. Row i gets at most budgets[i] (> 0) new
-    ids, ending at the first stop id (kept), and leaves the batch when it ends.
+    ids, ending at the first stop id (kept), and leaves the batch when it ends. ``on_token`` is
+    called once per step, right after that step's tokens reach the host (a clock can read it).
     """
     B = len(budgets)
     new: list[list[int]] = [[] for _ in range(B)]
@@ -120,6 +120,8 @@ def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets:
             new[r].append(t)
             if t not in stops and len(new[r]) < budgets[r]:
                 live.append(k)
+        if on_token is not None:
+            on_token()
         if not live:
             break
         if len(live) < len(rows):  # drop ended rows: the rest go on as they would alone
@@ -134,25 +136,9 @@ def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets:
     return new
 
 
-def greedy(base: BaseModel, prompts: list[list[int]], prefix: Prefix | None = None, max_new_tokens: int = 16,
-           stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
-    """Greedy continuation of each prompt (token ids), all behind one prefix, stopping at any stop id."""
-    return greedy_mixed(base, prompts, [prefix] * len(prompts), max_new_tokens, stop_ids)
-
-
-def _decode(base: BaseModel, fmt: PromptFormat, row: list[int]) -> str:
-    return base.tokenizer.decode([t for t in row if t not in fmt.stop_ids], skip_special_tokens=True).strip()
-
-
-def generate_texts(base: BaseModel, inputs: list[str], mode: str = "base", instruction: str = "",
-                   prefix: Prefix | None = None, max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
-    """Answer each input (prompted as `mode` says) and return the decoded answers, stop token dropped."""
-    fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    outs: list[str] = []
-    for i in range(0, len(inputs), batch_size):
-        chunk = [fmt.encode_prompt(x, mode, instruction) for x in inputs[i:i + batch_size]]
-        outs += [_decode(base, fmt, row) for row in greedy(base, chunk, prefix, max_new_tokens, fmt.stop_ids)]
-    return outs
+def answer_text(fmt: PromptFormat, row: list[int]) -> str:
+    """One row of answer ids as text: stop tokens dropped, special tokens skipped, stripped."""
+    return fmt.tokenizer.decode([t for t in row if t not in fmt.stop_ids], skip_special_tokens=True).strip()
 
 
 def generate_texts_mixed(base: BaseModel, inputs: list[str], prefixes: list[Prefix | None],
@@ -165,22 +151,4 @@ def generate_texts_mixed(base: BaseModel, inputs: list[str], prefixes: list[Pref
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     modes = modes or ["base" if p is None else "prefix" for p in prefixes]
     prompts = [fmt.encode_prompt(x, m, instruction) for x, m in zip(inputs, modes, strict=True)]
-    return [_decode(base, fmt, row) for row in greedy_mixed(base, prompts, prefixes, max_new_tokens, fmt.stop_ids)]
-
-
-@dataclass
-class SideBySide:
-    """One input run through several prefixes (None = the base model as is), all in one mixed batch."""
-
-    input: str
-    outputs: dict[str, str]  # prefix name -> answer
-    seconds: dict[str, float]  # prefix name -> latency of that answer: the one batch's time, the same for all
-
-
-def side_by_side(base: BaseModel, text: str, prefixes: dict[str, Prefix | None], max_new_tokens: int = 24) -> SideBySide:
-    """Run one input through every prefix at once: one row per prefix in one mixed batch."""
-    names = list(prefixes)
-    t0 = time.perf_counter()
-    texts = generate_texts_mixed(base, [text] * len(names), [prefixes[n] for n in names], max_new_tokens)
-    s = time.perf_counter() - t0
-    return SideBySide(text, dict(zip(names, texts)), {n: s for n in names})
+    return [answer_text(fmt, row) for row in greedy_mixed(base, prompts, prefixes, max_new_tokens, fmt.stop_ids)]

@@ -1,9 +1,9 @@
 """The tuning methods the Compare lab puts side by side on one frozen model, and their registry.
 
-Each method is one small object with the same four things: its trainable parameters, a
+Each method is one small object with the same five things: its trainable parameters, a
 training loss over target tokens (the LM head applied only at target positions, as in
-``losses.target_loss``), greedy answers, and its sizes (trainable, stored at export, and the
-key/value positions it adds to every layer at inference):
+``losses.target_loss``), greedy answers, the prompt ``mode`` it answers in, and its sizes
+(trainable, stored at export, and the key/value positions it adds to every layer at inference):
 
 - ``prefix`` / ``prefix_mlp``: prefix tuning, directly or through PEFT's MLP (``Prefix``);
 - ``prompt``: prompt tuning, PEFT's ``PromptEmbedding``: P trainable vectors in front of the
@@ -11,7 +11,8 @@ key/value positions it adds to every layer at inference):
 - ``lora``: PEFT's ``LoraConfig`` injected into a *module copy* of the shared model whose
   weight tensors are the shared model's own (no memory copied), so the model other sessions
   use is never changed;
-- ``instruction``: the base model with the task instruction as its system prompt (no training).
+- ``instruction``: the base model with the task instruction as its system prompt (no training);
+  ``BareMethod`` is the base model on the input alone.
 
 As in ``prefix.py``, nothing global is switched: each object carries what it adds, so two
 sessions can use different methods on one model at once. Tests check each against plain PEFT.
@@ -28,7 +29,7 @@ import torch
 from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model, get_peft_model_state_dict
 
 from .errors import PlaygroundError
-from .generate import decode, greedy
+from .generate import answer_text, decode, greedy_mixed
 from .losses import head_loss, target_loss
 from .models import BaseModel
 from .prefix import Prefix, PrefixSettings, create_prefix
@@ -112,6 +113,8 @@ class MethodSettings:
 class PrefixMethod:
     """Prefix tuning (direct or through the MLP): a thin view of ``prefix.Prefix``."""
 
+    mode = "prefix"  # the prompt format: the input alone, the prefix stands in for the instruction
+
     def __init__(self, prefix: Prefix, method: str):
         self.prefix, self.method = prefix, method
 
@@ -122,7 +125,7 @@ class PrefixMethod:
         return target_loss(base, self.prefix, ids, mask, labels, backbone)
 
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy(base, prompts, self.prefix, max_new_tokens, stop_ids)
+        return greedy_mixed(base, prompts, [self.prefix] * len(prompts), max_new_tokens, stop_ids)
 
     @property
     def trainable_parameters(self) -> int:
@@ -153,6 +156,8 @@ class PromptMethod:
     The virtual tokens go through every layer like real tokens, so they take P key/value
     positions in every layer at inference too, but they are trained only at the input.
     """
+
+    mode = "prefix"
 
     def __init__(self, encoder: torch.nn.Module, config: PromptTuningConfig):
         self.encoder, self.config = encoder, config  # encoder.embedding.weight: [P, hidden]
@@ -214,6 +219,8 @@ class PromptMethod:
 class LoraMethod:
     """LoRA on a module copy of the shared model: the same weight tensors, its own adapter layers."""
 
+    mode = "prefix"
+
     def __init__(self, peft_model: PeftModelForCausalLM):
         self.peft_model, self.config = peft_model, peft_model.peft_config["default"]  # kept for PEFT's state dict
         self.model = peft_model.base_model.model  # the copy, with LoRA layers in it (a *ForCausalLM)
@@ -232,7 +239,7 @@ class LoraMethod:
         return head_loss(self.model.get_output_embeddings(), hidden, labels)
 
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy(self.view(base), prompts, None, max_new_tokens, stop_ids)
+        return greedy_mixed(self.view(base), prompts, [None] * len(prompts), max_new_tokens, stop_ids)
 
     def merged(self, base: BaseModel) -> BaseModel:
         """``base`` with the adapters merged into new weights (W + scale·B·A) of the targeted layers only.
@@ -273,6 +280,8 @@ class LoraMethod:
 class InstructionMethod:
     """The baseline: the task instruction as a system prompt, nothing trained."""
 
+    mode = "instruction"
+
     def __init__(self, instruction: str):
         self.instruction = instruction
 
@@ -283,12 +292,21 @@ class InstructionMethod:
         raise PlaygroundError("The instruction-prompt baseline has nothing to train.")
 
     def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy(base, prompts, None, max_new_tokens, stop_ids)
+        return greedy_mixed(base, prompts, [None] * len(prompts), max_new_tokens, stop_ids)
 
     trainable_parameters = stored_parameters = extra_positions = 0
 
     def export(self, folder) -> None:
         raise PlaygroundError("The instruction prompt has nothing trained to export: it is just the task's text.")
+
+
+class BareMethod(InstructionMethod):
+    """The base model as it is: the input alone, no instruction, nothing trained."""
+
+    mode = "base"
+
+    def __init__(self):
+        super().__init__("")
 
 
 def _write_adapter(folder, config, tensors: dict[str, torch.Tensor]) -> None:
@@ -371,11 +389,12 @@ def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) 
     return PromptMethod(encoder, config)
 
 
-def answer_texts(base: BaseModel, method, inputs: list[str], mode: str, instruction: str = "",
-                 max_new_tokens: int = 16) -> list[str]:
-    """Decoded greedy answers of ``method`` for each input (stop tokens dropped)."""
+def answer(base: BaseModel, method, inputs: list[str], instruction: str = "", max_new_tokens: int = 16,
+           batch_size: int = 16) -> list[str]:
+    """Decoded greedy answers of ``method`` for each input, prompted in ``method.mode`` (stop tokens dropped)."""
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    prompts = [fmt.encode_prompt(x, mode, instruction) for x in inputs]
-    rows = method.generate(base, prompts, max_new_tokens, fmt.stop_ids)
-    return [base.tokenizer.decode([t for t in r if t not in fmt.stop_ids], skip_special_tokens=True).strip()
-            for r in rows]
+    outs: list[str] = []
+    for i in range(0, len(inputs), batch_size):
+        prompts = [fmt.encode_prompt(x, method.mode, instruction) for x in inputs[i:i + batch_size]]
+        outs += [answer_text(fmt, r) for r in method.generate(base, prompts, max_new_tokens, fmt.stop_ids)]
+    return outs

@@ -7,8 +7,8 @@ constant and proportional to the prefix length", i.e. per-token latency = a + bÂ
 every point decodes the same number of tokens); ``fit_overhead`` fits that line per prompt
 length. Pure torch: the benchmark script and the Learn tab both call it.
 
-The decode loop is ``generate.greedy``'s (prefix cache, mask with P ones in front, positions
-from P, ``logits_to_keep=1``) for one row, with a clock around each step.
+The decode is ``generate``'s own (``mixed_prefill`` then ``decode``) for one row, with the
+clock read as each token reaches the host.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from peft import PrefixTuningConfig
 
+from .generate import decode, mixed_prefill
 from .models import BaseModel
 from .prefix import Prefix
 
@@ -95,38 +96,19 @@ class Decode:
     kv_bytes: int  # measured on the cache after the last step
 
 
-@torch.inference_mode()
 def forced_decode(base: BaseModel, ids: list[int], prefix: Prefix | None = None, new_tokens: int = 16) -> Decode:
     """Greedy decode of exactly ``new_tokens`` tokens for one prompt (no stop ids), timing every step.
 
-    Same semantics as ``generate.greedy(base, [ids], prefix, new_tokens)`` without stop ids.
     TTFT includes building the prefix cache: a server pays that on every call.
     """
-    model, dev = base.model, base.device
-    P = prefix.num_virtual_tokens if prefix is not None else 0
-    x = torch.tensor([ids], device=dev)  # [1, T]
-    T = x.shape[1]
-    _sync(dev)
+    _sync(base.device)
     t0 = time.perf_counter()
-    cache = prefix.cache(1, base.dtype) if prefix is not None else None  # P positions per layer
-    mask = torch.ones(1, P + T, dtype=torch.long, device=dev)  # [1, P + T]: the prefix is always visible
-    pos = torch.arange(P, P + T, device=dev)[None]  # [1, T]: real tokens come after the prefix
-    out = model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
-    nxt = out.logits[:, -1].argmax(-1)  # [1]
-    tokens = [int(nxt)]  # reading the value waits for the device, so the clock is honest
-    ttft = time.perf_counter() - t0
-    steps = []
-    for _ in range(new_tokens - 1):
-        t1 = time.perf_counter()
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)  # [1, P + T + t]
-        pos = pos[:, -1:] + 1  # [1, 1]
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                    past_key_values=out.past_key_values, use_cache=True)
-        nxt = out.logits[:, -1].argmax(-1)  # [1]
-        tokens.append(int(nxt))
-        steps.append(time.perf_counter() - t1)
-    return Decode(tokens, ttft, steps, cache_nbytes(out.past_key_values))
+    clock: list[float] = []  # when each token reached the host (reading it waits for the device)
+    out, mask, pos = mixed_prefill(base, [ids], [prefix])
+    cache = out.past_key_values  # decode grows this same cache in place
+    tokens = decode(base, out, mask, pos, [new_tokens], on_token=lambda: clock.append(time.perf_counter()))[0]
+    steps = [b - a for a, b in zip(clock, clock[1:])]
+    return Decode(tokens, clock[0] - t0, steps, cache_nbytes(cache))
 
 
 def random_prefix(base: BaseModel, P: int, seed: int = 0) -> Prefix | None:

@@ -98,7 +98,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
             log(f"  {rec.task}: step {last.step}/{rec.train.steps} loss {last.loss:.3f} ({last.elapsed:.0f} s)")
     val = task.split("validation")
     validation = {"split": "validation", "n": len(val),
-                  "prefix": round(evaluate(base, task, val, "prefix", prefix).score, 4)}
+                  "prefix": round(evaluate(base, task, val, prefix_method(prefix)).score, 4)}
     reports = {s: score_modes(base, task, s, prefix) for s in REPORT_SPLITS if task.splits.get(s)}
     seconds = time.perf_counter() - t0
     card = make_card(

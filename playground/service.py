@@ -25,7 +25,7 @@ from .evaluation import EvalResult, evaluate, per_example
 from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import prefix_method
+from .methods import BareMethod, InstructionMethod, prefix_method
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -258,7 +258,8 @@ class Playground:
             if key not in self._baselines:
                 with self.budget.reserve(eval_bytes(self.base, task, examples, 0), "Scoring the base model on the "
                                          "held-out examples", "Use a task with shorter inputs."):
-                    self._baselines[key] = {m: evaluate(self.base, task, examples, m) for m in ("base", "instruction")}
+                    self._baselines[key] = {m.mode: evaluate(self.base, task, examples, m)
+                                            for m in (BareMethod(), InstructionMethod(task.instruction))}
             return self._baselines[key]
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
@@ -274,7 +275,7 @@ class Playground:
         else:  # stopped between evaluations: score the prefix as it is now
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
-                r = evaluate(self.base, task, examples, "prefix", run.prefix)
+                r = evaluate(self.base, task, examples, prefix_method(run.prefix))
             preds, score = r.predictions, r.score
             if last is not None:
                 last.metric, last.predictions = score, preds

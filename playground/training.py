@@ -21,7 +21,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Protocol
 import torch
 
 from .errors import PlaygroundError
-from .evaluation import EvalResult, evaluate_method
+from .evaluation import EvalResult, evaluate
 from .models import BaseModel, autocast_dtype
 from .prompts import PromptFormat, pad_right
 from .tasks import Example, Task
@@ -123,6 +123,8 @@ class Trainable(Protocol):
              backbone: torch.nn.Module | None = None) -> torch.Tensor:
         """Mean cross-entropy over the target tokens; ids, mask, labels: [batch, T], right-padded."""
 
+    mode: str  # how its prompts are written: "prefix", "instruction" or "base" (prompts.MODES)
+
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int,
                  stop_ids=()) -> list[list[int]]:
         """Greedy answer ids for each prompt (what the held-out metric scores)."""
@@ -139,7 +141,7 @@ def train(base: BaseModel, model: Trainable, task: Task, settings: TrainSettings
     precision and evaluation serve the Train tab and the Compare lab.
     The held-out metric is measured every ``eval_every`` steps and at the last step, on the
     first ``eval_examples`` of ``eval_split`` (default: ``held_out_split(task)``), by ``score``
-    (default: ``evaluation.evaluate_method``, greedy answers scored by the task's metric).
+    (default: ``evaluation.evaluate``, greedy answers scored by the task's metric).
     ``reserve("step")`` and ``reserve("eval")``, when given, wrap each training step and each
     evaluation (a caller's memory reservation, say); the step's time starts once it is entered.
     """
@@ -157,7 +159,7 @@ def train(base: BaseModel, model: Trainable, task: Task, settings: TrainSettings
     amp = autocast_dtype(base, settings.precision)
     # an fp32 model trained under bf16 autocast: use its bf16 twin, cast once instead of every step
     backbone = bf16_backbone(base) if amp == torch.bfloat16 and base.dtype == torch.float32 else None
-    score = score or (lambda examples: evaluate_method(base, task, examples, model))
+    score = score or (lambda examples: evaluate(base, task, examples, model))
     hold = reserve or (lambda what: contextlib.nullcontext())
     trained = 0.0
     for step in range(1, settings.steps + 1):

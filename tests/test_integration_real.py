@@ -32,9 +32,9 @@ def trained(real):
     task = get_task("sentiment")
     held_out = task.split("validation")[:48]
     prefix = create_prefix(real, PrefixSettings(), task.instruction, seed=0)
-    before = evaluate(real, task, held_out, "prefix", prefix).score
+    before = evaluate(real, task, held_out, prefix_method(prefix)).score
     records = list(train(real, prefix_method(prefix), task, TrainSettings(steps=8, eval_every=4)))
-    after = evaluate(real, task, held_out, "prefix", prefix).score
+    after = evaluate(real, task, held_out, prefix_method(prefix)).score
     return task, prefix, before, after, records
 
 

@@ -60,7 +60,7 @@ def test_layer_by_layer_attention_equals_the_output_attentions_computation(tiny)
 def test_attention_beside_other_threads_forwards_sees_only_its_own(tiny_llama):
     """The model is shared: while one session's Attention runs, others generate and train in other
     threads. Their layers must neither land in its result nor be slowed by a reduction of their own."""
-    from playground.generate import generate_texts
+    from playground.generate import generate_texts_mixed
     from playground.training import train
 
     prefix = create_prefix(tiny_llama, PrefixSettings(4, "random"), seed=2)
@@ -77,7 +77,7 @@ def test_attention_beside_other_threads_forwards_sees_only_its_own(tiny_llama):
 
     other = create_prefix(tiny_llama, PrefixSettings(6, "random"), seed=5)
     task = get_task("sentiment")
-    others = [lambda: generate_texts(tiny_llama, ["hello there", "a b c d e f g"], prefix=other, max_new_tokens=6),
+    others = [lambda: generate_texts_mixed(tiny_llama, ["hello there", "a b c d e f g"], [other] * 2, 6),
               lambda: list(train(tiny_llama, prefix_method(create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=1)), task,
                                  TrainSettings(steps=1, batch_size=2, eval_every=0, eval_examples=1)))]
     threads = [threading.Thread(target=busy, args=(fn,)) for fn in others]

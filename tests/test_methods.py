@@ -7,9 +7,9 @@ import torch
 from peft import PeftModelForCausalLM
 
 from playground.errors import PlaygroundError
-from playground.generate import generate_texts
-from playground.methods import (METHODS, VIRTUAL_TOKEN_METHODS, MethodSettings, answer_texts, create_method,
-                                default_init, default_learning_rate, prefix_learning_rate)
+from playground.generate import generate_texts_mixed
+from playground.methods import (METHODS, VIRTUAL_TOKEN_METHODS, MethodSettings, answer, create_method, default_init,
+                                default_learning_rate, prefix_learning_rate)
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
 
@@ -119,8 +119,9 @@ def test_every_method_trains_only_its_own_parameters(tiny_llama, method):
 def test_instruction_baseline_equals_the_evaluation_path(tiny):
     m = create_method(tiny, MethodSettings("instruction"), INSTRUCTION)
     texts = ["a fine film", "a total bore"]
-    assert answer_texts(tiny, m, texts, "instruction", INSTRUCTION, 5) == \
-        generate_texts(tiny, texts, "instruction", INSTRUCTION, max_new_tokens=5)
+    assert m.mode == "instruction"
+    assert answer(tiny, m, texts, INSTRUCTION, 5) == \
+        generate_texts_mixed(tiny, texts, [None, None], 5, ["instruction"] * 2, INSTRUCTION)
     with pytest.raises(PlaygroundError, match="nothing to train"):
         m.loss(tiny, None, None, None)
 
@@ -177,8 +178,7 @@ def test_prompt_tuning_and_lora_on_the_real_model_equal_peft(real):
     fingerprint = real.fingerprint
     texts = ["A tender, funny film.", "Dull from start to finish."]
     # B = 0 at init: the LoRA copy answers exactly like the shared model
-    assert answer_texts(real, lora, texts, "prefix", max_new_tokens=6) == \
-        generate_texts(real, texts, "prefix", max_new_tokens=6)
+    assert answer(real, lora, texts, max_new_tokens=6) == generate_texts_mixed(real, texts, [None, None], 6, ["prefix"] * 2)
     from playground.models import weights_fingerprint
 
     assert weights_fingerprint(real.model) == fingerprint
@@ -204,10 +204,10 @@ def test_a_prefix_scores_the_same_through_the_methods_path(tiny):
     m = create_method(tiny, MethodSettings("prefix", num_virtual_tokens=5), task.instruction, seed=4)
     _shake(m.parameters())
     examples = task.split("validation")[:5]
-    from playground.evaluation import evaluate_method
-
-    assert evaluate_method(tiny, task, examples, m).predictions == \
-        evaluate(tiny, task, examples, "prefix", m.prefix).predictions
+    res = evaluate(tiny, task, examples, m)
+    assert res.mode == "prefix" and res.n == 5
+    assert res.predictions == generate_texts_mixed(tiny, [e.input for e in examples], [m.prefix] * 5,
+                                                   task.max_new_tokens)
 
 
 def test_merged_lora_computes_the_same_with_plain_layers_and_leaves_the_shared_model(tiny_llama):

@@ -13,8 +13,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from playground.generate import generate_texts, greedy, greedy_mixed, mixed_prefill, side_by_side
+from playground.generate import generate_texts_mixed, greedy_mixed, mixed_prefill
 from playground.library import Library
+from playground.methods import BareMethod, answer, prefix_method
 from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat
@@ -64,7 +65,7 @@ def _peft_generate(model, prompt, n, pad_id, stop_ids=None):
 def test_mixed_batch_equals_each_row_alone_and_plain_peft(tiny, tmp_path):
     prompts, prefixes = _rows(tiny)
     mixed = greedy_mixed(tiny, prompts, prefixes, max_new_tokens=8)
-    alone = [greedy(tiny, [q], p, max_new_tokens=8)[0] for q, p in zip(prompts, prefixes)]
+    alone = [greedy_mixed(tiny, [q], [p], max_new_tokens=8)[0] for q, p in zip(prompts, prefixes)]
     assert mixed == alone and all(len(r) == 8 for r in mixed)
     assert len({tuple(r) for r in mixed}) == len(mixed)  # the prefixes steer the rows apart
     # Plain PEFT: every prefix loaded as an adapter of one PeftModel, one set_adapter + generate per row.
@@ -118,13 +119,13 @@ def test_per_row_budgets_and_stop_ids(tiny_llama):
     assert any(len(w) == n and n < 10 for w, n in zip(want, budgets))  # and some row runs out of budget first
     got = greedy_mixed(tiny_llama, prompts, prefixes, budgets, stop_ids=stops)
     assert got == want
-    assert got == [greedy(tiny_llama, [q], p, n, stops)[0] for q, p, n in zip(prompts, prefixes, budgets)]
+    assert got == [greedy_mixed(tiny_llama, [q], [p], n, stops)[0] for q, p, n in zip(prompts, prefixes, budgets)]
     assert greedy_mixed(tiny_llama, prompts, prefixes, 0) == [[], [], [], []]
     with pytest.raises(ValueError, match="one max_new_tokens per prompt"):
         greedy_mixed(tiny_llama, prompts, prefixes, [1, 2])
 
 
-def test_side_by_side_and_switch_equal_sequential_generate_texts(tiny_llama, tmp_path):
+def test_mixed_texts_and_switch_equal_each_method_answering_alone(tiny_llama, tmp_path):
     _, prefixes = _rows(tiny_llama)
     tasks = {0: "sentiment", 2: "fr_en", 3: "shout"}  # budgets 4, 16 and 40 (capped at the limit below)
     pg = Playground(tiny_llama, Library(tmp_path), Limits(max_new_tokens=24))
@@ -137,14 +138,12 @@ def test_side_by_side_and_switch_equal_sequential_generate_texts(tiny_llama, tmp
     assert len({o.seconds for o in res.outputs}) == 1  # one batch, one latency
     budgets = [min(pg._answer_budget("k", n), 24) for n in names]
     assert budgets == [24, 4, 16, 24]
-    seq = [generate_texts(tiny_llama, [text], "base" if n == NO_PREFIX else "prefix",
-                          prefix=None if n == NO_PREFIX else pg.get_prefix("k", n), max_new_tokens=b)[0]
-           for n, b in zip(names, budgets)]
+    chosen = [None if n == NO_PREFIX else pg.get_prefix("k", n) for n in names]
+    methods = [BareMethod() if p is None else prefix_method(p) for p in chosen]
+    seq = [answer(tiny_llama, m, [text], max_new_tokens=b)[0] for m, b in zip(methods, budgets)]
     assert [o.text for o in res.outputs] == seq
-    chosen = {n: (None if n == NO_PREFIX else pg.get_prefix("k", n)) for n in names}
-    sbs = side_by_side(tiny_llama, text, chosen, max_new_tokens=6)
-    assert list(sbs.outputs.values()) == [generate_texts(tiny_llama, [text], "base" if p is None else "prefix",
-                                                         prefix=p, max_new_tokens=6)[0] for p in chosen.values()]
+    mixed = generate_texts_mixed(tiny_llama, [text] * len(chosen), chosen, max_new_tokens=6)  # default modes
+    assert mixed == [answer(tiny_llama, m, [text], max_new_tokens=6)[0] for m in methods]
 
 
 @pytest.mark.integration

@@ -9,7 +9,7 @@ import torch
 
 from playground.attention import prefix_attention, prefix_shares
 from playground.figures import overhead_figure
-from playground.generate import greedy
+from playground.generate import greedy_mixed
 from playground.overhead import (OverheadPoint, cache_nbytes, fit_line, fit_overhead, forced_decode, kv_cache_bytes,
                                  measure_overhead, prompt_ids, random_prefix)
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
@@ -32,12 +32,12 @@ def test_grid_is_complete_and_the_measured_cache_matches_the_formula(tiny):
 
 @pytest.mark.parametrize("P", [0, 3])
 def test_forced_decode_gives_greedys_tokens(tiny, P):
-    """The timing loop keeps generate.greedy's semantics: same tokens when no stop id ends it."""
+    """The timed decode is generate's own: the same tokens as greedy_mixed when no stop id ends it."""
     prefix = random_prefix(tiny, P, seed=1)
     ids = prompt_ids(tiny, 7)
     assert len(ids) == 7
     run = forced_decode(tiny, ids, prefix, new_tokens=6)
-    assert run.tokens == greedy(tiny, [ids], prefix, max_new_tokens=6)[0]
+    assert run.tokens == greedy_mixed(tiny, [ids], [prefix], max_new_tokens=6)[0]
     assert len(run.step_s) == 5 and run.ttft_s > 0
 
 

@@ -13,9 +13,9 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from playground.generate import generate_texts, greedy, side_by_side
+from playground.generate import generate_texts_mixed, greedy_mixed
 from playground.library import Library
-from playground.methods import InstructionMethod, answer_texts
+from playground.methods import InstructionMethod, answer
 from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
@@ -82,7 +82,7 @@ def test_greedy_generation_matches_peft_generate(tiny, tmp_path):
     ids = torch.tensor([prompt])
     ref = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
                               eos_token_id=None, pad_token_id=tiny.tokenizer.pad_token_id, min_new_tokens=10)
-    ours = greedy(tiny, [prompt], prefix, max_new_tokens=10)
+    ours = greedy_mixed(tiny, [prompt], [prefix], max_new_tokens=10)
     assert ours[0] == ref[0, len(prompt):].tolist()
 
 
@@ -90,8 +90,8 @@ def test_left_padded_batch_equals_one_by_one(tiny):
     prefix = create_prefix(tiny, PrefixSettings(num_virtual_tokens=3, init="random"), seed=2)
     fmt = PromptFormat.for_tokenizer(tiny.tokenizer)
     prompts = [fmt.encode_prompt(t, "prefix") for t in ["hi", "a much longer sentence about the weather today"]]
-    batched = greedy(tiny, prompts, prefix, max_new_tokens=6)
-    alone = [greedy(tiny, [p], prefix, max_new_tokens=6)[0] for p in prompts]
+    batched = greedy_mixed(tiny, prompts, [prefix] * 2, max_new_tokens=6)
+    alone = [greedy_mixed(tiny, [p], [prefix], max_new_tokens=6)[0] for p in prompts]
     assert batched == alone
 
 
@@ -103,11 +103,11 @@ def test_many_prefixes_switch_on_one_model_without_reloading(tiny_llama):
         p = create_prefix(tiny_llama, PrefixSettings(num_virtual_tokens=4, init="random"), seed=seed)
         _randomize(p, seed)
         prefixes[f"p{seed}"] = p
-    res = side_by_side(tiny_llama, "the film was great", prefixes, max_new_tokens=6)
-    assert set(res.outputs) == set(prefixes) and all(s > 0 for s in res.seconds.values())
-    assert len(set(res.outputs.values())) > 1  # different prefixes steer the same model differently
+    texts = ["the film was great"] * len(prefixes)
+    res = generate_texts_mixed(tiny_llama, texts, list(prefixes.values()), max_new_tokens=6)
+    assert len(res) == len(prefixes) and len(set(res)) > 1  # different prefixes steer the same model differently
     # the same call again gives the same answers: switching is stateless
-    assert side_by_side(tiny_llama, "the film was great", prefixes, max_new_tokens=6).outputs == res.outputs
+    assert generate_texts_mixed(tiny_llama, texts, list(prefixes.values()), max_new_tokens=6) == res
     assert tiny_llama.model is model_before
     assert all(torch.equal(v, weights_before[k]) for k, v in tiny_llama.model.state_dict().items())
 
@@ -149,14 +149,14 @@ def _answers_end_first(base):
     return replace(base, model=model, tokenizer=tok, derived={}), end
 
 
-@pytest.mark.parametrize("entry", ["generate_texts", "answer_texts"])
+@pytest.mark.parametrize("entry", ["generate_texts_mixed", "answer"])
 def test_answers_drop_the_stop_token(tiny_llama, entry):
     base, end = _answers_end_first(tiny_llama)
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     assert end in fmt.stop_ids
-    assert greedy(base, [fmt.encode_prompt("one", "base")], None, 3, fmt.stop_ids) == [[end]]  # the stop is generated
-    if entry == "generate_texts":
-        out = generate_texts(base, ["one", "two"], mode="base", max_new_tokens=3)
+    assert greedy_mixed(base, [fmt.encode_prompt("one", "base")], [None], 3, fmt.stop_ids) == [[end]]  # generated
+    if entry == "generate_texts_mixed":
+        out = generate_texts_mixed(base, ["one", "two"], [None, None], max_new_tokens=3)
     else:
-        out = answer_texts(base, InstructionMethod("Answer."), ["one", "two"], "instruction", "Answer.", 3)
+        out = answer(base, InstructionMethod("Answer."), ["one", "two"], "Answer.", 3)
     assert out == ["", ""]

@@ -28,8 +28,8 @@ from playground.attention import PrefixAttention
 from playground.errors import PlaygroundError
 from playground.figures import head_figure, layer_figure, loss_figure, metric_figure, query_token_figure, \
     virtual_token_figure
-from playground.generate import generate_texts
 from playground.library import Library
+from playground.methods import answer, prefix_method
 from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_prefix
 from playground.prefix import PrefixSettings, create_prefix, parameter_counts
 from playground.report import library_rows, model_rows, parameter_summary
@@ -570,8 +570,8 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     assert c["prefixes"][2] is pg.get_prefix("k", "p")  # the library cache's object
     assert [o.text for o in res.outputs] == c["out"]
     # ... and each answer equals that prefix run alone.
-    assert res.outputs[2].text == generate_texts(pg.base, [text.strip()], "prefix", prefix=pg.get_prefix("k", "p"),
-                                                 max_new_tokens=n)[0]
+    assert res.outputs[2].text == answer(pg.base, prefix_method(pg.get_prefix("k", "p")), [text.strip()],
+                                         max_new_tokens=n)[0]
 
 
 def test_switch_refusals(pg):

@@ -83,7 +83,7 @@ def test_bf16_training_reaches_the_same_accuracy_as_fp32_on_the_real_model(real)
         recs = list(train(real, prefix_method(prefix), task, TrainSettings(steps=8, eval_every=0, eval_examples=4,
                                                             precision=precision)))
         losses[precision] = [r.loss for r in recs]
-        scores[precision] = evaluate(real, task, test, "prefix", prefix).score
+        scores[precision] = evaluate(real, task, test, prefix_method(prefix)).score
     assert scores["bf16"] >= 0.9 and abs(scores["bf16"] - scores["fp32"]) <= 0.05, scores
     assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=2e-2)
 
@@ -114,7 +114,7 @@ def test_a_bf16_model_trains_and_batches_prefixes_as_on_a_gpu(tiny_llama):
     """The CUDA default is the model in bf16; the same code path runs on the CPU here (no GPU in CI)."""
     import copy
 
-    from playground.generate import greedy, greedy_mixed
+    from playground.generate import greedy_mixed
 
     model = copy.deepcopy(tiny_llama.model).to(torch.bfloat16)
     half = type(tiny_llama)(**{**vars(tiny_llama), "model": model, "dtype": torch.bfloat16, "derived": {}})
@@ -128,4 +128,4 @@ def test_a_bf16_model_trains_and_batches_prefixes_as_on_a_gpu(tiny_llama):
     fmt = PromptFormat.for_tokenizer(half.tokenizer)
     prompts = [fmt.encode_prompt(t, "prefix") for t in ("a fine film", "dull and far too long", "ok")]
     rows = greedy_mixed(half, prompts, [prefix, other, None], 5)
-    assert rows == [greedy(half, [p], q, 5)[0] for p, q in zip(prompts, [prefix, other, None])]
+    assert rows == [greedy_mixed(half, [p], [q], 5)[0] for p, q in zip(prompts, [prefix, other, None])]
