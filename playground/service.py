@@ -148,8 +148,8 @@ class Playground:
     @staticmethod
     def file_columns(path: str | Path) -> tuple[list[str], list[dict]]:
         """Column names and the first rows of an uploaded JSONL/CSV, for picking columns."""
-        ds = read_table(path)
-        return list(ds.column_names), [dict(r) for r in ds.select(range(min(8, len(ds))))]
+        rows = read_table(path)
+        return list(rows[0]), rows[:8]
 
     def load_upload(self, key: str, path: str | Path, input_col: str, target_col: str, instruction: str,
                     metric: str) -> Task:

@@ -5,7 +5,7 @@ initialize the prefix and as the instruction-prompt baseline) and a metric. Exam
 
     {"input": "A tender, funny film that earns every tear.", "target": "positive"}
 
-Files are read through ``datasets`` loaders (json / csv); errors name the file, line and fix.
+Files are read with Python's json and csv modules (see ``read_table``); errors name the file, line and fix.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,58 +98,31 @@ MAX_TEXT_CHARS = 2000  # per input, target and instruction: as long as a prompt 
 MAX_COLUMNS = 256  # a task needs two; thousands of columns are a mistake (or an attack on the parser)
 
 
-def _unique_keys(pairs: list) -> dict:
-    seen = set()
-    for k, _ in pairs:
-        if k in seen:
-            raise ValueError(f"the key {k!r} appears twice")
-        seen.add(k)
-    return dict(pairs)
+# Files are parsed once, by Python's json and csv modules, not by datasets' loaders: those
+# loaders re-type CSV values through pandas ("NA" or "" become missing, "007" becomes 7),
+# rename a second column 'x' to 'x.1', keep the last of two equal JSON keys, and report
+# errors without their line, so a faithful reading needed a full hand pass first anyway.
+def read_table(path: str | Path, hint_cols: tuple[str, str] = ("input", "target")) -> list[dict]:
+    """Read a JSONL or CSV file into rows: one dict per example, every row with the same keys in file order.
 
-
-def _first_bad_jsonl_line(text: str) -> str | None:
-    """Find the first line a JSON-lines reader would reject, for a precise error message."""
-    if text.lstrip().startswith("["):
-        return "the file is one JSON array, not an object per line (convert it with `jq -c '.[]'`)"
-    columns: set = set()
-    for i, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            return f"line {i} is not valid JSON ({exc.msg})"
-        except ValueError as exc:  # from _unique_keys: the reader would silently keep the last one
-            return f"line {i} is ambiguous: {exc}"
-        except RecursionError:
-            return f"line {i} is nested too deeply"
-        if not isinstance(row, dict):
-            return f"line {i} is a JSON {type(row).__name__}, not an object like {{\"input\": ..., \"target\": ...}}"
-        columns.update(row)
-        if len(columns) > MAX_COLUMNS:
-            return f"line {i} brings the number of different keys past {MAX_COLUMNS}"
-    return None if columns else "its objects have no keys"
-
-
-def _csv_header(name: str, text: str) -> list[str] | None:
-    """The header row, refused where the CSV reader would silently mangle it (a second 'x' becomes 'x.1')."""
-    try:
-        rows = csv.reader(io.StringIO(text))
-        header, first = (next((row for row in rows if row), None) for _ in range(2))
-    except csv.Error:
-        return None  # the loader reports it, with its line
-    if header is None:
-        return None
-    if len(header) > MAX_COLUMNS:
-        raise PlaygroundError(f"'{name}' has {len(header):,} columns in its header row; a task needs an input and "
-                              "a target column. Check that the first line is the header.")
-    dups = [c for c, n in Counter(header).items() if n > 1]
-    if dups:
-        raise PlaygroundError(f"'{name}' has the column {dups[0]!r} {header.count(dups[0])} times in its header "
-                              "row. Give every column its own name.")
-    if first is None:  # datasets would say 'Instruction "train" corresponds to no data'
-        raise PlaygroundError(f"'{name}' has a header row but no examples below it. Add one example per line.")
-    return [c or f"Unnamed: {i}" for i, c in enumerate(header)]  # as pandas names a blank one
+    CSV values stay the text they are. Raises PlaygroundError for a missing, too large, empty,
+    non-UTF-8 or malformed file, naming its line and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PlaygroundError(f"Data file '{path}' does not exist.")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise PlaygroundError(f"'{path.name}' is not a .jsonl or .csv file. Give JSON lines or a CSV with a header row.")
+    size = path.stat().st_size
+    if size > MAX_DATA_BYTES:
+        raise PlaygroundError(f"'{path.name}' is {size / 2**20:.1f} MB; the limit for a task file is "
+                              f"{MAX_DATA_BYTES // 2**20} MB. A few hundred examples are plenty: trim the file.")
+    text = _decode(path.name, path.read_bytes())
+    if not text.strip():
+        raise PlaygroundError(f"'{path.name}' is empty. It needs one example per line with columns "
+                              f"'{hint_cols[0]}' and '{hint_cols[1]}'.")
+    return _csv_rows(path.name, text) if suffix == ".csv" else _jsonl_rows(path.name, text, hint_cols)
 
 
 def _decode(name: str, data: bytes) -> str:
@@ -164,75 +136,93 @@ def _decode(name: str, data: bytes) -> str:
                               f"valid UTF-8.{utf16} Save the file as UTF-8 (in a spreadsheet: 'CSV UTF-8').") from None
 
 
-def read_table(path: str | Path, hint_cols: tuple[str, str] = ("input", "target")):
-    """Read a JSONL or CSV file into a ``datasets.Dataset`` (columns as in the file).
+def _unique_keys(pairs: list) -> dict:
+    row = dict(pairs)
+    if len(row) < len(pairs):  # a plain dict would silently keep the last value
+        raise KeyError(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+    return row
 
-    Raises PlaygroundError for a missing, too large, empty, non-UTF-8 or malformed file.
-    """
-    import datasets
 
-    path = Path(path)
-    if not path.is_file():
-        raise PlaygroundError(f"Data file '{path}' does not exist.")
-    kind = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix.lower())
-    if kind is None:
-        raise PlaygroundError(f"'{path.name}' is not a .jsonl or .csv file. Give JSON lines or a CSV with a header row.")
-    size = path.stat().st_size
-    if size > MAX_DATA_BYTES:
-        raise PlaygroundError(f"'{path.name}' is {size / 2**20:.1f} MB; the limit for a task file is "
-                              f"{MAX_DATA_BYTES // 2**20} MB. A few hundred examples are plenty: trim the file.")
-    text = _decode(path.name, path.read_bytes())
-    if not text.strip():
-        raise PlaygroundError(f"'{path.name}' is empty. It needs one example per line with columns "
-                              f"'{hint_cols[0]}' and '{hint_cols[1]}'.")
-    options = {}
-    if kind == "json":
-        bad = _first_bad_jsonl_line(text)
-        if bad:
-            raise PlaygroundError(f"'{path.name}' is not valid JSON lines: {bad}. Each line must be an object like "
-                                  f"{{\"{hint_cols[0]}\": ..., \"{hint_cols[1]}\": ...}}.")
-    elif header := _csv_header(path.name, text):
-        # every field as the text it is: by default pandas turns "NA", "null" or "" into missing and "007" into 7
-        options = dict(column_names=header, header=0, keep_default_na=False, na_filter=False,
-                       features=datasets.Features({c: datasets.Value("string") for c in header}))
-    datasets.disable_progress_bars()
-    # A throwaway cache: by default datasets keeps an Arrow copy of every file it reads in
-    # ~/.cache for good, which on a server means every upload, forever.
-    with tempfile.TemporaryDirectory(prefix="playground-data-") as tmp:
-        src = Path(tmp) / f"data{path.suffix.lower()}"
-        src.write_bytes(text.encode("utf-8"))  # the checked text, without a byte-order mark
+def _jsonl_rows(name: str, text: str, hint_cols: tuple[str, str]) -> list[dict]:
+    def bad(problem: str) -> PlaygroundError:
+        return PlaygroundError(f"'{name}' is not valid JSON lines: {problem}. Each line must be an object like "
+                               f"{{\"{hint_cols[0]}\": ..., \"{hint_cols[1]}\": ...}}.")
+
+    if text.lstrip().startswith("["):
+        raise bad("the file is one JSON array, not an object per line (convert it with `jq -c '.[]'`)")
+    rows, columns = [], {}  # columns: a dict as an ordered set
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
         try:
-            ds = datasets.load_dataset(kind, data_files=str(src), split="train", keep_in_memory=True,
-                                       cache_dir=str(Path(tmp) / "cache"), **options)
-        except Exception as exc:  # datasets raises many types for unreadable files
-            for _ in range(8):  # its own "error occurred while generating" wraps the real one
-                exc = exc.__cause__ or exc.__context__ or exc
-            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            fix = ("Every line must be a JSON object with the same keys and value types." if kind == "json"
-                   else "It needs a header row and the same number of fields on every line.")
-            raise PlaygroundError(f"Could not read '{path.name}' as {kind.upper()}: {msg}. {fix}") from None
-    if not ds.column_names:
-        raise PlaygroundError(f"'{path.name}' has no columns. It needs columns '{hint_cols[0]}' and '{hint_cols[1]}'.")
-    return ds
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except KeyError as exc:
+            raise bad(f"line {i} is ambiguous: the key {exc.args[0]!r} appears twice") from None
+        except RecursionError:
+            raise bad(f"line {i} is nested too deeply") from None
+        except ValueError as exc:  # a JSONDecodeError, or an integer of over 4,300 digits
+            raise bad(f"line {i} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        if not isinstance(row, dict):
+            raise bad(f"line {i} is a JSON {type(row).__name__}, not an object")
+        columns.update(dict.fromkeys(row))
+        if len(columns) > MAX_COLUMNS:
+            raise bad(f"line {i} brings the number of different keys past {MAX_COLUMNS}")
+        rows.append(row)
+    if not columns:
+        raise bad("its objects have no keys")
+    return [{c: row.get(c) for c in columns} for row in rows]  # a missing key reads as None
+
+
+def _csv_rows(name: str, text: str) -> list[dict]:
+    csv.field_size_limit(2**31 - 1)  # the file cap bounds a field; the default 128 KB would hide the per-field message
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: an unclosed quote is an error
+    header, rows = None, []
+    try:
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue  # a blank line
+            if header is None:
+                header = fields
+                if len(header) > MAX_COLUMNS:
+                    raise PlaygroundError(f"'{name}' has {len(header):,} columns in its header row; a task needs an "
+                                          "input and a target column. Check that the first line is the header.")
+                if dup := next((c for c, n in Counter(header).items() if n > 1), None):
+                    raise PlaygroundError(f"'{name}' has the column {dup!r} {header.count(dup)} times in its header "
+                                          "row. Give every column its own name.")
+                header = [c or f"Unnamed: {i}" for i, c in enumerate(header)]  # as pandas names a blank one
+            elif len(fields) > len(header):
+                raise csv.Error(f"{len(fields)} fields but the header has {len(header)}")
+            else:  # a short row: spreadsheets may leave off trailing empty cells
+                rows.append(dict(zip(header, fields + [""] * (len(header) - len(fields)))))
+    except csv.Error as exc:
+        raise PlaygroundError(f"Could not read '{name}' as CSV: line {reader.line_num}: {exc}. It needs a header row, "
+                              "the same number of fields on every line and a closing quote for every opening "
+                              "one.") from None
+    if not rows:
+        raise PlaygroundError(f"'{name}' has a header row but no examples below it. Add one example per line.")
+    return rows
 
 
 def read_examples(path: str | Path, input_col: str = "input", target_col: str = "target") -> list[Example]:
-    """Read a JSONL or CSV file through ``datasets`` and return its examples.
+    """Read a JSONL or CSV file and return its examples.
 
     Raises PlaygroundError for a missing, empty or malformed file, or missing columns.
     """
-    ds = read_table(path, (input_col, target_col))
-    return examples_from_dataset(ds, input_col, target_col, source=Path(path).name)
+    return _examples(read_table(path, (input_col, target_col)), input_col, target_col, source=Path(path).name)
 
 
-def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> list[Example]:
-    cols = list(ds.column_names)
+def _examples(rows, input_col: str, target_col: str, source: str) -> list[Example]:
+    """Examples from rows (dicts, or a ``datasets.Dataset``), refusing missing columns, empty or huge fields."""
+    if not rows:
+        raise PlaygroundError(f"'{source}' has no examples.")
+    cols = list(rows[0])
     missing = [c for c in (input_col, target_col) if c not in cols]
     if missing:
         raise PlaygroundError(f"'{source}' has no column {', '.join(repr(c) for c in missing)}; its columns are "
                               f"{', '.join(repr(c) for c in cols)}. Choose the input and target columns.")
     out = []
-    for i, (x, y) in enumerate(zip(ds[input_col], ds[target_col])):
+    for i, row in enumerate(rows):
+        x, y = row[input_col], row[target_col]
         if x is None or y is None or not str(x).strip() or not str(y).strip():
             raise PlaygroundError(f"'{source}' row {i + 1} has an empty '{input_col}' or '{target_col}'. "
                                   "Every example needs both.")
@@ -241,8 +231,6 @@ def examples_from_dataset(ds, input_col: str, target_col: str, source: str) -> l
                 raise PlaygroundError(f"'{source}' row {i + 1} has a {len(str(v)):,}-character '{col}'; the limit "
                                       f"is {MAX_TEXT_CHARS:,}. Shorten that example or drop it.")
         out.append(Example(str(x).strip(), str(y).strip()))
-    if not out:
-        raise PlaygroundError(f"'{source}' has no examples.")
     return out
 
 
@@ -333,7 +321,7 @@ def _hub_splits(name: str, input_col: str, target_col: str) -> dict[str, list[Ex
         dd = datasets.load_dataset(name)
     except Exception as exc:
         raise PlaygroundError(f"Could not load the Hub dataset '{name}': {str(exc).splitlines()[0]}") from None
-    splits = {s: examples_from_dataset(dd[s], input_col, target_col, f"{name}[{s}]") for s in dd}
+    splits = {s: _examples(dd[s], input_col, target_col, f"{name}[{s}]") for s in dd}
     if "train" not in splits:
         raise PlaygroundError(f"The Hub dataset '{name}' has no 'train' split (it has {', '.join(splits)}).")
     if "test" not in splits:
