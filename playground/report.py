@@ -1,9 +1,6 @@
-"""Results made readable: the tables, Markdown and figure sets that the UI, the CLI and the docs show.
-
-Pure functions from what the engine measured (``compare.MethodResult``, the experiments'
-results.json, library cards, the loaded model) to table rows, Markdown and plotly figures.
-The engine modules compute; this module only formats.
-"""
+"""The tables, Markdown and figure sets that the UI, the CLI and the docs show: pure functions from what
+the engine measured (the loaded model, library cards, compare and experiments results). The engine computes;
+this module only formats."""
 
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ from .models import BaseModel
 from .prefix import PrefixSettings, parameter_counts
 from .recipes import meets_bar
 
-# ---- the Learn and Train tabs: the loaded model and a prefix's size --------------------------
+
 def model_rows(base: BaseModel, settings: PrefixSettings) -> list[list]:
     """The loaded model's live numbers, and the prefix's size at these settings."""
     trainable, exported = parameter_counts(base, settings)
@@ -43,7 +40,6 @@ def parameter_summary(base: BaseModel, settings: PrefixSettings) -> str:
     return f"**Trainable:** {trainable:,} parameters ({pct(trainable)} of the {base.num_parameters:,} frozen ones)."
 
 
-# ---- the Library tab ---------------------------------------------------------------------------
 def library_rows(library: Library, owner: str | None = None) -> list[list]:
     """The Library table; the owner column says "shipped", or "yours" for ``owner``'s own saves."""
     rows = []
@@ -57,7 +53,6 @@ def library_rows(library: Library, owner: str | None = None) -> list[list]:
     return rows
 
 
-# ---- the Compare tab and ``python -m playground compare`` --------------------------------------
 TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "inference cost", "held-out metric",
                  "training time"]
 
@@ -77,8 +72,7 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
 
 
 def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> str:
-    """The table over seeds, in Markdown: the metric as mean (min-max), latencies as the median seed's, the rest
-    from the first seed."""
+    """The table over seeds, in Markdown: metric as mean (min-max), latencies the median seed's, the rest seed 1's."""
     headers = TABLE_HEADERS + ["seeds"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for n, runs in results.items():
@@ -93,7 +87,6 @@ def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> str:
     return "\n".join(lines)
 
 
-# ---- the ablations: the Compare tab's panel and ``python -m playground experiments`` -----------
 X_LABEL = {"length": "virtual tokens", "init": "training examples", "mlp": "learning rate"}
 ABLATION_HEADERS = ["series", "swept value", "after training (mean)", "worst–best seed", "before training", "seeds"]
 
@@ -152,23 +145,20 @@ def experiment_figures(data: dict) -> dict:
         out["compare_steps"] = seeds_curve_figure(data["compare"], metric, "step")
         out["compare_time"] = seeds_curve_figure(data["compare"], metric, "time")
     for study in ("length", "init", "mlp"):
-        if any(r["study"] == study for r in data["runs"]):
-            out[study] = study_figure(data["runs"], study, metric)
-    if any(r["study"] == "mlp" for r in data["runs"]):
-        out["mlp_curves"] = loss_curves_figure([r for r in data["runs"] if r["study"] == "mlp"])
+        runs = [r for r in data["runs"] if r["study"] == study]
+        if runs:
+            out[study] = study_figure(runs, study, metric)
+        if runs and study == "mlp":
+            out["mlp_curves"] = loss_curves_figure(runs)
     return out
 
 
-# ---- prefixes/README.md: the shipped prefixes' table -----------------------------------------
 TABLE_START, TABLE_END = "<!-- shipped-table:start -->", "<!-- shipped-table:end -->"
 
 
 def readme_table(entries: list, total_seconds: float | None = None) -> str:
     """Markdown for prefixes/README.md from the cards in the library (shipped prefixes only)."""
-
-    def pct(x) -> str:
-        return f"{100 * x:.1f}" if isinstance(x, (int, float)) else "–"
-
+    pct = lambda x: f"{100 * x:.1f}" if isinstance(x, (int, float)) else "–"  # noqa: E731
     rows = ["| prefix | metric (test n) | base | instruction | **prefix** | target | bar met | fresh n: instruction → prefix "
             "| validation | virtual tokens | steps | train examples | train s | wall s | size |",
             "|---|---|---:|---:|---:|---:|:---:|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -194,8 +184,7 @@ def readme_table(entries: list, total_seconds: float | None = None) -> str:
 
 
 def write_readme(path: Path, library: Library, total_seconds: float | None = None) -> None:
-    """Replace the table between the markers in ``path`` (keeping the prose around it, and the
-    recorded total wall time when this run retrained only some prefixes)."""
+    """Replace the table between the markers in ``path``, keeping the prose (and the last full run's total time)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.is_file() else f"# Shipped prefixes\n\n{TABLE_START}\n{TABLE_END}\n"
     if TABLE_START not in text or TABLE_END not in text:
