@@ -180,7 +180,10 @@ def test_a_call_that_fits_waits_for_room_in_arrival_order_then_is_refused_polite
     started.wait()
     waiters = [threading.Thread(target=later, args=("B", 60 * MB))]
     waiters[0].start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while len(b._queue) < 1 and time.monotonic() < deadline:  # B waits in the queue before C arrives
+        time.sleep(0.01)
+    assert len(b._queue) == 1
     waiters.append(threading.Thread(target=later, args=("C", 10 * MB)))  # fits now, but B came first
     waiters[1].start()
     for w in [t, *waiters]:
