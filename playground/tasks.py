@@ -78,10 +78,6 @@ BUILTIN: dict[str, Task] = {
 }
 
 
-def task_names() -> list[str]:
-    return list(BUILTIN)
-
-
 def get_task(name: str) -> Task:
     """A built-in task with its train/validation/test splits loaded."""
     if name not in BUILTIN:

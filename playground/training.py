@@ -69,7 +69,6 @@ class StepRecord:
     elapsed: float  # seconds spent training so far (held-out evaluation excluded)
     examples_per_s: float  # this step's throughput
     metric: float | None = None  # held-out metric in [0, 1], on the steps where it was measured
-    eval_seconds: float = 0.0  # time that evaluation took on this step
     predictions: list[str] | None = field(default=None, repr=False)  # held-out answers, where measured
 
 
@@ -182,5 +181,5 @@ def train(base: BaseModel, model: Trainable, task: Task, settings: TrainSettings
         if last or (settings.eval_every and step % settings.eval_every == 0):
             with hold("eval"):
                 r = score(held_out)
-            rec.metric, rec.eval_seconds, rec.predictions = r.score, r.seconds, r.predictions
+            rec.metric, rec.predictions = r.score, r.predictions
         yield rec
