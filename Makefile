@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit test-browser chromium screenshots bench experiments prefixes load-test clean
+.PHONY: install run demo test test-unit test-integration test-browser test-reliability chromium screenshots bench experiments prefixes load-test clean
 ARGS ?=
 
 install: $(STAMP)
@@ -36,10 +36,16 @@ test: install chromium
 	$(BIN)/python -m pytest -q
 
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration
 
 test-browser: install chromium
-	$(BIN)/python -m pytest -q tests/test_browser.py
+	$(BIN)/python -m pytest -q -m browser
+
+test-reliability: install chromium
+	$(BIN)/python -m pytest -q -m reliability
 
 # Re-take the README's screenshots from the running app (the browser tests write them).
 screenshots: test-browser

@@ -132,9 +132,9 @@ def build_demo(pg):
     """The Blocks for one Playground (a loaded model and its library)."""
     import gradio as gr
 
-    from ui import attention, compare, learn, library, switch, train
     from playground.memory import trim
     from playground.report import model_rows
+    from ui import attention, compare, learn, library, switch, train
     from ui.common import key, log
     from ui.fairness import cap_waiting
 
@@ -220,7 +220,6 @@ def make_playground(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     from playground.errors import PlaygroundError
-
     from playground.memory import limit_arenas
 
     limit_arenas(2)  # before any worker thread allocates: RSS stays bounded under a class (playground/memory.py)

@@ -33,11 +33,11 @@ PROMPT_30 = "The long-awaited sequel finally arrived this weekend, and despite a
 
 def make_library(root: Path) -> None:
     from playground.library import Library
+    from playground.methods import prefix_method
     from playground.models import load_model
     from playground.peft_folder import make_card
     from playground.prefix import PrefixSettings, create_prefix
     from playground.tasks import get_task
-    from playground.methods import prefix_method
     from playground.training import TrainSettings, train
 
     base = load_model(device="cpu")

@@ -29,9 +29,9 @@ def rss_mb() -> float:
 
 def time_to_target(base, init: str, lr: float, cap: int, target: float = 0.9):
     from playground.evaluation import evaluate
+    from playground.methods import prefix_method
     from playground.prefix import PrefixSettings, create_prefix
     from playground.tasks import get_task
-    from playground.methods import prefix_method
     from playground.training import TrainSettings, train
 
     task = get_task("sentiment")

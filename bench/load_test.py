@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.hostile_student import hostile_student  # noqa: E402
 from bench.driver import start_app, stop_app  # noqa: E402
+from bench.hostile_student import hostile_student  # noqa: E402
 
 TASKS = ("sentiment", "topic", "fr_en", "headline", "shout", "capitals")
 JUST_TRAINED, NO_PREFIX, NONE = "(just trained)", "(no prefix)", "(none)"  # as playground.service / ui.attention

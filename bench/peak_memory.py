@@ -27,8 +27,8 @@ def child(which: str, steps: int) -> None:
     task = get_task("sentiment")
     loaded = rss_mb()
     if which == "ours":
-        from playground.prefix import PrefixSettings, create_prefix
         from playground.methods import prefix_method
+        from playground.prefix import PrefixSettings, create_prefix
         from playground.training import TrainSettings, train
 
         prefix = create_prefix(base, PrefixSettings(), task.instruction)

@@ -72,8 +72,15 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from playground.models import load_model
-    from playground.overhead import (PREFIX_LENGTHS, PROMPT_LENGTHS, fit_overhead, forced_decode, measure_overhead,
-                                     prompt_ids, random_prefix)
+    from playground.overhead import (
+        PREFIX_LENGTHS,
+        PROMPT_LENGTHS,
+        fit_overhead,
+        forced_decode,
+        measure_overhead,
+        prompt_ids,
+        random_prefix,
+    )
 
     start = time.perf_counter()
     base = load_model(device="cpu")

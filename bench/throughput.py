@@ -58,8 +58,8 @@ def ours(base, task, steps: int, warmup: int, precision: str, threads: int = 2, 
          twin: bool = True):
     import torch
 
-    import playground.training as T
     import playground.methods as M
+    import playground.training as T
     from playground.methods import prefix_method
     from playground.prefix import PrefixSettings, create_prefix
 

@@ -23,8 +23,8 @@ TARGET = 0.90
 
 
 def ours(base, task, test, evaluate, cap: int):
-    from playground.prefix import PrefixSettings, create_prefix
     from playground.methods import prefix_method
+    from playground.prefix import PrefixSettings, create_prefix
     from playground.training import TrainSettings, train
 
     settings = TrainSettings()

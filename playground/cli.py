@@ -128,11 +128,10 @@ def cmd_train(args) -> int:
 
     from .evaluation import evaluate_all
     from .library import Library
-    from .methods import prefix_learning_rate
+    from .methods import prefix_learning_rate, prefix_method
     from .names import check_name
     from .peft_folder import make_card
     from .prefix import PrefixSettings, create_prefix
-    from .methods import prefix_method
     from .training import TrainSettings, train
 
     task = _task(args)
@@ -288,9 +287,9 @@ def cmd_list(args) -> int:
          arg("--steps", type=int, default=10))
 def cmd_demo(args) -> int:
     from .evaluation import evaluate
+    from .methods import InstructionMethod, prefix_method
     from .prefix import PrefixSettings, create_prefix
     from .tasks import get_task
-    from .methods import InstructionMethod, prefix_method
     from .training import TrainSettings, train
 
     base = load_base_verbose(args)
@@ -383,8 +382,8 @@ def _numbers(text: str, kind, flag: str) -> tuple:
              "rerun with the same settings resumes"))
 def cmd_experiments(args) -> int:
     from .experiments import ExperimentSettings, run_all
-    from .report import experiment_figures, markdown_tables
     from .figures import write_figures
+    from .report import experiment_figures, markdown_tables
     from .tasks import get_task
 
     s = ExperimentSettings(task=args.task, studies=tuple(x.strip() for x in args.studies.split(",") if x.strip()),

@@ -16,8 +16,16 @@ from typing import Iterator
 
 from .errors import PlaygroundError
 from .evaluation import evaluate
-from .methods import (METHODS, InstructionMethod, LoraMethod, MethodSettings, create_method, default_init,
-                      default_learning_rate, exported_bytes)
+from .methods import (
+    METHODS,
+    InstructionMethod,
+    LoraMethod,
+    MethodSettings,
+    create_method,
+    default_init,
+    default_learning_rate,
+    exported_bytes,
+)
 from .models import BaseModel
 from .overhead import kv_cache_bytes
 from .tasks import Task

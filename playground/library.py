@@ -24,8 +24,8 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 from .errors import PlaygroundError

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import PlaygroundError
+from .methods import prefix_method
 from .metrics import METRIC_LABELS
 from .models import BaseModel
 from .prefix import PrefixSettings, create_prefix
 from .tasks import Task, get_task
-from .methods import prefix_method
 from .training import TrainSettings, train
 
 REPORT_SPLITS = ("test", "fresh")  # scored for the card with all three modes; never used to choose settings

@@ -88,3 +88,17 @@ def real():
 def _threads():
     # Keep both cores for torch; the suite itself runs serially.
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+KINDS = ("unit", "integration", "browser", "reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its kind, the folder it lives in; a unit test may not load the real model."""
+    for item in items:
+        kind = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: put the test in one of tests/{{{','.join(KINDS)}}}/")
+        item.add_marker(kind)
+        if kind == "unit" and ("real" in item.fixturenames or item.get_closest_marker("real_model")):
+            raise pytest.UsageError(f"{item.nodeid} loads the real model: move it to tests/integration/")

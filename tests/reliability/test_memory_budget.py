@@ -259,7 +259,7 @@ def test_a_run_over_the_token_limit_is_refused_before_it_starts(pg):
         assert plan.cost < Limits().max_run_tokens, (name, plan.cost)  # the tiny tokenizer's tokens are short
 
 
-@pytest.mark.integration
+@pytest.mark.real_model
 def test_the_run_cost_default_passes_classroom_runs_and_refuses_hour_long_ones(real, tmp_path):
     """On the embedded model: the Train tab's defaults cost under a third of max_run_tokens on every
     built-in task, and the load test's runs far less; 128 virtual tokens at batch 32 with the metric
@@ -321,7 +321,7 @@ def _picker(config: dict) -> str:
                 if d.get("outputs") and elem.get(d["outputs"][0]) == "att-prefix" and isinstance(d.get("api_name"), str))
 
 
-@pytest.mark.integration
+@pytest.mark.real_model
 def test_a_real_server_stays_under_its_memory_budget_and_answers(tmp_path):
     """Four Attention clicks on 2,000 random digits at once, then a CSV of 1,990-digit fields
     trained at batch 8, on the embedded model with --memory-budget-mb 3500: the server's peak RSS

@@ -33,7 +33,7 @@ from playground.service import Limits, Playground
 from playground.tasks import get_task
 from playground.training import TrainSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIMITS = dict(max_steps=4, max_batch_size=4, max_virtual_tokens=8, max_eval_examples=4, max_new_tokens=3)
 A, B = "session:student-a", "session:student-b"  # two browser sessions, as ui.common.owner names them
 

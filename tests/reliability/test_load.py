@@ -16,7 +16,7 @@ import pytest
 import bench.load_test as load_test
 from bench.load_test import ACTIONS, LoadConfig, passed, report_text, run_load
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.real_model
 
 STUDENTS, STEPS, CONCURRENT = 6, 2, 2
 # Deadlines that only a hang reaches: the whole run took 83 to 132 s on 2 cores (the most with other jobs sharing

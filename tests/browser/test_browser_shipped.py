@@ -13,7 +13,7 @@ from bench.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_u
 from playground.cli import DEFAULT_LIBRARY
 from playground.recipes import RECIPES
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.real_model
 SHOTS = ROOT / "artifacts" / "screenshots"
 
 

@@ -18,7 +18,7 @@ from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, 
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +256,9 @@ def test_upload_a_csv_with_its_own_columns(page, tmp_path):
 
 def _foreign_prefix_zip(path: Path) -> Path:
     """A well-formed PEFT prefix for a GPT-2-sized model (12 layers x 768): wrong for SmolLM2."""
+    import torch
     from peft import PrefixTuningConfig
     from safetensors.torch import save_file
-    import torch
 
     folder = path / "gpt2-prefix"
     cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, num_layers=12, token_dim=768,
@@ -372,7 +372,7 @@ def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     page.locator("#cmp-steps input[type=number]").press("Enter")
     page.locator("#cmp-run").click()
     wait_until(lambda: page.locator("#cmp-progress").get_attribute("data-state") == "finished"
-               and page.locator("#cmp-progress").get_attribute("data-done") == "2", timeout=240, what="the comparison")
+               and page.locator("#cmp-progress").get_attribute("data-done") == "2", timeout=480, what="the comparison")
     text = page.locator("#cmp-table").inner_text()
     assert "Prompt tuning" in text and "11,520" in text and "Instruction prompt" in text
     traces = plot_data(page, "cmp-by-step")
@@ -386,7 +386,7 @@ def test_an_ablation_runs_from_the_compare_tab_with_error_bars_and_loss_curves(p
     page.locator("#abl-steps input[type=number]").fill("2")
     page.locator("#abl-steps input[type=number]").press("Enter")
     page.locator("#abl-run").click()
-    wait_until(lambda: page.locator("#abl-progress").get_attribute("data-state") == "finished", timeout=240,
+    wait_until(lambda: page.locator("#abl-progress").get_attribute("data-state") == "finished", timeout=480,
                what="the ablation")
     assert page.locator("#abl-progress").get_attribute("data-done") == "4"
     text = page.locator("#abl-table").inner_text()

@@ -17,8 +17,7 @@ from playground.models import load_model, resolve_device
 from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix
 from playground.tasks import BUILTIN, get_task, read_examples, split_examples, user_task
-
-from .conftest import make_tiny
+from tests.conftest import make_tiny
 
 
 @pytest.fixture

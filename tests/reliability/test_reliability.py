@@ -41,7 +41,7 @@ from playground.service import JUST_TRAINED, Limits, Playground
 from playground.tasks import get_task
 from playground.training import TrainSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "prefixes"
 # SmolLM2-135M's prefix geometry: 30 layers x 3 kv heads x 64; 128 virtual tokens make a 5.9 MB file.
 P, L, H, D = 128, 30, 3, 192
@@ -550,7 +550,7 @@ def _http(url: str, data: dict | None = None, cookie: str = "") -> tuple[int, st
         return e.code, e.read().decode(), ""
 
 
-@pytest.mark.integration
+@pytest.mark.real_model
 def test_the_real_app_asks_for_a_login(tmp_path):
     from gradio_client import Client
     from gradio_client.exceptions import AuthenticationError

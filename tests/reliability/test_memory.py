@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 
-
 def test_arena_cap_applies_once_and_respects_the_environment():
     # in a fresh interpreter: mallopt must run before threads allocate, as app.main does
     code = "from playground.memory import limit_arenas; import sys; sys.exit(0 if limit_arenas(2) else 3)"

@@ -6,7 +6,6 @@ reference is one ``set_adapter`` + ``generate`` call per prefix, as a PEFT user 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import pytest
@@ -16,12 +15,9 @@ from peft import PeftModel
 from playground.generate import generate_texts_mixed, greedy_mixed, mixed_prefill
 from playground.library import Library
 from playground.methods import BareMethod, answer, prefix_method
-from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat
 from playground.service import NO_PREFIX, Limits, Playground
-
-from .conftest import ROOT
 
 INPUTS = ["hi", "the cat is black", "a much longer sentence about the weather in the hills today", "le chat"]
 LENGTHS = [3, None, 7, 12]  # virtual tokens per row; None: no prefix
@@ -146,24 +142,3 @@ def test_mixed_texts_and_switch_equal_each_method_answering_alone(tiny_llama, tm
     assert mixed == [answer(tiny_llama, m, [text], max_new_tokens=6)[0] for m in methods]
 
 
-@pytest.mark.integration
-def test_shipped_prefixes_in_one_batch_equal_plain_peft_one_by_one(real):
-    """Four shipped prefixes and the bare model on one input: one mixed batch == sequential PeftModel.generate."""
-    names = ["sentiment", "topic", "shout", "fr_en"]
-    prefixes = [load_prefix(ROOT / "prefixes" / n, real) for n in names] + [None]
-    fmt = PromptFormat.for_tokenizer(real.tokenizer)
-    text = "The acting was wooden and the plot made no sense at all."
-    prompts = [fmt.encode_prompt(text, "base" if p is None else "prefix") for p in prefixes]
-    mixed = greedy_mixed(real, prompts, prefixes, max_new_tokens=12, stop_ids=fmt.stop_ids)
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(real.model), str(ROOT / "prefixes" / names[0]),
-                                           adapter_name=names[0]).eval()
-    for n in names[1:]:
-        peft_model.load_adapter(str(ROOT / "prefixes" / n), adapter_name=n)
-    pad = real.tokenizer.pad_token_id
-    for i, (q, p) in enumerate(zip(prompts, prefixes)):
-        if p is not None:
-            peft_model.set_adapter(names[i])
-        with peft_model.disable_adapter() if p is None else contextlib.nullcontext():  # no prefix: the bare model
-            ref = _peft_generate(peft_model, q, 12, pad, fmt.stop_ids)
-        assert mixed[i] == ref, f"{names[i] if p is not None else 'no prefix'}: {mixed[i]} vs {ref}"
-    assert len({tuple(r) for r in mixed}) == len(mixed)

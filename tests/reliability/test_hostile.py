@@ -47,8 +47,7 @@ from playground.prefix import PrefixSettings, create_prefix
 from playground.service import NO_PREFIX, Limits, Playground
 from playground.tasks import MAX_TEXT_CHARS, Example, read_examples
 from playground.training import TrainSettings
-
-from .conftest import ROOT, make_tiny
+from tests.conftest import ROOT, make_tiny
 
 CASES: Counter = Counter()  # hostile inputs tried, by field
 LIMITS = dict(max_steps=4, max_batch_size=4, max_virtual_tokens=8, max_eval_examples=4, max_new_tokens=3)
@@ -814,7 +813,7 @@ def test_any_prompt_through_attention_either_answers_or_raises_a_playground_erro
 # =============================================================================================
 # The running server keeps serving (real app, real model)
 # =============================================================================================
-@pytest.mark.integration
+@pytest.mark.real_model
 def test_the_running_app_refuses_hostile_input_and_keeps_serving(tmp_path):
     from gradio_client import Client, handle_file
 

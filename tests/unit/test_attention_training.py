@@ -13,11 +13,9 @@ from playground.errors import PlaygroundError
 from playground.library import Library
 from playground.losses import target_loss
 from playground.methods import prefix_method
-from playground.prefix import PrefixSettings, create_prefix
-from playground.prompts import PromptFormat
+from playground.prefix import PrefixSettings, create_prefix, prefix_forward
+from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
-from playground.prefix import prefix_forward
-from playground.prompts import pad_right
 from playground.training import TrainSettings, train
 
 

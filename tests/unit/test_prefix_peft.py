@@ -19,8 +19,7 @@ from playground.methods import InstructionMethod, answer
 from playground.peft_folder import load_prefix
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
-
-from .conftest import CHAT_TEMPLATE
+from tests.conftest import CHAT_TEMPLATE
 
 
 def _batch(base, texts):

@@ -10,8 +10,17 @@ import torch
 from playground.attention import prefix_attention, prefix_shares
 from playground.figures import overhead_figure
 from playground.generate import greedy_mixed
-from playground.overhead import (OverheadPoint, cache_nbytes, fit_line, fit_overhead, forced_decode, kv_cache_bytes,
-                                 measure_overhead, prompt_ids, random_prefix)
+from playground.overhead import (
+    OverheadPoint,
+    cache_nbytes,
+    fit_line,
+    fit_overhead,
+    forced_decode,
+    kv_cache_bytes,
+    measure_overhead,
+    prompt_ids,
+    random_prefix,
+)
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat
 

@@ -14,16 +14,15 @@ from peft import PeftModel
 from playground.attention import prefix_attention
 from playground.evaluation import evaluate, evaluate_all, per_example
 from playground.library import Library
-from playground.models import DEFAULT_MODEL, cache_root, load_model
 from playground.methods import prefix_method
+from playground.models import DEFAULT_MODEL, cache_root, load_model
 from playground.prefix import PrefixSettings, create_prefix, prefix_forward
 from playground.prompts import PromptFormat, pad_right
 from playground.tasks import get_task
 from playground.training import TrainSettings, train
+from tests.conftest import ROOT
 
-from .conftest import ROOT
-
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
