@@ -30,11 +30,6 @@ class PrefixAttention:
     token_share: torch.Tensor  # [layer, q_pos]: mean over heads; which prompt tokens lean on the prefix
 
 
-def prefix_shares(attentions: tuple[torch.Tensor, ...], num_virtual_tokens: int) -> dict[str, torch.Tensor]:
-    """From the model's raw ``output_attentions`` (per layer [1, head, q_pos, k_pos]) to prefix shares."""
-    return _stack([layer_shares(a, num_virtual_tokens) for a in attentions])
-
-
 def layer_shares(att: torch.Tensor, num_virtual_tokens: int) -> dict[str, torch.Tensor]:
     """One layer's weights [1, head, q_pos, k_pos] reduced to what PrefixAttention keeps of them."""
     # a copy, not a view: a view of the first P columns would keep the whole matrix alive

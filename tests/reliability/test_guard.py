@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import app
+import ui.app as app
 from bench.driver import free_port, start_app, stop_app
 from playground.library import Library
 from playground.service import Limits, Playground

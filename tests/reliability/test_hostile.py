@@ -1,4 +1,4 @@
-"""Hostile and broken input (issue 7): property tests and a corpus of bad files for every upload and text field.
+"""Hostile and broken input: property tests and a corpus of bad files for every upload and text field.
 
 Fields covered: the task-data upload (``file_columns``, ``load_upload``, ``read_table``), the prefix import
 (zip or loose files: ``stage_upload`` + ``load_prefix``), prefix names (save, rename, delete, export, import)

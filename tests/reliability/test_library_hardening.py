@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import app
 import playground.library as library_mod
+import ui.app as app
 from playground.archive import export_zip
 from playground.errors import PlaygroundError
 from playground.library import Library, owner_tag

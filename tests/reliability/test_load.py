@@ -1,4 +1,4 @@
-"""A classroom in miniature (issue 7): 6 students on one real app at once, through its API.
+"""A classroom in miniature: 6 students on one real app at once, through its API.
 
 The harness is ``bench/load_test.py`` (imported, not copied), at a smaller scale: 6 students,
 2 training steps each, with 2 trainings at a time, so 4 of them have to wait in the queue. One

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.attention import prefix_attention, prefix_shares
+from playground.attention import _stack, layer_shares, prefix_attention
 from playground.budget import MB, MemoryBudget, attention_bytes
 from playground.errors import PlaygroundError
 from playground.library import Library
@@ -41,6 +41,11 @@ def digits(n: int, seed: int = 0) -> str:
 
 
 # ---- attention, layer by layer --------------------------------------------------------------
+def prefix_shares(attentions: tuple[torch.Tensor, ...], P: int) -> dict[str, torch.Tensor]:
+    """The earlier way: every layer's full [1, head, q_pos, k_pos] matrix from ``output_attentions``, reduced after."""
+    return _stack([layer_shares(a, P) for a in attentions])
+
+
 def test_layer_by_layer_attention_equals_the_output_attentions_computation(tiny):
     """The hooks reduce each layer's weights as it returns them; the shares are bit-identical to
     reducing every layer's full matrix from ``output_attentions`` afterwards (the earlier way)."""

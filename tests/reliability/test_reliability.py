@@ -1,4 +1,4 @@
-"""Nothing lost, settings and passwords (issue 7): kill -9 mid-save, Stop and closed tabs, the read-only
+"""Nothing lost, settings and passwords: kill -9 mid-save, Stop and closed tabs, the read-only
 library, the server's limits as flags, and Gradio's login on the real app.
 
 The kill tests run the saves in real child processes and kill them with SIGKILL at each step of a
@@ -31,7 +31,7 @@ import pytest
 import torch
 from peft import PrefixTuningConfig
 
-import app
+import ui.app as app
 from playground.errors import PlaygroundError
 from playground.library import Library
 from playground.models import BaseModel

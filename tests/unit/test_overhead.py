@@ -1,5 +1,4 @@
-"""Unit tests on tiny models: the inference-overhead measurement (issue 5, part 4), its figure, and the
-faster attention path of the Attention tab (issue 5, part 5)."""
+"""Unit tests on tiny models: the inference-overhead measurement and its figure."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from playground.attention import prefix_attention, prefix_shares
 from playground.figures import overhead_figure
 from playground.generate import greedy_mixed
 from playground.overhead import (
@@ -21,8 +19,7 @@ from playground.overhead import (
     prompt_ids,
     random_prefix,
 )
-from playground.prefix import PrefixSettings, create_prefix, prefix_forward
-from playground.prompts import PromptFormat
+from playground.prefix import PrefixSettings, create_prefix
 
 
 def test_grid_is_complete_and_the_measured_cache_matches_the_formula(tiny):
@@ -107,18 +104,3 @@ def test_the_learn_tab_grid_fits_the_models_positions(tiny, tmp_path):
     Ps = [p.P for p in points]
     assert Ps == [0, 32, 128] and {p.T for p in points} == {16}
     assert fit_overhead(points)[0].P_max == 128
-
-
-def test_prefix_attention_skipping_the_lm_head_changes_nothing(tiny):
-    """Issue 5, part 5: prefix_attention now asks for logits at the last position only. The shares
-    must equal the old computation's: a full forward (every position's logits), then prefix_shares."""
-    prefix = create_prefix(tiny, PrefixSettings(num_virtual_tokens=5, init="random"), seed=2)
-    text = "a warm, funny film with a clumsy ending"
-    att = prefix_attention(tiny, prefix, text)
-    ids = torch.tensor([PromptFormat.for_tokenizer(tiny.tokenizer).encode_prompt(text, "prefix")])  # [1, T]
-    with torch.inference_mode():
-        out = prefix_forward(tiny, ids, torch.ones_like(ids), prefix, output_attentions=True, use_cache=False)
-    assert out.logits.shape[1] == ids.shape[1]  # the old path: logits at every position
-    old = prefix_shares(out.attentions, 5)
-    for k, v in old.items():
-        assert torch.equal(getattr(att, k), v.cpu()), k
