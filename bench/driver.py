@@ -1,7 +1,7 @@
 """Drive the real app from outside: start it on loopback, open it in Debian's headless Chromium.
 
 Harness code, not part of the app: the integration tests that need a real server or
-browser (``tests/test_browser.py``, ``tests/test_guard.py`` and others) and the benchmarks
+browser (``tests/browser/test_browser.py``, ``tests/reliability/test_guard.py`` and others) and the benchmarks
 (``bench/app_latency.py``, ``bench/load_test.py``, ``bench/cold_start.py``) use it, so they
 all start, wait and check the same way. Playwright's own browser download is not reachable
 here, so we point it at ``/usr/bin/chromium``.

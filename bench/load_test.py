@@ -28,7 +28,7 @@ attention and Switch answer as under load.
 
 One deadline (``--timeout``) bounds the whole run: past it, the students stop, what completed is
 printed, and the exit status is 1 (as it is for any error or isolation problem). Prints a table per
-action and writes everything to ``bench/results/load_test.json``. ``tests/test_load.py`` runs this
+action and writes everything to ``bench/results/load_test.json``. ``tests/reliability/test_load.py`` runs this
 harness with 6 students.
 """
 
