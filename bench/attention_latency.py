@@ -57,6 +57,14 @@ def interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, object]]:
     return {k: (statistics.median(times[k]), outs[k]) for k in fns}
 
 
+def prefix_shares(attentions, P: int) -> dict:
+    """The straightforward reduction: every layer's full [1, head, q_pos, k_pos] matrix from
+    ``output_attentions``, kept until the forward ends, then reduced as ``prefix_attention`` does."""
+    from playground.attention import _stack, layer_shares
+
+    return _stack([layer_shares(a, P) for a in attentions])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="also write the timings here")
@@ -66,7 +74,7 @@ def main() -> None:
     from peft import PeftModel
 
     torch.set_num_threads(2)
-    from playground.attention import prefix_attention, prefix_shares
+    from playground.attention import prefix_attention
     from playground.figures import head_figure, layer_figure, query_token_figure, virtual_token_figure
     from playground.models import load_model
     from playground.peft_folder import load_prefix
