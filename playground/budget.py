@@ -124,13 +124,14 @@ def train_step_bytes(base: BaseModel, B: int, T: int, P: int, targets: int, amp:
     return int(SAFETY * (g.layers * per_layer + head + backward))
 
 
-def eval_bytes(base: BaseModel, task: Task, examples: list[Example], P: int) -> int:
+def eval_bytes(base: BaseModel, task: Task, examples: list[Example], P: int, extra_tokens: int = 0) -> int:
     """Peak of scoring ``examples`` behind P virtual tokens: batches of EVAL_BATCH prompts of the
-    longest held-out prompt (instruction mode, the longest of the three), the task's answer budget."""
+    longest held-out prompt (instruction mode, the longest of the three) plus ``extra_tokens`` (a few-shot
+    prompt's demonstrations), the task's answer budget."""
     if not examples:
         return 0
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
-    T = max(len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in examples)
+    T = max(len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in examples) + extra_tokens
     return generate_bytes(base, min(EVAL_BATCH, len(examples)), T, P, task.max_new_tokens)
 
 
@@ -165,8 +166,9 @@ class RunPlan:
 
 
 def plan_run(base: BaseModel, task: Task, P: int, steps: int, batch_size: int, eval_every: int,
-             eval_examples: int, amp: torch.dtype | None, held_out: list[Example]) -> RunPlan:
-    """Size a run of ``steps`` steps of ``batch_size`` examples of ``task`` behind P virtual tokens."""
+             eval_examples: int, amp: torch.dtype | None, held_out: list[Example], extra_tokens: int = 0) -> RunPlan:
+    """Size a run of ``steps`` steps of ``batch_size`` examples of ``task`` behind P virtual tokens
+    (``extra_tokens``: more prompt tokens on every held-out query, as a few-shot prompt's demonstrations)."""
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     train = task.split("train")
     encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in train]
@@ -174,9 +176,9 @@ def plan_run(base: BaseModel, task: Task, P: int, steps: int, batch_size: int, e
     targets = max(sum(1 for t in labels if t != -100) for _, labels in encoded)
     B = min(batch_size, len(train))
     held = held_out[:eval_examples]
-    prompt = max((len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in held), default=0)
+    prompt = max((len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in held), default=0) + extra_tokens
     return RunPlan(steps, B, T, targets, len(held), prompt, task.max_new_tokens, evaluations(steps, eval_every) + 2,
-                   train_step_bytes(base, B, T, P, targets, amp), eval_bytes(base, task, held, P))
+                   train_step_bytes(base, B, T, P, targets, amp), eval_bytes(base, task, held, P, extra_tokens))
 
 
 def evaluations(steps: int, eval_every: int) -> int:

@@ -47,6 +47,7 @@ class MethodResult:
     train_seconds: float = 0.0  # training time, evaluation excluded
     per_token_s: float = 0.0  # greedy latency per generated token on one prompt (16 tokens, no early stop)
     per_token_merged_s: float | None = None  # LoRA only: the same with the adapters merged into the weights
+    prompt_tokens_added: int = 0  # tokens added to every query's prompt (a few-shot prompt's demonstrations)
 
 
 def per_token_latency(base: BaseModel, method, text: str, new_tokens: int = 16, mode: str | None = None) -> float:
@@ -69,7 +70,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
 
     The metric is measured on ``eval_split`` (default: ``held_out_split(task)``, validation where there is one).
     """
-    method = create_method(base, ms, task.instruction, ts.seed)
+    method = create_method(base, ms, task.instruction, ts.seed, task.split("train"))
     res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, 0, method.extra_positions,
                        kv_cache_bytes(base, method.extra_positions))
     if isinstance(method, InstructionMethod):
@@ -82,6 +83,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
         res.metric = res.records[-1].metric if res.records and res.records[-1].metric is not None else 0.0
         res.train_seconds = res.records[-1].elapsed if res.records else 0.0
     res.stored_bytes = exported_bytes(method)  # written as PEFT files, measured, deleted
+    res.prompt_tokens_added = getattr(method, "prompt_tokens_added", 0)
     text = task.split("test")[0].input
     res.per_token_s = per_token_latency(base, method, text)
     if isinstance(method, LoraMethod):

@@ -155,7 +155,7 @@ def run_one(base: BaseModel, task: Task, spec: RunSpec, s: ExperimentSettings,
             cancel: threading.Event | None = None) -> Run | None:
     """Train one cell for one seed; score it on the held-out split before and after (None: cancelled)."""
     data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
-    method = create_method(base, spec.method, task.instruction, spec.seed)
+    method = create_method(base, spec.method, task.instruction, spec.seed, task.split("train"))
     held_out = task.split(s.eval_split)[: s.eval_examples]
     start = evaluate(base, task, held_out, method).score
     ts = TrainSettings(learning_rate=spec.learning_rate, steps=s.steps, batch_size=s.batch_size, seed=spec.seed,

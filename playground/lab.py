@@ -17,6 +17,7 @@ from .budget import MemoryBudget, plan_run
 from .compare import MethodResult, check_methods, run_method
 from .errors import PlaygroundError
 from .experiments import LAB_GRIDS, lab_settings, plan, run_one
+from .fewshot import demonstrations, head_ids
 from .methods import MethodSettings, default_init, default_learning_rate
 from .models import BaseModel, autocast_dtype
 from .tasks import Task
@@ -52,7 +53,7 @@ class CompareLab:
                 ts = TrainSettings(steps=steps, eval_every=eval_every, eval_examples=eval_examples)
                 if (lr := default_learning_rate(n, ms.init)) is not None:  # None: the instruction prompt
                     ts = replace(ts, learning_rate=lr)
-                with self._hold(task, ms.num_virtual_tokens, ts):
+                with self._hold(task, *self._positions(task, ms), ts):
                     for item in run_method(self.base, task, ms, ts, cancel=cancel):
                         yield n, item
         finally:
@@ -78,7 +79,7 @@ class CompareLab:
         cancel = self._begin(key)
         try:
             for i, spec in enumerate(specs, 1):
-                with self._hold(task, spec.method.num_virtual_tokens, TrainSettings(
+                with self._hold(task, *self._positions(task, spec.method), TrainSettings(
                         steps=s.steps, batch_size=s.batch_size, eval_every=0, eval_examples=s.eval_examples,
                         precision=s.precision)):
                     run = run_one(self.base, task, spec, s, cancel)
@@ -88,13 +89,21 @@ class CompareLab:
         finally:
             self._end(key, cancel)
 
-    def _hold(self, task: Task, P: int, ts: TrainSettings):
-        """Reserve one run's peak (its widest step or scoring, behind P virtual tokens) from the memory budget."""
+    def _positions(self, task: Task, ms: MethodSettings) -> tuple[int, int]:
+        """(cached positions, prompt tokens) a method adds to every query: a few-shot prompt's demonstrations
+        (as seed 0 draws them) are one or the other; virtual tokens are cached positions."""
+        if ms.method not in ("few_shot", "few_shot_cached"):
+            return ms.num_virtual_tokens, 0
+        H = len(head_ids(self.base, task.instruction, demonstrations(task.split("train"), ms.shots), ms.style))
+        return (H, 0) if ms.method == "few_shot_cached" else (0, H)
+
+    def _hold(self, task: Task, P: int, extra_tokens: int, ts: TrainSettings):
+        """Reserve one run's peak (its widest step or scoring, behind P positions) from the memory budget."""
         if self.budget is None:
             return contextlib.nullcontext()
         held = task.split(held_out_split(task))[: ts.eval_examples]
         plan = plan_run(self.base, task, P, ts.steps, ts.batch_size, ts.eval_every, ts.eval_examples,
-                        autocast_dtype(self.base, ts.precision), held)
+                        autocast_dtype(self.base, ts.precision), held, extra_tokens)
         return self.budget.reserve(max(plan.step_bytes, plan.eval_bytes), "This comparison's training",
                                    "Use fewer held-out examples.")
 

@@ -12,7 +12,10 @@ training loss over target tokens (the LM head applied only at target positions, 
   weight tensors are the shared model's own (no memory copied), so the model other sessions
   use is never changed;
 - ``instruction``: the base model with the task instruction as its system prompt (no training);
-  ``BareMethod`` is the base model on the input alone.
+  ``BareMethod`` is the base model on the input alone;
+- ``few_shot`` / ``few_shot_cached``: the instruction and k training examples before the query
+  (``fewshot.py``), as text on every query or as their key/values computed once: the strongest
+  simple baseline, and an untrained "prefix" of as many positions as the demonstrations' tokens.
 
 As in ``prefix.py``, nothing global is switched: each object carries what it adds, so two
 sessions can use different methods on one model at once. Tests check each against plain PEFT.
@@ -29,11 +32,13 @@ import torch
 from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model, get_peft_model_state_dict
 
 from .errors import PlaygroundError
+from .fewshot import STYLES, TextCache, demonstrations, head_ids
 from .generate import answer_text, decode, greedy_mixed
 from .losses import head_loss, target_loss
 from .models import BaseModel
 from .prefix import Prefix, PrefixSettings, create_prefix
 from .prompts import PromptFormat, pad_left
+from .tasks import Example
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,11 @@ METHODS = {
     "prompt": MethodInfo("Prompt tuning", "input embeddings only", 3e-2, True),
     "lora": MethodInfo("LoRA", "attention weights (q, v) in every layer", 3e-3, False),
     "instruction": MethodInfo("Instruction prompt (no training)", "nothing trained: a text prompt", None, False),
+    "few_shot": MethodInfo("Few-shot prompt (no training)", "nothing trained: k examples in every prompt", None, False),
+    "few_shot_cached": MethodInfo("Few-shot, cached (no training)", "nothing trained: k examples' keys/values, "
+                                  "computed once", None, False),
 }
+PROMPTING_METHODS = ("instruction", "few_shot", "few_shot_cached")  # baselines: nothing to train
 VIRTUAL_TOKEN_METHODS = ("prefix", "prefix_mlp", "prompt")  # the methods num_virtual_tokens and init apply to
 
 
@@ -94,6 +103,8 @@ class MethodSettings:
     r: int = 4  # lora: rank
     lora_alpha: int = 8  # lora: scale numerator (scale = lora_alpha / r)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # lora: which Linear layers get adapters
+    shots: int = 4  # few_shot, few_shot_cached: training examples before the query (drawn with the seed)
+    style: str = "turns"  # few_shot, few_shot_cached: "turns" (prior chat turns) or "block" (in the system message)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -103,6 +114,11 @@ class MethodSettings:
         if self.method in VIRTUAL_TOKEN_METHODS and not METHODS[self.method].text_init and self.init != "random":
             raise PlaygroundError("Prefix tuning with the MLP can't start from text: PEFT cannot invert the MLP. "
                                   "Choose init 'random' for it, or the direct prefix for text init.")
+        if self.method in ("few_shot", "few_shot_cached"):
+            if not (isinstance(self.shots, int) and 1 <= self.shots <= 32):
+                raise PlaygroundError(f"Few-shot prompts take 1 to 32 examples; got {self.shots}.")
+            if self.style not in STYLES:
+                raise PlaygroundError(f"Few-shot style must be one of {', '.join(STYLES)}; got {self.style!r}.")
         if self.method == "lora":
             if not (isinstance(self.r, int) and 1 <= self.r <= 256):
                 raise PlaygroundError(f"LoRA rank r must be a whole number from 1 to 256; got {self.r}.")
@@ -300,6 +316,37 @@ class InstructionMethod:
         raise PlaygroundError("The instruction prompt has nothing trained to export: it is just the task's text.")
 
 
+class FewShotMethod(InstructionMethod):
+    """The instruction and k demonstrations before each query (the query in prefix mode: its user turn).
+
+    ``cached``: the demonstrations' key/values are computed once (``fewshot.TextCache``) and every query
+    starts behind them, as behind a prefix; else they are prompt tokens of every query.
+    """
+
+    mode = "prefix"
+
+    def __init__(self, base: BaseModel, instruction: str, demos: list[Example], style: str = "turns",
+                 cached: bool = False):
+        super().__init__(instruction)
+        self.demos, self.head = demos, head_ids(base, instruction, demos, style)
+        self.cache = TextCache(base, self.head) if cached else None
+
+    def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        if self.cache is not None:
+            return greedy_mixed(base, prompts, [self.cache] * len(prompts), max_new_tokens, stop_ids)
+        return greedy_mixed(base, [self.head + p for p in prompts], [None] * len(prompts), max_new_tokens, stop_ids)
+
+    @property
+    def extra_positions(self) -> int:
+        """Cached key/value positions every query starts behind (the demonstrations', when cached)."""
+        return len(self.head) if self.cache is not None else 0
+
+    @property
+    def prompt_tokens_added(self) -> int:
+        """Tokens added to every query's prompt (the demonstrations', when not cached)."""
+        return 0 if self.cache is not None else len(self.head)
+
+
 class BareMethod(InstructionMethod):
     """The base model as it is: the input alone, no instruction, nothing trained."""
 
@@ -339,12 +386,21 @@ def _shared_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model, shared)
 
 
-def create_method(base: BaseModel, settings: MethodSettings, instruction: str = "", seed: int = 0):
-    """A fresh, trainable instance of ``settings.method`` for ``base``, initialized as the settings say."""
+def create_method(base: BaseModel, settings: MethodSettings, instruction: str = "", seed: int = 0,
+                  train: list[Example] | None = None):
+    """A fresh, trainable instance of ``settings.method`` for ``base``, initialized as the settings say.
+
+    Few-shot methods draw ``settings.shots`` demonstrations from ``train`` with ``seed``.
+    """
     settings.validate()
     m = settings.method
     if m == "instruction":
         return InstructionMethod(instruction)
+    if m in ("few_shot", "few_shot_cached"):
+        if not train:
+            raise PlaygroundError("A few-shot prompt needs the task's training examples to draw its demonstrations.")
+        return FewShotMethod(base, instruction, demonstrations(train, settings.shots, seed), settings.style,
+                             cached=m == "few_shot_cached")
     if m in ("prefix", "prefix_mlp"):
         ps = PrefixSettings(settings.num_virtual_tokens, settings.init, settings.init_text, m == "prefix_mlp",
                             settings.encoder_hidden_size)

@@ -66,7 +66,8 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
         info = METHODS[r.method]
         rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
                      f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
-                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.kv_bytes_added / 1e6:.2f} MB KV",
+                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.extra_positions} KV positions "
+                     f"({r.kv_bytes_added / 1e6:.2f} MB), +{r.prompt_tokens_added} prompt tokens",
                      f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
     return rows
 

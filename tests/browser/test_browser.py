@@ -366,15 +366,16 @@ def test_learn_tab_measures_what_a_prefix_costs(page):
 def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     tab(page, "Compare")
     boxes = page.locator("#cmp-methods")
-    for label in ("Prefix tuning", "Prefix tuning + MLP", "LoRA"):
+    for label in ("Prefix tuning", "Prefix tuning + MLP", "LoRA", "Few-shot prompt (no training)"):
         boxes.get_by_label(label, exact=True).uncheck()
     page.locator("#cmp-steps input[type=number]").fill("2")
     page.locator("#cmp-steps input[type=number]").press("Enter")
     page.locator("#cmp-run").click()
     wait_until(lambda: page.locator("#cmp-progress").get_attribute("data-state") == "finished"
-               and page.locator("#cmp-progress").get_attribute("data-done") == "2", timeout=480, what="the comparison")
+               and page.locator("#cmp-progress").get_attribute("data-done") == "3", timeout=480, what="the comparison")
     text = page.locator("#cmp-table").inner_text()
     assert "Prompt tuning" in text and "11,520" in text and "Instruction prompt" in text
+    assert "Few-shot, cached (no training)" in text and "k examples' keys/values" in text
     traces = plot_data(page, "cmp-by-step")
     assert traces and traces[0]["x"][-1] == 2  # prompt tuning's metric at its last step
     shot(page, "compare")
