@@ -146,7 +146,7 @@ class RunPlan:
     held_out: int  # examples scored at each evaluation
     prompt_tokens: int  # the longest held-out prompt
     new_tokens: int  # the task's answer budget
-    evals: int  # held-out scorings: the run's own and the two baselines (base model, instruction)
+    evals: int  # held-out scorings: the run's own and the three baselines (base model, instruction, few-shot)
     step_bytes: int  # one training step's reservation
     eval_bytes: int  # one evaluation's reservation
 
@@ -177,7 +177,7 @@ def plan_run(base: BaseModel, task: Task, P: int, steps: int, batch_size: int, e
     B = min(batch_size, len(train))
     held = held_out[:eval_examples]
     prompt = max((len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in held), default=0) + extra_tokens
-    return RunPlan(steps, B, T, targets, len(held), prompt, task.max_new_tokens, evaluations(steps, eval_every) + 2,
+    return RunPlan(steps, B, T, targets, len(held), prompt, task.max_new_tokens, evaluations(steps, eval_every) + 3,
                    train_step_bytes(base, B, T, P, targets, amp), eval_bytes(base, task, held, P, extra_tokens))
 
 

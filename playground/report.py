@@ -198,3 +198,20 @@ def write_readme(path: Path, library: Library, total_seconds: float | None = Non
     else:
         table = readme_table(library.entries(), total_seconds)
     path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}", encoding="utf-8")
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson interval of a proportion p measured on n examples."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre, half = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+
+
+def versus_best_prompt(metric: float, baselines: dict[str, float], n: int) -> str:
+    """One line: the prefix against the strongest prompt (not just the instruction), with n and its interval."""
+    names = {"instruction": "the instruction prompt", "few_shot": "4-shot prompting"}
+    best = max((k for k in names if k in baselines), key=lambda k: baselines[k])
+    lo, hi = wilson(metric, n)
+    return (f"prefix {100 * metric:.1f}% (n = {n}, 95% interval {100 * lo:.0f}–{100 * hi:.0f}%) vs the strongest "
+            f"prompt, {names[best]}: {100 * baselines[best]:.1f}%")

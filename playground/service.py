@@ -22,10 +22,11 @@ from .attention import PrefixAttention, prefix_attention
 from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
+from .fewshot import demonstrations, head_ids
 from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import BareMethod, InstructionMethod, prefix_method
+from .methods import BareMethod, InstructionMethod, MethodSettings, create_method, prefix_method
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -37,6 +38,7 @@ from .training import StepRecord, TrainSettings, held_out_split, train
 
 JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"
+FEW_SHOTS = 4  # demonstrations in the Train tab's few-shot baseline
 
 
 def _limit(default: int, what: str, most: int | None = None):
@@ -68,7 +70,7 @@ class Limits:
     memory_budget_mb: int = _limit(6144, "the most memory (RSS, model included) the server may use; work that "
                                    "would not fit waits for room or is refused")
     max_run_tokens: int = _limit(120_000, "token positions one training run may process, checked before it "
-                                 "starts: steps x batch x its longest example, plus every held-out scoring (the two "
+                                 "starts: steps x batch x its longest example, plus every held-out scoring (the three "
                                  "baselines included) x examples x (prompt + answer tokens); on 2 CPU cores one "
                                  "position takes about 5 to 15 ms")
     max_example_tokens: int = _limit(256, "tokens per training example (input + target); longer uploaded "
@@ -197,7 +199,7 @@ class Playground:
                 f"This run would process about {plan.cost:,} token positions: training {ts.steps} steps x batch "
                 f"{plan.batch} x {plan.train_tokens} tokens (the longest example) = {plan.train_cost:,}, plus "
                 f"held-out scoring {plan.evals} times (every {ts.eval_every or ts.steps} steps, at the end and the "
-                f"two baselines) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
+                f"three baselines) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
                 f"{plan.eval_cost:,}. This server's limit is {cap:,} per run (--max-run-tokens). Lower the steps, "
                 "the batch size or the held-out examples, or measure the metric less often.")
         P = ps.num_virtual_tokens
@@ -249,17 +251,22 @@ class Playground:
                          else "finished")
 
     def baselines(self, task: Task, examples) -> dict[str, EvalResult]:
-        """Base model and instruction prompt on these examples; cached, since every session shares them."""
+        """The model as is, the instruction prompt and the 4-shot prompt (its demonstrations' key/values
+        cached, drawn from the training split with seed 0) on these examples; cached, since every session
+        shares them. Few-shot is the strongest simple prompt: the one a prefix must beat."""
         key = (task.name, task.instruction, task.metric,
                hashlib.sha1("\x00".join(e.input + "\x01" + e.target for e in examples).encode()).hexdigest())
         with self._lock:
             lock = self._baseline_locks.setdefault(key, threading.Lock())
         with lock:  # two students on the same task wait for one computation, not two
             if key not in self._baselines:
-                with self.budget.reserve(eval_bytes(self.base, task, examples, 0), "Scoring the base model on the "
-                                         "held-out examples", "Use a task with shorter inputs."):
-                    self._baselines[key] = {m.mode: evaluate(self.base, task, examples, m)
-                                            for m in (BareMethod(), InstructionMethod(task.instruction))}
+                few = MethodSettings("few_shot_cached", shots=FEW_SHOTS)
+                H = len(head_ids(self.base, task.instruction, demonstrations(task.split("train"), few.shots)))
+                with self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
+                                         "the prompts on the held-out examples", "Use a task with shorter inputs."):
+                    methods = {"base": BareMethod(), "instruction": InstructionMethod(task.instruction),
+                               "few_shot": create_method(self.base, few, task.instruction, 0, task.split("train"))}
+                    self._baselines[key] = {k: evaluate(self.base, task, examples, m) for k, m in methods.items()}
             return self._baselines[key]
 
     def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
@@ -280,7 +287,7 @@ class Playground:
             if last is not None:
                 last.metric, last.predictions = score, preds
         results["prefix"] = EvalResult("prefix", task.metric, score, len(examples), 0.0, preds)
-        run.baselines = {m: results[m].score for m in ("base", "instruction")}
+        run.baselines = {m: results[m].score for m in ("base", "instruction", "few_shot")}
         return per_example(task, examples[:max_rows], {m: _head(r, max_rows) for m, r in results.items()})
 
     def stop(self, key: str) -> bool:

@@ -33,7 +33,7 @@ class TrainingRun:
     started: float = field(default_factory=time.perf_counter)
     state: str = "running"  # "running", "finished" or "stopped"
     discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
-    baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of base / instruction
+    baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of base / instruction / few_shot
     held_out_n: int = 0  # examples behind the held-out metric
     plan: RunPlan | None = None  # the run sized in tokens and bytes before it started (its memory reservations)
 

@@ -10,7 +10,7 @@ from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
 from playground.prefix import PrefixSettings
-from playground.report import parameter_summary
+from playground.report import parameter_summary, versus_best_prompt
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
@@ -20,7 +20,7 @@ from .common import asset, esc, friendly, key, owner
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "random": "random"}
-TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "prefix"]
+TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "instruction + 4 examples", "prefix"]
 
 
 @dataclass
@@ -76,7 +76,8 @@ def on_size(show):
 def table_rows(rows: list[dict]) -> list[list]:
     mark = lambda s: "✓" if s >= 0.999 else ("✗" if s <= 0.001 else f"{100 * s:.0f}%")  # noqa: E731
     return [[r["input"], r["target"], f"{r['base']}  {mark(r['base_score'])}",
-             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['prefix']}  {mark(r['prefix_score'])}"]
+             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['few_shot']}  {mark(r['few_shot_score'])}",
+             f"{r['prefix']}  {mark(r['prefix_score'])}"]
             for r in rows]
 
 
@@ -214,13 +215,16 @@ def build(pg: Playground) -> TrainTab:
             yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
                    gr.update())
         stopped = run.state == "stopped"
-        yield (progress_html(run, "scoring the base model and the instruction prompt", "scoring"), gr.update(),
+        yield (progress_html(run, "scoring the base model, the instruction and the 4-shot prompt", "scoring"),
+               gr.update(),
                gr.update(), None)
         rows = pg.compare_rows(run)
-        note = f"stopped early at step {run.steps_done}" if stopped else ""
+        note = versus_best_prompt(run.metric or 0.0, run.baselines, run.held_out_n)
+        note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
         yield (progress_html(run, note), loss_figure(run.records, ts.steps),
                metric_figure(run.records, label, ts.steps, {"base": run.baselines["base"],
-                                                            "instruction": run.baselines["instruction"]}),
+                                                            "instruction": run.baselines["instruction"],
+                                                            "4-shot": run.baselines["few_shot"]}),
                table_rows(rows))
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,

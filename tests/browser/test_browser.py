@@ -132,11 +132,14 @@ def test_train_live_curves_table_and_save(page, library):
     metric = plot_data(page, "metric-plot")[0]
     assert metric["x"] == [2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
     wait_until(lambda: table_rows(page, "compare-table") == 8, what="the before/after table")
-    assert "held-out exact match" in page.locator("#pp-progress").inner_text()
+    done = page.locator("#pp-progress").inner_text()
+    assert "held-out exact match" in done and "(n = 8, 95% interval" in done and "vs the strongest prompt" in done
+    assert "instruction + 4 examples" in page.locator("#compare-table").inner_text()
     save_as(page, "alpha")
     assert (library / "alpha" / "adapter_model.safetensors").is_file()
     card = json.loads((library / "alpha" / "card.json").read_text())
     assert card["task"] == "sentiment" and card["metrics"]["metric"] == "exact_match"
+    assert 0 <= card["metrics"]["few_shot"] <= 1  # the strongest simple prompt, beside the prefix
     shot(page, "train-done")
 
 

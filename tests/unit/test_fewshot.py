@@ -112,3 +112,14 @@ def test_the_compare_table_shows_what_each_baseline_costs_per_query(tiny_llama):
     rows = table_rows([plain, cached], tiny_llama)
     assert f"+0 KV positions (0.00 MB), +{H} prompt tokens" in rows[0][4]
     assert f"+{H} KV positions" in rows[1][4] and rows[1][4].endswith("+0 prompt tokens")
+
+
+def test_the_prefix_is_set_against_the_strongest_prompt_with_n_and_an_interval():
+    from playground.report import versus_best_prompt, wilson
+
+    lo, hi = wilson(0.9, 60)
+    assert 0.79 < lo < 0.8 and 0.95 < hi < 0.96  # the Wilson interval of 54/60
+    assert wilson(1.0, 10)[1] == 1.0 and wilson(0.0, 10)[0] == 0.0
+    line = versus_best_prompt(0.983, {"base": 0.0, "instruction": 0.0, "few_shot": 0.567}, 60)
+    assert line == "prefix 98.3% (n = 60, 95% interval 91–100%) vs the strongest prompt, 4-shot prompting: 56.7%"
+    assert "the instruction prompt: 70.0%" in versus_best_prompt(0.5, {"instruction": 0.7, "few_shot": 0.2}, 8)

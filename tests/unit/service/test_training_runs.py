@@ -108,19 +108,20 @@ def test_check_settings_refuses_values_above_the_servers_limits(pg):
         pg.check_settings(ps(4, "task", prefix_projection=True), ts())
 
 
-def test_compare_rows_gives_three_answers_and_caches_the_baselines(pg, monkeypatch):
+def test_compare_rows_gives_four_answers_and_caches_the_baselines(pg, monkeypatch):
     calls = []
     real = service_mod.evaluate
+    kinds = {"BareMethod": "base", "InstructionMethod": "instruction", "FewShotMethod": "few_shot"}
 
     def counting(base, task, examples, method):
         r = real(base, task, examples, method)
-        calls.append((method.mode, r))
+        calls.append((kinds[type(method).__name__], r))
         return r
 
     monkeypatch.setattr(service_mod, "evaluate", counting)
     run = trained(pg, "a", seed=1)
     rows = pg.compare_rows(run, max_rows=3)
-    assert sorted(m for m, _ in calls) == ["base", "instruction"]  # the prefix's answers come from the last eval
+    assert sorted(m for m, _ in calls) == ["base", "few_shot", "instruction"]  # the prefix's come from the last eval
     assert len(rows) == 3
     held_out = get_task("sentiment").split("validation")[:4]
     got = {m: r for m, r in calls}
@@ -128,12 +129,13 @@ def test_compare_rows_gives_three_answers_and_caches_the_baselines(pg, monkeypat
         assert row["input"] == held_out[i].input and row["target"] == held_out[i].target
         assert row["base"] == got["base"].predictions[i] and row["instruction"] == got["instruction"].predictions[i]
         assert row["prefix"] == run.records[-1].predictions[i]
-        assert {"base_score", "instruction_score", "prefix_score"} <= set(row)
-    assert run.baselines == {"base": got["base"].score, "instruction": got["instruction"].score}
-    assert pg.compare_rows(run, max_rows=3) == rows and len(calls) == 2  # second call: nothing re-evaluated
+        assert row["few_shot"] == got["few_shot"].predictions[i]
+        assert {"base_score", "instruction_score", "few_shot_score", "prefix_score"} <= set(row)
+    assert run.baselines == {m: got[m].score for m in ("base", "instruction", "few_shot")}
+    assert pg.compare_rows(run, max_rows=3) == rows and len(calls) == 3  # second call: nothing re-evaluated
     other = trained(pg, "b", seed=2)  # another session, same task and held-out set: baselines shared
     pg.compare_rows(other)
-    assert len(calls) == 2 and other.baselines == run.baselines
+    assert len(calls) == 3 and other.baselines == run.baselines
 
 
 def test_save_trained_refuses_early_then_saves_a_card_with_metrics(pg):
