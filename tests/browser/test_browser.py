@@ -194,8 +194,14 @@ def test_switch_between_saved_prefixes(page, library):
     wait_until(lambda: progress(page).get("state") == "finished", timeout=180, what="the second training")
     save_as(page, "beta")
     tab(page, "Switch")
+    picker = page.locator("#sw-choice")
+    # Selecting the tab refreshes the picker; beta, saved since the page loaded, appears once it has.
+    # Checking before that could land on a box the refresh then moves.
+    wait_until(lambda: picker.get_by_label("beta", exact=True).count() == 1, what="the refreshed picker")
     for name in ("alpha", "beta"):
-        page.locator("#sw-choice").get_by_label(name, exact=True).check()
+        picker.get_by_label(name, exact=True).check()
+    wait_until(lambda: all(picker.get_by_label(n, exact=True).is_checked() for n in ("alpha", "beta"))
+               and not picker.get_by_label("(just trained)", exact=True).is_checked(), what="alpha and beta chosen")
     page.locator("#sw-input textarea").fill("Iceland")
     cards = page.locator("#pp-switch .pp-card")
     wait_until(lambda: cards.count() == 3, what="three output cards")
