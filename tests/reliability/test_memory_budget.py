@@ -254,7 +254,7 @@ def test_a_run_over_the_token_limit_is_refused_before_it_starts(pg):
     task = get_task("headline")
     heavy = TrainSettings(steps=100, batch_size=32, eval_every=1, eval_examples=100)
     with pytest.raises(PlaygroundError, match=r"about [\d,]+ token positions: training 100 steps x batch 32 .*"
-                                              r"held-out scoring 102 times.*limit is 120,000 per run "
+                                              r"held-out scoring 103 times.*limit is 120,000 per run "
                                               r"\(--max-run-tokens\)\. Lower the steps"):
         pg.start_run("k", task, PrefixSettings(128), heavy)
     assert pg.sessions.peek("k") is None or pg.sessions.peek("k").run is None
