@@ -21,6 +21,7 @@ from .models import BaseModel
 from .prompts import PromptFormat
 from .tasks import Example
 
+BASELINE_SHOTS = 4  # demonstrations in the Train tab's few-shot baseline
 STYLES = ("turns", "block")  # demonstrations as prior chat turns, or as one block in the system message
 
 

@@ -17,8 +17,7 @@ from .budget import MemoryBudget, plan_run
 from .compare import MethodResult, check_methods, run_method
 from .errors import PlaygroundError
 from .experiments import LAB_GRIDS, lab_settings, plan, run_one
-from .fewshot import demonstrations, head_ids
-from .methods import MethodSettings, default_init, default_learning_rate
+from .methods import MethodSettings, added_positions, default_init, default_learning_rate
 from .models import BaseModel, autocast_dtype
 from .tasks import Task
 from .training import StepRecord, TrainSettings, held_out_split
@@ -90,12 +89,8 @@ class CompareLab:
             self._end(key, cancel)
 
     def _positions(self, task: Task, ms: MethodSettings) -> tuple[int, int]:
-        """(cached positions, prompt tokens) a method adds to every query: a few-shot prompt's demonstrations
-        (as seed 0 draws them) are one or the other; virtual tokens are cached positions."""
-        if ms.method not in ("few_shot", "few_shot_cached"):
-            return ms.num_virtual_tokens, 0
-        H = len(head_ids(self.base, task.instruction, demonstrations(task.split("train"), ms.shots), ms.style))
-        return (H, 0) if ms.method == "few_shot_cached" else (0, H)
+        """(cached positions, prompt tokens) the method adds to every query, drawn as its seed-0 run draws them."""
+        return added_positions(self.base, ms, task.instruction, task.split("train"))
 
     def _hold(self, task: Task, P: int, extra_tokens: int, ts: TrainSettings):
         """Reserve one run's peak (its widest step or scoring, behind P positions) from the memory budget."""

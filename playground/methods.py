@@ -386,6 +386,17 @@ def _shared_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model, shared)
 
 
+def added_positions(base: BaseModel, settings: MethodSettings, instruction: str, train: list[Example],
+                    seed: int = 0) -> tuple[int, int]:
+    """(cached key/value positions, prompt tokens) that ``settings.method`` adds to every query, without
+    building it: virtual tokens are cached positions; a few-shot prompt's demonstrations (drawn as
+    ``create_method`` draws them) are one or the other."""
+    if settings.method not in ("few_shot", "few_shot_cached"):
+        return settings.num_virtual_tokens, 0
+    H = len(head_ids(base, instruction, demonstrations(train, settings.shots, seed), settings.style))
+    return (H, 0) if settings.method == "few_shot_cached" else (0, H)
+
+
 def create_method(base: BaseModel, settings: MethodSettings, instruction: str = "", seed: int = 0,
                   train: list[Example] | None = None):
     """A fresh, trainable instance of ``settings.method`` for ``base``, initialized as the settings say.

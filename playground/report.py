@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .compare import MethodResult
 from .experiments import aggregate
+from .fewshot import BASELINE_SHOTS
 from .figures import ablation_figure, loss_curves_figure, seeds_curve_figure
 from .library import Library
 from .methods import METHODS
@@ -210,7 +211,7 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def versus_best_prompt(metric: float, baselines: dict[str, float], n: int) -> str:
     """One line: the prefix against the strongest prompt (not just the instruction), with n and its interval."""
-    names = {"instruction": "the instruction prompt", "few_shot": "4-shot prompting"}
+    names = {"instruction": "the instruction prompt", "few_shot": f"{BASELINE_SHOTS}-shot prompting"}
     best = max((k for k in names if k in baselines), key=lambda k: baselines[k])
     lo, hi = wilson(metric, n)
     return (f"prefix {100 * metric:.1f}% (n = {n}, 95% interval {100 * lo:.0f}–{100 * hi:.0f}%) vs the strongest "

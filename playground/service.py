@@ -22,11 +22,11 @@ from .attention import PrefixAttention, prefix_attention
 from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
-from .fewshot import demonstrations, head_ids
+from .fewshot import BASELINE_SHOTS
 from .generate import generate_texts_mixed
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import BareMethod, InstructionMethod, MethodSettings, create_method, prefix_method
+from .methods import BareMethod, InstructionMethod, MethodSettings, added_positions, create_method, prefix_method
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -38,7 +38,6 @@ from .training import StepRecord, TrainSettings, held_out_split, train
 
 JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"
-FEW_SHOTS = 4  # demonstrations in the Train tab's few-shot baseline
 
 
 def _limit(default: int, what: str, most: int | None = None):
@@ -260,8 +259,8 @@ class Playground:
             lock = self._baseline_locks.setdefault(key, threading.Lock())
         with lock:  # two students on the same task wait for one computation, not two
             if key not in self._baselines:
-                few = MethodSettings("few_shot_cached", shots=FEW_SHOTS)
-                H = len(head_ids(self.base, task.instruction, demonstrations(task.split("train"), few.shots)))
+                few = MethodSettings("few_shot_cached", shots=BASELINE_SHOTS)
+                H, _ = added_positions(self.base, few, task.instruction, task.split("train"))
                 with self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
                                          "the prompts on the held-out examples", "Use a task with shorter inputs."):
                     methods = {"base": BareMethod(), "instruction": InstructionMethod(task.instruction),

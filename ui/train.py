@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from playground.fewshot import BASELINE_SHOTS
 from playground.figures import loss_figure, metric_figure
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
@@ -20,7 +21,8 @@ from .common import asset, esc, friendly, key, owner
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "random": "random"}
-TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "instruction + 4 examples", "prefix"]
+TABLE_HEADERS = ["input", "target", "base model", "base + instruction", f"instruction + {BASELINE_SHOTS} examples",
+                 "prefix"]
 
 
 @dataclass
@@ -215,7 +217,8 @@ def build(pg: Playground) -> TrainTab:
             yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
                    gr.update())
         stopped = run.state == "stopped"
-        yield (progress_html(run, "scoring the base model, the instruction and the 4-shot prompt", "scoring"),
+        yield (progress_html(run, f"scoring the base model, the instruction and the {BASELINE_SHOTS}-shot prompt",
+                             "scoring"),
                gr.update(),
                gr.update(), None)
         rows = pg.compare_rows(run)
@@ -224,7 +227,7 @@ def build(pg: Playground) -> TrainTab:
         yield (progress_html(run, note), loss_figure(run.records, ts.steps),
                metric_figure(run.records, label, ts.steps, {"base": run.baselines["base"],
                                                             "instruction": run.baselines["instruction"],
-                                                            "4-shot": run.baselines["few_shot"]}),
+                                                            f"{BASELINE_SHOTS}-shot": run.baselines["few_shot"]}),
                table_rows(rows))
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
