@@ -269,3 +269,29 @@ def write_figures(figs: dict[str, go.Figure], out_dir, png: bool = True, html: b
                 written.append(path)
             browser.close()
     return written
+
+
+def kv_cache_figure(rows: list, metric_label: str = "score") -> go.Figure:
+    """Per way of prompting (``kvlesson.CacheRow``), its head's length in key/value positions per layer:
+    cached once (solid) and prompt tokens run on every query (light), with the score and latency beside it."""
+    rows = list(reversed(rows))  # plotly draws horizontal bars bottom-up: the first row goes on top
+    names = [r.label for r in rows]
+    fig = go.Figure()
+    for part, color, values in (("cached: computed once, reused by every query", COLORS[1],
+                                 [r.cached_positions for r in rows]),
+                                ("prompt tokens: computed on every query", COLORS[4], [r.prompt_tokens for r in rows])):
+        fig.add_trace(go.Bar(y=names, x=values, name=part, orientation="h", marker_color=color,
+                             hovertemplate="%{y}<br>%{x} positions " + part.split(":")[0] + "<extra></extra>"))
+    longest = max((r.cached_positions + r.prompt_tokens for r in rows), default=0)
+    for r in rows:
+        lo, hi = r.ms_quartiles
+        fig.add_annotation(
+            y=r.label, x=r.cached_positions + r.prompt_tokens, xanchor="left", showarrow=False, xshift=8,
+            font=dict(size=15),
+            text=f"<b>{100 * r.score:.1f}%</b> (n={r.n}, {r.split}) · <b>{r.ms_median:.0f} ms</b>/query "
+                 f"({lo:.0f}–{hi:.0f})")
+    fig.update_layout(barmode="stack", font=dict(size=15), bargap=0.35)
+    fig.update_xaxes(range=[0, 2.1 * max(longest, 1)])  # room for the annotations right of the longest bar
+    _layout(fig, f"Key/value positions per layer before each query, with held-out {metric_label} and latency",
+            "key/value positions in every layer", "", height=380)
+    return _legend_below(fig)

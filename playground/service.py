@@ -24,6 +24,7 @@ from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .fewshot import BASELINE_SHOTS
 from .generate import generate_texts_mixed
+from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_prefixes
 from .lab import CompareLab
 from .library import Library, files_stamp
 from .methods import BareMethod, InstructionMethod, MethodSettings, added_positions, create_method, prefix_method
@@ -494,6 +495,32 @@ class Playground:
         try:
             with self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""):
                 return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
+        finally:
+            self._overhead_lock.release()
+
+    # ---- Learn: a prompt, a cached prompt and a prefix are key/value caches ------------------
+    def kv_cache_tasks(self) -> dict[str, str]:
+        """Built-in tasks with a shipped prefix for the loaded model: {task name: prefix name}."""
+        return shipped_prefixes(self.library, self.base)
+
+    def kv_caches(self, task_name: str, progress=None) -> list[CacheRow]:
+        """The 4-shot prompt, its cached form, the cached instruction and the task's shipped prefix, each
+        answering the same held-out queries one at a time (4 x 16 timed queries: minutes on a busy CPU); one
+        measurement at a time, as ``overhead``."""
+        shipped = self.kv_cache_tasks()
+        if task_name not in shipped:
+            raise PlaygroundError(f"No shipped prefix for the task '{task_name}' fits the loaded model. Pick one "
+                                  f"of: {', '.join(shipped) or 'none (start the app with the shipped prefixes)'}.")
+        task = get_task(task_name)
+        prefix = self.get_prefix("", shipped[task_name])
+        split = held_out_split(task)
+        examples = task.split(split)[: min(N_EXAMPLES, self.limits.max_eval_examples)]
+        need = peak_bytes(self.base, task, examples, prefix.num_virtual_tokens)
+        if not self._overhead_lock.acquire(blocking=False):
+            raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
+        try:
+            with self.budget.reserve(need, "The key/value cache measurement", "Pick a task with shorter inputs."):
+                return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()
 
