@@ -1,12 +1,14 @@
-"""The Learn tab: what prefix tuning is, the diagram, the loaded model's live numbers, and what a prefix costs."""
+"""The Learn tab: what prefix tuning is, the diagram, live numbers, what a prefix costs, prompts as caches."""
 
 import gradio as gr
 
-from playground.figures import overhead_figure
+from playground.figures import kv_cache_figure, overhead_figure
+from playground.metrics import METRIC_LABELS
 from playground.overhead import fit_overhead
 from playground.prefix import PrefixSettings
 from playground.report import model_rows
 from playground.service import Playground
+from playground.tasks import BUILTIN
 
 from .common import asset, asset_sections, friendly
 
@@ -24,6 +26,7 @@ def build(pg: Playground) -> gr.Dataframe:
     gr.HTML(asset("prefix_diagram.svg"), elem_id="learn-diagram")
     gr.Markdown(after)
     build_overhead(pg)
+    build_kv_caches(pg)
     return numbers
 
 
@@ -50,3 +53,39 @@ def build_overhead(pg: Playground) -> None:
         return msg, overhead_figure(points)
 
     run.click(on_run, None, [status, plot], concurrency_id="infer", concurrency_limit=pg.limits.concurrent_requests)
+
+
+KV_HEADERS = ["way of prompting", "cached positions (computed once)", "prompt tokens per query",
+              "head's KV per query (kB)", "ms per query: median (25th-75th pct)", "held-out score (n, split)"]
+
+
+def build_kv_caches(pg: Playground) -> None:
+    """'A prompt, a cached prompt, a prefix': each as a key/value cache, measured live on one task."""
+    text = asset_sections("kvcache.md")
+    gr.Markdown(text["intro"], elem_id="kv-text")
+    tasks = pg.kv_cache_tasks()
+    with gr.Row():
+        task = gr.Dropdown([(BUILTIN[t].title, t) for t in tasks], value="sentiment" if "sentiment" in tasks
+                           else next(iter(tasks), None), label="Task (with its shipped prefix)", elem_id="kv-task",
+                           scale=3)
+        run = gr.Button("Measure on this model", variant="primary", elem_id="kv-run", scale=1)
+    status = gr.Markdown(elem_id="kv-status")
+    plot = gr.Plot(elem_id="kv-plot", show_label=False)
+    table = gr.Dataframe(headers=KV_HEADERS, interactive=False, wrap=True, elem_id="kv-table")
+    gr.Markdown(text.get("plot", ""))
+
+    @friendly
+    def on_run(choice, progress=gr.Progress()):
+        rows = pg.kv_caches(choice, progress=lambda frac, msg: progress(frac, desc=msg))
+        label = METRIC_LABELS.get(rows[0].metric, rows[0].metric)
+        first = rows[0]
+        msg = (f"**{BUILTIN[choice].title}**: {first.n} {first.split} examples, answered one query at a time by "
+               f"each in turn; {label}. Latency is the median over the {first.n} queries, with the 25th to 75th "
+               "percentile: on a shared CPU it moves between runs, so measure twice before trusting a small gap.")
+        data = [[r.label, r.cached_positions, r.prompt_tokens, round(r.kv_bytes / 1e3, 1),
+                 "{:.0f} ({:.0f}-{:.0f})".format(r.ms_median, *r.ms_quartiles),
+                 f"{100 * r.score:.1f}% (n={r.n}, {r.split})"] for r in rows]
+        return msg, kv_cache_figure(rows, label), data
+
+    run.click(on_run, task, [status, plot, table], concurrency_id="infer",
+              concurrency_limit=pg.limits.concurrent_requests)
