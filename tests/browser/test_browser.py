@@ -372,6 +372,22 @@ def test_learn_tab_measures_what_a_prefix_costs(page):
     shot(page, "learn-overhead")
 
 
+def test_learn_tab_measures_prompts_and_prefixes_as_caches(page):
+    """The Learn tab's cache lesson on sentiment: one bar per cache, the shipped prefix's 20 positions, the table."""
+    tab(page, "Learn")
+    page.locator("#kv-run").click()
+    # 4 caches x 16 single queries and 4 warm-ups: minutes on a busy 2-core machine
+    wait_until(lambda: plot_data(page, "kv-plot"), timeout=600, what="the cache chart")
+    cached, prompt = plot_data(page, "kv-plot")
+    assert cached["y"][-1] == "4-shot prompt" and cached["y"][0] == "trained prefix", cached
+    assert cached["x"][0] == 20 and prompt["x"][0] == 0  # the shipped prefix: 20 cached positions
+    assert cached["x"][-1] == 0 and prompt["x"][-1] == cached["x"][-2] > 20  # the 4-shot prompt, cached or not
+    assert table_rows(page, "kv-table") == 4
+    assert "validation" in page.locator("#kv-table").inner_text()
+    assert "16 validation examples" in page.locator("#kv-status").inner_text()
+    shot(page, "learn-kv-caches")
+
+
 def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     tab(page, "Compare")
     boxes = page.locator("#cmp-methods")
