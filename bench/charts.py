@@ -26,7 +26,8 @@ def time_to_accuracy(d):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    names = {"ours": "ours (app defaults)", "anchor": "PEFT random init + Trainer, lr 3e-2"}
+    names = {"ours": "ours (app defaults)", "demos": "ours, init from training examples",
+             "anchor": "PEFT random init + Trainer, lr 3e-2"}
     for k, curve in d["curves"].items():
         fig.add_scatter(x=[t for _, t, _ in curve], y=[100 * a for _, _, a in curve], mode="lines+markers", name=names[k])
     fig.add_hline(y=100 * d["target"], line_dash="dot", annotation_text="90% target")

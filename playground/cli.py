@@ -17,7 +17,7 @@ from .errors import PlaygroundError
 from .experiments import STUDIES
 from .methods import METHODS
 from .metrics import METRICS
-from .prefix import INITS
+from .prefix import DEMO_SHOTS, INITS
 from .tasks import BUILTIN
 from .training import PRECISIONS
 
@@ -115,6 +115,9 @@ def _prefix(ref: str, base, library: str):
          arg("--overwrite", action="store_true", help="replace a prefix of the same name"),
          arg("--num-virtual-tokens", type=int, default=20), arg("--init", default="task", choices=INITS),
          arg("--init-text", default="", help="text for --init text"),
+         arg("--init-shots", type=int, default=DEMO_SHOTS, help="training examples for --init demos: the prefix "
+             "starts as the instruction and these examples (drawn with --seed), as many virtual tokens as their "
+             "tokens (--num-virtual-tokens is not used)"),
          arg("--prefix-projection", action="store_true", help="train through an MLP (dropped at export)"),
          arg("--encoder-hidden-size", type=int, default=256),
          arg("--lr", type=float, help="AdamW learning rate (default: the validated rate for --init, or the MLP's "
@@ -139,13 +142,17 @@ def cmd_train(args) -> int:
     library = Library(args.library)
     if name in library.names() and not args.overwrite:
         raise PlaygroundError(f"A prefix named '{name}' already exists in {library.root}; use --name or --overwrite.")
-    ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection, args.encoder_hidden_size)
+    ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection,
+                        args.encoder_hidden_size, args.init_shots)
     lr = args.lr if args.lr is not None else prefix_learning_rate(args.prefix_projection, args.init)
     ts = TrainSettings(lr, args.steps, args.batch_size, args.seed, args.eval_every, precision=args.precision)
     ps.validate()
     ts.validate()
     base = load_base_verbose(args)
-    prefix = create_prefix(base, ps, task.instruction, args.seed)
+    prefix = create_prefix(base, ps, task.instruction, args.seed, task.split("train"))
+    if ps.init == "demos":
+        print(f"{prefix.num_virtual_tokens} virtual tokens from {ps.init_shots} training example"
+              f"{'s' if ps.init_shots != 1 else ''} (and the instruction)", file=sys.stderr)
     print(f"Trainable parameters: {prefix.trainable_parameters:,} ({100 * prefix.trainable_parameters / base.num_parameters:.3f}% "
           f"of the model); stored at export: {prefix.exported_parameters:,}", file=sys.stderr)
     last = None
@@ -378,6 +385,8 @@ def _numbers(text: str, kind, flag: str) -> tuple:
          arg("--lengths", default="1,2,5,10,20,50,100", help="prefix lengths to sweep"),
          arg("--prompt-lengths", default="1,5,20,100", help="prompt-tuning lengths (prefix vs prompt)"),
          arg("--train-sizes", default="16,64", help="training-set sizes for the init study"),
+         arg("--init-shots", type=int, default=DEMO_SHOTS, help="training examples the init study's 'training "
+             "examples' prefix starts from (drawn from each run's own training set)"),
          arg("--out", default="experiments-out", help="folder for results.json, results.md and the figures; a "
              "rerun with the same settings resumes"))
 def cmd_experiments(args) -> int:
@@ -391,7 +400,7 @@ def cmd_experiments(args) -> int:
                            eval_examples=args.eval_examples, eval_split=args.split,
                            lengths=_numbers(args.lengths, int, "--lengths"),
                            prompt_lengths=_numbers(args.prompt_lengths, int, "--prompt-lengths"),
-                           train_sizes=_numbers(args.train_sizes, int, "--train-sizes"))
+                           train_sizes=_numbers(args.train_sizes, int, "--train-sizes"), init_shots=args.init_shots)
     s.validate()
     task = get_task(args.task)
     task.split(s.eval_split)  # a clear message now, not after the model loads

@@ -7,7 +7,8 @@ Train and Compare tabs) scored on a held-out split before and after training:
 - ``length``: prefix length P swept (1, 2, 5, ..., 100), and prompt tuning at some of the
   same P, so that "prefix (every layer) vs prompt (input only) at equal virtual tokens" is one chart;
 - ``init``: few training examples (16, 64) x the init: task words (the task's instruction),
-  unrelated words, random;
+  unrelated words, random, and training examples (the instruction and ``init_shots`` of the run's
+  own training examples, a prefix as long as their tokens: the cached few-shot prompt);
 - ``mlp``: the MLP reparameterization vs direct optimization, both from random init (PEFT can't
   start the MLP from words), over a few learning rates: what "unstable" looks like;
 - ``compare``: ``compare.compare`` (every method, with inference cost) over the same seeds.
@@ -32,6 +33,7 @@ from .errors import PlaygroundError
 from .evaluation import evaluate
 from .methods import METHODS, MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
+from .prefix import DEMO_SHOTS, PrefixSettings
 from .tasks import Task
 from .training import MAX_STEPS, TrainSettings, held_out_split, train
 
@@ -39,7 +41,7 @@ STUDIES = ("compare", "length", "init", "mlp")
 # Unrelated words for the init study: no label word and nothing about the task (the paper's
 # contrast is "task-relevant" vs "task-irrelevant" real words).
 UNRELATED_TEXT = "The elephant slept under a tall green tree beside the quiet river."
-INIT_SERIES = {"task words": "task", "unrelated words": "text", "random": "random"}
+INIT_SERIES = {"task words": "task", "unrelated words": "text", "random": "random", "training examples": "demos"}
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ExperimentSettings:
     lengths: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)  # prefix length sweep
     prompt_lengths: tuple[int, ...] = (1, 5, 20, 100)  # prompt tuning at equal virtual tokens
     train_sizes: tuple[int, ...] = (16, 64)  # low-data training sets for the init study
+    init_shots: int = DEMO_SHOTS  # the init study's "training examples" series: examples the prefix starts from
     mlp_lrs: tuple[float, ...] = (1e-3, 1e-2, 3e-2)  # learning rates tried for direct vs MLP
     unrelated_text: str = UNRELATED_TEXT
     precision: str = "auto"
@@ -74,6 +77,8 @@ class ExperimentSettings:
         bad = [p for p in (*self.lengths, *self.prompt_lengths) if not 1 <= p <= 512]
         if bad:
             raise PlaygroundError(f"Virtual-token counts must be from 1 to 512; got {bad}.")
+        if "init" in self.studies:
+            PrefixSettings(init="demos", init_shots=self.init_shots).validate()
         if any(n < 1 for n in self.train_sizes):
             raise PlaygroundError(f"Training-set sizes must be at least 1; got {list(self.train_sizes)}.")
         if any(not 0 < lr <= 1 for lr in self.mlp_lrs):
@@ -141,7 +146,8 @@ def plan(s: ExperimentSettings) -> list[RunSpec]:
         if "init" in s.studies:
             for size in s.train_sizes:
                 for series, init in INIT_SERIES.items():
-                    ms = MethodSettings("prefix", p, init, s.unrelated_text if init == "text" else "")
+                    ms = MethodSettings("prefix", p, init, s.unrelated_text if init == "text" else "",
+                                        init_shots=s.init_shots)
                     specs.append(RunSpec("init", series, size, seed, ms, default_learning_rate("prefix", init), size))
         if "mlp" in s.studies:
             for lr in s.mlp_lrs:
@@ -155,7 +161,8 @@ def run_one(base: BaseModel, task: Task, spec: RunSpec, s: ExperimentSettings,
             cancel: threading.Event | None = None) -> Run | None:
     """Train one cell for one seed; score it on the held-out split before and after (None: cancelled)."""
     data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
-    method = create_method(base, spec.method, task.instruction, spec.seed, task.split("train"))
+    # demonstrations (few-shot methods, a "demos" prefix) come from the examples this run trains on
+    method = create_method(base, spec.method, task.instruction, spec.seed, data.split("train"))
     held_out = task.split(s.eval_split)[: s.eval_examples]
     start = evaluate(base, task, held_out, method).score
     ts = TrainSettings(learning_rate=spec.learning_rate, steps=s.steps, batch_size=s.batch_size, seed=spec.seed,

@@ -16,7 +16,7 @@ from typing import Iterator
 from .budget import MemoryBudget, plan_run
 from .compare import MethodResult, check_methods, run_method
 from .errors import PlaygroundError
-from .experiments import LAB_GRIDS, lab_settings, plan, run_one
+from .experiments import LAB_GRIDS, lab_settings, plan, run_one, subsample
 from .methods import MethodSettings, added_positions, default_init, default_learning_rate
 from .models import BaseModel, autocast_dtype
 from .tasks import Task
@@ -78,7 +78,8 @@ class CompareLab:
         cancel = self._begin(key)
         try:
             for i, spec in enumerate(specs, 1):
-                with self._hold(task, *self._positions(task, spec.method), TrainSettings(
+                data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
+                with self._hold(task, *self._positions(data, spec.method, spec.seed), TrainSettings(
                         steps=s.steps, batch_size=s.batch_size, eval_every=0, eval_examples=s.eval_examples,
                         precision=s.precision)):
                     run = run_one(self.base, task, spec, s, cancel)
@@ -88,9 +89,10 @@ class CompareLab:
         finally:
             self._end(key, cancel)
 
-    def _positions(self, task: Task, ms: MethodSettings) -> tuple[int, int]:
-        """(cached positions, prompt tokens) the method adds to every query, drawn as its seed-0 run draws them."""
-        return added_positions(self.base, ms, task.instruction, task.split("train"))
+    def _positions(self, task: Task, ms: MethodSettings, seed: int = 0) -> tuple[int, int]:
+        """(cached positions, prompt tokens) the method adds to every query, drawn as its run with ``seed`` draws
+        them (from ``task``'s training split: pass the run's own)."""
+        return added_positions(self.base, ms, task.instruction, task.split("train"), seed)
 
     def _hold(self, task: Task, P: int, extra_tokens: int, ts: TrainSettings):
         """Reserve one run's peak (its widest step or scoring, behind P positions) from the memory budget."""

@@ -36,7 +36,7 @@ from .fewshot import STYLES, TextCache, demonstrations, head_ids
 from .generate import answer_text, decode, greedy_mixed
 from .losses import head_loss, target_loss
 from .models import BaseModel
-from .prefix import Prefix, PrefixSettings, create_prefix
+from .prefix import DEMO_SHOTS, Prefix, PrefixSettings, create_prefix, sized
 from .prompts import PromptFormat, pad_left
 from .tasks import Example
 
@@ -97,8 +97,10 @@ class MethodSettings:
 
     method: str = "prefix"  # a key of METHODS
     num_virtual_tokens: int = 20  # prefix, prefix_mlp, prompt
-    init: str = "task"  # "task", "text" or "random" (prefix_mlp: random only, PEFT can't invert the MLP)
+    init: str = "task"  # "task", "text", "demos" (prefix only) or "random" (prefix_mlp: random only, PEFT can't
+    #                     invert the MLP)
     init_text: str = ""  # with init == "text"
+    init_shots: int = DEMO_SHOTS  # with init == "demos": training examples the prefix starts from (drawn with the seed)
     encoder_hidden_size: int = 256  # prefix_mlp: the MLP's hidden width
     r: int = 4  # lora: rank
     lora_alpha: int = 8  # lora: scale numerator (scale = lora_alpha / r)
@@ -110,7 +112,10 @@ class MethodSettings:
         if self.method not in METHODS:
             raise PlaygroundError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
         if self.method in VIRTUAL_TOKEN_METHODS:  # virtual tokens: the prefix's own checks
-            PrefixSettings(self.num_virtual_tokens, self.init, self.init_text).validate()
+            PrefixSettings(self.num_virtual_tokens, self.init, self.init_text, init_shots=self.init_shots).validate()
+        if self.method != "prefix" and self.init == "demos":
+            raise PlaygroundError("init 'demos' is for prefix tuning only: the examples' key/values go in every layer, "
+                                  "and the MLP or prompt tuning can't hold them. Choose init 'task' for this method.")
         if self.method in VIRTUAL_TOKEN_METHODS and not METHODS[self.method].text_init and self.init != "random":
             raise PlaygroundError("Prefix tuning with the MLP can't start from text: PEFT cannot invert the MLP. "
                                   "Choose init 'random' for it, or the direct prefix for text init.")
@@ -391,6 +396,8 @@ def added_positions(base: BaseModel, settings: MethodSettings, instruction: str,
     """(cached key/value positions, prompt tokens) that ``settings.method`` adds to every query, without
     building it: virtual tokens are cached positions; a few-shot prompt's demonstrations (drawn as
     ``create_method`` draws them) are one or the other."""
+    if settings.method == "prefix" and settings.init == "demos":  # as long as its demonstrations' tokens
+        return sized(base, _prefix_settings(settings), instruction, train, seed).num_virtual_tokens, 0
     if settings.method not in ("few_shot", "few_shot_cached"):
         return settings.num_virtual_tokens, 0
     H = len(head_ids(base, instruction, demonstrations(train, settings.shots, seed), settings.style))
@@ -413,9 +420,7 @@ def create_method(base: BaseModel, settings: MethodSettings, instruction: str = 
         return FewShotMethod(base, instruction, demonstrations(train, settings.shots, seed), settings.style,
                              cached=m == "few_shot_cached")
     if m in ("prefix", "prefix_mlp"):
-        ps = PrefixSettings(settings.num_virtual_tokens, settings.init, settings.init_text, m == "prefix_mlp",
-                            settings.encoder_hidden_size)
-        return PrefixMethod(create_prefix(base, ps, instruction, seed), m)
+        return PrefixMethod(create_prefix(base, _prefix_settings(settings), instruction, seed, train), m)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # seed without touching others' RNG
         torch.manual_seed(seed)
         warnings.simplefilter("ignore", FutureWarning)
@@ -431,6 +436,11 @@ def create_method(base: BaseModel, settings: MethodSettings, instruction: str = 
         for n, p in peft_model.named_parameters():
             p.requires_grad_("lora_" in n)
         return LoraMethod(peft_model)
+
+
+def _prefix_settings(settings: MethodSettings) -> PrefixSettings:
+    return PrefixSettings(settings.num_virtual_tokens, settings.init, settings.init_text,
+                          settings.method == "prefix_mlp", settings.encoder_hidden_size, settings.init_shots)
 
 
 def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) -> PromptMethod:

@@ -10,19 +10,28 @@ the shared model per call. Tests prove the logits equal plain PEFT's.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
-from peft import PeftModelForCausalLM, PrefixTuningConfig, initialize_kv_prefix_from_text
+from peft import (
+    PeftModelForCausalLM,
+    PrefixTuningConfig,
+    initialize_kv_prefix_from_past_key_values,
+    initialize_kv_prefix_from_text,
+)
 from peft.tuners.prefix_tuning.model import PrefixEncoder
 from transformers import DynamicCache
 
 from .errors import PlaygroundError
+from .fewshot import demonstrations, head_ids
 from .models import BaseModel
 from .prompts import PromptFormat
+from .tasks import Example
 
 MAX_VIRTUAL_TOKENS = 512  # beyond this the prefix dwarfs any toy prompt
-INITS = ("task", "text", "random")
+INITS = ("task", "text", "demos", "random")
+DEMO_SHOTS = 2  # training examples a "demos" prefix starts from by default (one or two labels' worth)
+MAX_DEMO_SHOTS = 8  # more, and the prefix grows past a few hundred positions on the toy tasks
 
 
 @dataclass
@@ -30,10 +39,12 @@ class PrefixSettings:
     """How to build a prefix. Field names follow PEFT's PrefixTuningConfig."""
 
     num_virtual_tokens: int = 20  # virtual key/value positions in every layer
-    init: str = "task"  # "task": the task's instruction text; "text": init_text; "random": PEFT's default
+    init: str = "task"  # "task": the instruction; "text": init_text; "demos": the instruction and init_shots
+    #                     training examples (num_virtual_tokens becomes their token count); "random": PEFT's default
     init_text: str = ""  # used when init == "text"
     prefix_projection: bool = False  # train through an MLP (Li & Liang's reparameterization); dropped at export
     encoder_hidden_size: int = 256  # hidden width of that MLP
+    init_shots: int = DEMO_SHOTS  # used when init == "demos": training examples drawn with the run's seed
 
     def validate(self) -> None:
         n = self.num_virtual_tokens
@@ -43,6 +54,10 @@ class PrefixSettings:
             raise PlaygroundError(f"Unknown init '{self.init}'. Choose one of: {', '.join(INITS)}.")
         if self.init == "text" and not self.init_text.strip():
             raise PlaygroundError("init='text' needs an init text. Type a sentence, or choose init 'task' or 'random'.")
+        k = self.init_shots
+        if self.init == "demos" and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_DEMO_SHOTS):
+            raise PlaygroundError(f"init='demos' starts the prefix from 1 to {MAX_DEMO_SHOTS} training examples; "
+                                  f"got {k!r}. Choose a whole number of examples in that range.")
         if self.prefix_projection and self.init != "random":
             raise PlaygroundError(
                 "Initializing from text needs the prefix itself to be trained (prefix_projection off): PEFT cannot "
@@ -165,14 +180,47 @@ def _init_text(base: BaseModel, fmt: PromptFormat, text: str, n: int) -> str:
     return out
 
 
-def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = "", seed: int = 0) -> Prefix:
+def demo_head(base: BaseModel, settings: PrefixSettings, instruction: str, train: list[Example] | None,
+              seed: int = 0) -> tuple[list[int], list[Example]]:
+    """(token ids, demonstrations) a "demos" prefix starts from: the few-shot head (chat turns) of
+    ``settings.init_shots`` examples drawn from ``train`` with ``seed``, as ``fewshot.TextCache`` caches it."""
+    if not train:
+        raise PlaygroundError("init='demos' needs the task's training examples to start the prefix from; "
+                              "choose init 'task' or 'random' for a task without them.")
+    if not instruction.strip():
+        raise PlaygroundError("This task has no instruction text to initialize from; choose init 'text' or 'random'.")
+    demos = demonstrations(train, settings.init_shots, seed)
+    return head_ids(base, instruction, demos, "turns"), demos
+
+
+def sized(base: BaseModel, settings: PrefixSettings, instruction: str = "", train: list[Example] | None = None,
+          seed: int = 0) -> PrefixSettings:
+    """``settings`` with the prefix length it will really have: for init "demos", the head's token count
+    (a demonstration cut in half or repeated would make little sense); otherwise unchanged."""
+    settings.validate()
+    if settings.init != "demos":
+        return settings
+    P = len(demo_head(base, settings, instruction, train, seed)[0])
+    if P > MAX_VIRTUAL_TOKENS:
+        raise PlaygroundError(f"The instruction and {settings.init_shots} training examples take {P} tokens, above "
+                              f"the {MAX_VIRTUAL_TOKENS} virtual tokens a prefix may have. Use fewer examples.")
+    return replace(settings, num_virtual_tokens=P)
+
+
+def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = "", seed: int = 0,
+                  train: list[Example] | None = None) -> Prefix:
     """A new trainable prefix for ``base``, initialized as the settings say.
 
     Builds a throwaway PeftModel around the frozen model so that PEFT fills in the shapes
     (GQA: token_dim = kv_heads x head_dim), builds its PrefixEncoder, and runs PEFT's own
     ``initialize_kv_prefix_from_text``. Only the encoder is kept.
+
+    init "demos" (needs ``train``): the prefix is the key/values of the instruction followed by
+    ``init_shots`` training examples as prior chat turns, loaded with PEFT's
+    ``initialize_kv_prefix_from_past_key_values``; its length is that head's token count, so before
+    any training it answers as the few-shot prompt does. The examples are drawn with ``seed``.
     """
-    settings.validate()
+    settings = sized(base, settings, instruction, train, seed)
     config = PrefixTuningConfig(
         task_type="CAUSAL_LM",
         num_virtual_tokens=settings.num_virtual_tokens,
@@ -185,7 +233,12 @@ def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = 
         # PEFT asks transformers for the deprecated `is_gradient_checkpointing`; nothing for a learner to act on.
         warnings.simplefilter("ignore", FutureWarning)
         wrapper = PeftModelForCausalLM(base.model, config)
-        if settings.init != "random":
+        info = {"settings": asdict(settings), "seed": seed}
+        if settings.init == "demos":
+            ids, demos = demo_head(base, settings, instruction, train, seed)
+            _init_from_ids(wrapper, base, ids)
+            info["init_demonstrations"] = [{"input": e.input, "target": e.target} for e in demos]
+        elif settings.init != "random":
             text = instruction if settings.init == "task" else settings.init_text
             if not text.strip():
                 raise PlaygroundError("This task has no instruction text to initialize from; choose init 'text' or 'random'.")
@@ -193,8 +246,18 @@ def create_prefix(base: BaseModel, settings: PrefixSettings, instruction: str = 
             initialize_kv_prefix_from_text(wrapper, base.tokenizer, text=text, use_chat_template=fmt.chat)
     encoder = wrapper.prompt_encoder["default"].float().to(base.device)  # train in fp32, cast to the model dtype
     encoder.requires_grad_(True)
-    info = {"settings": asdict(settings), "seed": seed}
     return Prefix(wrapper.peft_config["default"], encoder, info)
+
+
+@torch.no_grad()
+def _init_from_ids(wrapper: PeftModelForCausalLM, base: BaseModel, ids: list[int]) -> None:
+    """Load the key/values of ``ids`` (all of them) into the wrapper's prefix, PEFT's layout:
+    [P, layer*2*token_dim]. The keys carry rotary positions 0..P-1, and the query comes next."""
+    x = torch.tensor([ids], device=base.device)  # [1, P]
+    with wrapper.disable_adapter():
+        out = wrapper(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True, logits_to_keep=1)
+    initialize_kv_prefix_from_past_key_values(wrapper, past_key_values=out.past_key_values,
+                                              num_virtual_tokens=len(ids))
 
 
 def prefix_forward(base: BaseModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -31,7 +31,7 @@ from .methods import BareMethod, InstructionMethod, MethodSettings, added_positi
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
-from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix
+from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, sized
 from .prompts import PromptFormat
 from .sessions import SessionStore, TrainingRun
 from .tasks import Task, get_task, read_table, user_task
@@ -174,10 +174,20 @@ class Playground:
 
     # ---- Training ----------------------------------------------------------------------------
     def check_settings(self, ps: PrefixSettings, ts: TrainSettings, task: Task | None = None) -> RunPlan | None:
-        """Refuse settings over the server's limits; with a task, also a run too costly or too big for memory."""
+        """Refuse settings over the server's limits; with a task, also a run too costly or too big for memory.
+
+        init "demos" sizes the prefix from the task (its instruction and examples): without a task its length
+        is not checked here."""
         ps.validate()
         ts.validate()
         L = self.limits
+        if task is not None:
+            ps = self._sized(ps, ts, task)
+        if ps.init == "demos" and task is not None and ps.num_virtual_tokens > L.max_virtual_tokens:
+            raise PlaygroundError(f"The instruction and {ps.init_shots} training example"
+                                  f"{'s' if ps.init_shots != 1 else ''} take {ps.num_virtual_tokens} tokens, so the "
+                                  f"prefix would have {ps.num_virtual_tokens} virtual tokens, above this server's "
+                                  f"limit of {L.max_virtual_tokens}. Use fewer examples, or init 'task text'.")
         for what, value, cap in (("num_virtual_tokens", ps.num_virtual_tokens, L.max_virtual_tokens),
                                  ("steps", ts.steps, L.max_steps), ("batch size", ts.batch_size, L.max_batch_size),
                                  ("held-out examples", ts.eval_examples, L.max_eval_examples)):
@@ -210,6 +220,10 @@ class Playground:
                           "virtual tokens.")
         return plan
 
+    def _sized(self, ps: PrefixSettings, ts: TrainSettings, task: Task) -> PrefixSettings:
+        """``ps`` with its real length (init "demos": the instruction and examples drawn with the run's seed)."""
+        return sized(self.base, ps, task.instruction, task.split("train"), ts.seed)
+
     def _reserver(self, plan: RunPlan):
         """``train``'s reserve: each step and each evaluation holds its share of the memory budget."""
         def reserve(what: str):
@@ -223,15 +237,17 @@ class Playground:
         """A fresh prefix and run for this session; its previous run (if any) is stopped."""
         task.split("train")  # fail early, with the task's own message, if there is nothing to train on
         plan = self.check_settings(ps, ts, task)
+        ps = self._sized(ps, ts, task)  # the length check_settings planned with
         session = self.sessions.get(key)
         if session.run and session.run.state == "running":
             session.run.cancel.set()
-        # A text init runs the model once on the text (repeated up to num_virtual_tokens tokens).
-        text = "" if ps.init == "random" else (task.instruction if ps.init == "task" else ps.init_text)
+        # A text init runs the model once on the text (repeated up to num_virtual_tokens tokens);
+        # a "demos" init once on its num_virtual_tokens tokens.
+        text = {"task": task.instruction, "text": ps.init_text}.get(ps.init, "")
         n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"]) + ps.num_virtual_tokens + 32
         with self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
                                  "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
-            prefix = create_prefix(self.base, ps, task.instruction, ts.seed)
+            prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
         run = TrainingRun(task, prefix, ps, ts, plan=plan)
         run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
         session.run = run

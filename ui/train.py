@@ -10,7 +10,7 @@ from playground.figures import loss_figure, metric_figure
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
-from playground.prefix import PrefixSettings
+from playground.prefix import DEMO_SHOTS, MAX_DEMO_SHOTS, PrefixSettings
 from playground.report import parameter_summary, versus_best_prompt
 from playground.service import Playground
 from playground.sessions import TrainingRun
@@ -20,7 +20,7 @@ from playground.training import PRECISIONS, TrainSettings
 from .common import asset, esc, friendly, key, owner
 
 UPLOAD = "upload"
-INITS = {"task text": "task", "custom text": "text", "random": "random"}
+INITS = {"task text": "task", "custom text": "text", "training examples": "demos", "random": "random"}
 TABLE_HEADERS = ["input", "target", "base model", "base + instruction", f"instruction + {BASELINE_SHOTS} examples",
                  "prefix"]
 
@@ -106,8 +106,13 @@ def build(pg: Playground) -> TrainTab:
             n_tokens = gr.Slider(1, L.max_virtual_tokens, value=20, step=1, label="num_virtual_tokens", elem_id="n-tokens",
                                  info="virtual key/value slots in every layer")
             init = gr.Radio(list(INITS), value="task text", label="Initialization",
-                            info="task text: the task's instruction; random: PEFT's default")
+                            info="task text: the task's instruction; training examples: the instruction and a few "
+                                 "training examples (the few-shot prompt, cached); random: PEFT's default")
             init_text = gr.Textbox(label="Custom init text", visible=False)
+            init_shots = gr.Slider(1, MAX_DEMO_SHOTS, value=DEMO_SHOTS, step=1, label="Training examples in the prefix",
+                                   visible=False, elem_id="init-shots",
+                                   info="drawn with the seed; the prefix gets as many virtual tokens as the "
+                                        "instruction and these examples take (num_virtual_tokens is not used)")
             with gr.Row():
                 mlp = gr.Checkbox(label="MLP reparameterization (prefix_projection)", value=False)
                 hidden = gr.Number(256, label="encoder_hidden_size", precision=0, minimum=1, maximum=4096,
@@ -185,9 +190,11 @@ def build(pg: Playground) -> TrainTab:
 
     def on_init(choice, on):
         rate = prefix_learning_rate(bool(on), INITS.get(choice, choice))
-        return gr.update(visible=choice == "custom text"), gr.update(value=rate)
+        demos = INITS.get(choice, choice) == "demos"
+        return (gr.update(visible=choice == "custom text"), gr.update(value=rate), gr.update(visible=demos),
+                gr.update(interactive=not demos))
 
-    init.change(on_init, [init, mlp], [init_text, lr])
+    init.change(on_init, [init, mlp], [init_text, lr, init_shots, n_tokens])
 
     def on_mlp(on, choice):
         if on and choice != "random":
@@ -204,15 +211,20 @@ def build(pg: Playground) -> TrainTab:
         c.change(on_size(lambda s: parameter_summary(pg.base, s)), [n_tokens, mlp, hidden], params)
 
     @friendly
-    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec,
+    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec, k_init,
                  request: gr.Request):
         k = key(request)
         t = pg.task(k, choice)
-        ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256))
+        ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256),
+                            int(k_init or DEMO_SHOTS))
         ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval), prec or "auto")
         run = pg.start_run(k, t, ps, ts)
         label = METRIC_LABELS.get(t.metric, t.metric)
-        yield progress_html(run, "warming up"), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None
+        warm = "warming up"
+        if ps.init == "demos":
+            k_ = ps.init_shots
+            warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
+        yield progress_html(run, warm), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None
         for _ in pg.run_steps(run):
             yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
                    gr.update())
@@ -231,7 +243,7 @@ def build(pg: Playground) -> TrainTab:
                table_rows(rows))
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
-                               eval_n, precision], [progress, loss_plot, metric_plot, table],
+                               eval_n, precision, init_shots], [progress, loss_plot, metric_plot, table],
                     concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
                     show_progress="hidden", api_name="train")
 

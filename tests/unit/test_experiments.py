@@ -19,13 +19,14 @@ from tests.conftest import ROOT
 def test_the_plan_covers_every_cell_of_every_study_once_per_seed():
     s = ExperimentSettings(studies=("length", "init", "mlp"), seeds=(0, 1, 2))
     specs = plan(s)
-    per_seed = {"length": 7 + 4, "init": 2 * 3, "mlp": 3 * 2}
+    per_seed = {"length": 7 + 4, "init": 2 * 4, "mlp": 3 * 2}
     assert {st: sum(sp.study == st for sp in specs) for st in per_seed} == {k: 3 * v for k, v in per_seed.items()}
     assert len({sp.key for sp in specs}) == len(specs)
     assert [sp.study for sp in specs] == sorted((sp.study for sp in specs), key=["length", "init", "mlp"].index)
     init = {sp.series: sp for sp in specs if sp.study == "init" and sp.x == 16 and sp.seed == 0}
     assert init["task words"].method.init == "task" and init["random"].method.init == "random"
     assert init["unrelated words"].method.init_text == UNRELATED_TEXT
+    assert init["training examples"].method.init == "demos" and init["training examples"].method.init_shots == 2
     assert init["random"].learning_rate == METHODS["prefix"].random_init_lr and init["task words"].train_examples == 16
     mlp = [sp for sp in specs if sp.study == "mlp"]
     assert {sp.method.method for sp in mlp} == {"prefix", "prefix_mlp"} and {sp.method.init for sp in mlp} == {"random"}
@@ -50,6 +51,7 @@ def test_low_data_subsets_are_seeded_and_leave_the_task_alone():
     (dict(lengths=(0, 5)), r"from 1 to 512; got \[0\]"),
     (dict(train_sizes=(0,)), "at least 1"),
     (dict(mlp_lrs=(2.0,)), "at most 1"),
+    (dict(init_shots=0), "from 1 to 8 training examples"),
 ])
 def test_bad_settings_are_refused_with_the_fix(kwargs, match):
     with pytest.raises(PlaygroundError, match=match):
@@ -62,7 +64,7 @@ def test_a_run_writes_results_after_each_run_and_a_rerun_resumes(tiny_llama, tmp
                            lengths=(1, 2), prompt_lengths=(1,), train_sizes=(4,))
     said = []
     data = run_all(tiny_llama, task, s, tmp_path, say=said.append)
-    assert len(data["runs"]) == 2 * (3 + 3) and data["compare"] is None
+    assert len(data["runs"]) == 2 * (3 + 4) and data["compare"] is None
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["runs"] == json.loads(json.dumps(data["runs"])) and saved["model"] == tiny_llama.name
     run = data["runs"][0]
@@ -70,11 +72,12 @@ def test_a_run_writes_results_after_each_run_and_a_rerun_resumes(tiny_llama, tmp
     assert {r["train_examples"] for r in data["runs"] if r["study"] == "init"} == {4}
     said.clear()
     again = run_all(tiny_llama, task, s, tmp_path, say=said.append)
-    assert said == [f"Resuming: 12 runs already in {tmp_path / 'results.json'}."] and again["runs"] == saved["runs"]
+    assert said == [f"Resuming: 14 runs already in {tmp_path / 'results.json'}."] and again["runs"] == saved["runs"]
     points = aggregate(again["runs"])
-    assert len(points) == 6 and all(p.n == 2 and p.lo <= p.mean <= p.hi for p in points)
+    assert len(points) == 7 and all(p.n == 2 and p.lo <= p.mean <= p.hi for p in points)
     md = markdown_tables(again)
     assert "### length" in md and "### init" in md and "| unrelated words | 4 |" in md
+    assert "| training examples | 4 |" in md
     figs = experiment_figures(again)
     assert set(figs) == {"length", "init"}
     written = write_figures(figs, tmp_path / "figs", png=False)
