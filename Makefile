@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit test-integration test-browser test-reliability chromium screenshots bench experiments prefixes load-test clean
+.PHONY: install run demo test test-unit test-integration test-browser test-reliability chromium screenshots bench experiments prefixes baselines load-test clean
 ARGS ?=
 
 install: $(STAMP)
@@ -56,6 +56,13 @@ screenshots: test-browser
 # Retrain the shipped prefixes in prefixes/ from scratch (fixed seeds, CPU) and rewrite their cards and table.
 prefixes: install
 	$(BIN)/python -m playground ship
+
+# The prompts without training that each shipped prefix is held against: choose each task's format sentence
+# and few-shot layout on validation, then measure on test and fresh into the cards (3.1 min on an H200 in
+# fp32; the same code and answers on the CPU, which takes much longer). `make prefixes` keeps them.
+baselines: install
+	$(BIN)/python -m playground baselines --choose --draws 2 --limit 30 --splits ""
+	$(BIN)/python -m playground baselines --cards
 
 # The benchmark suite: ours vs the anchors, each printing its ratio last (about 10 min on 2 cores).
 # Results in bench/results/, charts in docs/bench/; BENCHMARKS.md records a full run.

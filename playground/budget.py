@@ -166,9 +166,11 @@ class RunPlan:
 
 
 def plan_run(base: BaseModel, task: Task, P: int, steps: int, batch_size: int, eval_every: int,
-             eval_examples: int, amp: torch.dtype | None, held_out: list[Example], extra_tokens: int = 0) -> RunPlan:
+             eval_examples: int, amp: torch.dtype | None, held_out: list[Example], extra_tokens: int = 0,
+             baseline_evals: int = 3) -> RunPlan:
     """Size a run of ``steps`` steps of ``batch_size`` examples of ``task`` behind P virtual tokens
-    (``extra_tokens``: more prompt tokens on every held-out query, as a few-shot prompt's demonstrations)."""
+    (``extra_tokens``: more prompt tokens on every held-out query, as a few-shot prompt's demonstrations;
+    ``baseline_evals``: held-out scorings of the prompts it is compared with)."""
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     train = task.split("train")
     encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in train]
@@ -177,7 +179,7 @@ def plan_run(base: BaseModel, task: Task, P: int, steps: int, batch_size: int, e
     B = min(batch_size, len(train))
     held = held_out[:eval_examples]
     prompt = max((len(fmt.encode_prompt(e.input, "instruction", task.instruction)) for e in held), default=0) + extra_tokens
-    return RunPlan(steps, B, T, targets, len(held), prompt, task.max_new_tokens, evaluations(steps, eval_every) + 3,
+    return RunPlan(steps, B, T, targets, len(held), prompt, task.max_new_tokens, evaluations(steps, eval_every) + baseline_evals,
                    train_step_bytes(base, B, T, P, targets, amp), eval_bytes(base, task, held, P, extra_tokens))
 
 

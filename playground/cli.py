@@ -340,12 +340,12 @@ def cmd_compare(args) -> int:
     from .tasks import get_task
     from .training import TrainSettings
 
-    names = check_methods(args.methods.split(","))
+    task = get_task(args.task)
+    names = check_methods(args.methods.split(","), task)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise PlaygroundError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got '{args.seeds}'.") from None
-    task = get_task(args.task)
     ts = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                        eval_examples=args.eval_examples)
     ts.validate()
@@ -364,6 +364,64 @@ def cmd_compare(args) -> int:
         figs = {f"compare_{x}": seeds_curve_figure(records, task.metric, x) for x in ("step", "time")}
         for path in write_figures(figs, out):
             print(f"wrote {path}")
+    return 0
+
+
+@command("baselines", "the strongest prompts without training (instruction, + format, few-shot, label scoring) "
+         "with their cost; --choose picks formats and few-shot layouts on validation first", *MODEL_ARGS,
+         arg("--task", action="append", default=[], help="a built-in task (repeatable; default: all)"),
+         arg("--splits", default="test", help="comma-separated splits to measure on, e.g. test,fresh"),
+         arg("--shots", default="4,8", help="few-shot sizes"), arg("--draws", type=int, default=3,
+                                                                  help="draws of the demonstrations per few-shot row"),
+         arg("--limit", type=int, help="at most this many examples per split"),
+         arg("--choose", action="store_true", help="first choose each task's format sentence and few-shot layout on "
+             "its validation split, and save them in playground/data/prompting.json"),
+         arg("--cards", action="store_true", help="write the results on test and fresh into the shipped prefixes' "
+             "cards and rewrite the README table"), LIBRARY,
+         arg("--json", help="write the results here"))
+def cmd_baselines(args) -> int:
+    from .baselines import BaselineSettings, choose, measure, save_choices
+    from .report import baseline_table
+    from .tasks import get_task
+
+    names = args.task or list(BUILTIN)
+    tasks = [get_task(n) for n in names]
+    settings = BaselineSettings(_numbers(args.shots, int, "--shots"), args.draws)
+    splits = ["test", "fresh"] if args.cards else [x.strip() for x in args.splits.split(",") if x.strip()]
+    base = load_base_verbose(args)
+    say = lambda frac, msg: print(f"  {100 * frac:3.0f}% {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.choose:
+        chosen = {}
+        for t in tasks:
+            chosen[t.name] = choose(base, t, settings, args.limit, say)
+            print(f"{t.name}: chose {chosen[t.name]['format']!r}, layouts {chosen[t.name]['style']} "
+                  f"(validation, n = {chosen[t.name]['validation']['n']})")
+        save_choices(chosen)
+    records = {}
+    for t in tasks:
+        records[t.name] = {}
+        for split in splits:
+            examples = t.split(split)[:args.limit]
+            results = measure(base, t, split, examples, settings, say)
+            records[t.name][split] = [r.as_dict() for r in results]
+            print(f"\n{t.name}, {split} split (n = {len(examples)}):\n" + baseline_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    if args.cards:
+        from .library import Library
+        from .peft_folder import update_card
+        from .recipes import RECIPES
+        from .report import write_readme
+
+        library = Library(args.library)
+        measured = {"on": base.describe(), "command": "python -m playground baselines --cards",
+                    "date": time.strftime("%Y-%m-%d")}
+        for name, by_split in records.items():
+            if library.find(name) is not None:
+                lesson = {"lesson": RECIPES[name].lesson} if name in RECIPES else {}
+                update_card(library.path(name), {"baselines": by_split, "baselines_measured": measured, **lesson})
+        write_readme(library.root / "README.md", library)
+        print(f"wrote the baselines into the cards and {library.root / 'README.md'}")
     return 0
 
 

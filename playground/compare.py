@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
+from .baselines import tuned
 from .errors import PlaygroundError
 from .evaluation import evaluate
 from .methods import (
@@ -28,7 +29,7 @@ from .methods import (
 )
 from .models import BaseModel
 from .overhead import kv_cache_bytes
-from .tasks import Task
+from .tasks import Task, labels_of
 from .training import StepRecord, TrainSettings, held_out_split, train
 
 
@@ -70,6 +71,7 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
 
     The metric is measured on ``eval_split`` (default: ``held_out_split(task)``, validation where there is one).
     """
+    ms = tuned(task, ms)  # a prompt's format sentence and few-shot layout, as chosen on validation
     method = create_method(base, ms, task.instruction, ts.seed, task.split("train"))
     res = MethodResult(ms.method, method.trainable_parameters, method.stored_parameters, 0, method.extra_positions,
                        kv_cache_bytes(base, method.extra_positions))
@@ -92,13 +94,16 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
     yield res
 
 
-def check_methods(names: list[str]) -> list[str]:
+def check_methods(names: list[str], task: Task | None = None) -> list[str]:
     names = [n.strip() for n in names if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise PlaygroundError(f"Unknown method(s): {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
     if not names:
         raise PlaygroundError(f"Pick at least one method: {', '.join(METHODS)}.")
+    if task is not None and "label_scoring" in names and not labels_of(task.split("train")):
+        raise PlaygroundError(f"Label scoring needs a classification task (a few fixed answer labels); '{task.name}' "
+                              "has free-form answers. Untick label scoring, or pick sentiment or topic.")
     return list(dict.fromkeys(names))
 
 
@@ -110,7 +115,7 @@ def compare(base: BaseModel, task: Task, names: list[str], ts: TrainSettings, se
     Each method trains at ``learning_rates[method]`` if given, else at its registry default
     (``methods.default_learning_rate``); the instruction prompt, which trains nothing, keeps ``ts``'s.
     """
-    names = check_methods(names)
+    names = check_methods(names, task)
     lrs = {n: default_learning_rate(n, default_init(n)) for n in names} | (learning_rates or {})
     out: dict[str, list[MethodResult]] = {n: [] for n in names}
     for seed in seeds:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import replace
 from typing import Iterator
 
+from .baselines import tuned
 from .budget import MemoryBudget, plan_run
 from .compare import MethodResult, check_methods, run_method
 from .errors import PlaygroundError
@@ -41,7 +42,7 @@ class CompareLab:
     def stream(self, key: str, task: Task, names: list[str], steps: int, eval_every: int = 5,
                eval_examples: int = 24) -> Iterator[tuple[str, StepRecord | MethodResult]]:
         """(method, StepRecord) while each method trains, then (method, MethodResult); methods run in turn."""
-        names = check_methods(names)
+        names = check_methods(names, task)
         self._check_budget(steps, eval_examples, "compare")
         cancel = self._begin(key)
         try:
@@ -92,7 +93,7 @@ class CompareLab:
     def _positions(self, task: Task, ms: MethodSettings, seed: int = 0) -> tuple[int, int]:
         """(cached positions, prompt tokens) the method adds to every query, drawn as its run with ``seed`` draws
         them (from ``task``'s training split: pass the run's own)."""
-        return added_positions(self.base, ms, task.instruction, task.split("train"), seed)
+        return added_positions(self.base, tuned(task, ms), task.instruction, task.split("train"), seed)
 
     def _hold(self, task: Task, P: int, extra_tokens: int, ts: TrainSettings):
         """Reserve one run's peak (its widest step or scoring, behind P positions) from the memory budget."""

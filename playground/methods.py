@@ -13,9 +13,13 @@ training loss over target tokens (the LM head applied only at target positions, 
   use is never changed;
 - ``instruction``: the base model with the task instruction as its system prompt (no training);
   ``BareMethod`` is the base model on the input alone;
+- ``instruction_format``: the instruction plus one sentence on the output's form (per task, chosen
+  on validation): the cheapest fix for a chat model's chatty answers;
 - ``few_shot`` / ``few_shot_cached``: the instruction and k training examples before the query
   (``fewshot.py``), as text on every query or as their key/values computed once: the strongest
-  simple baseline, and an untrained "prefix" of as many positions as the demonstrations' tokens.
+  simple baseline, and an untrained "prefix" of as many positions as the demonstrations' tokens;
+- ``label_scoring``: the cached few-shot prompt, answering with the likeliest of a classification
+  task's labels instead of generating (``labelscore.py``): knowledge without the format.
 
 As in ``prefix.py``, nothing global is switched: each object carries what it adds, so two
 sessions can use different methods on one model at once. Tests check each against plain PEFT.
@@ -34,11 +38,12 @@ from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_
 from .errors import PlaygroundError
 from .fewshot import STYLES, TextCache, demonstrations, head_ids
 from .generate import answer_text, decode, greedy_mixed
+from .labelscore import label_logprobs
 from .losses import head_loss, target_loss
 from .models import BaseModel
 from .prefix import DEMO_SHOTS, Prefix, PrefixSettings, create_prefix, sized
 from .prompts import PromptFormat, pad_left
-from .tasks import Example
+from .tasks import GENERIC_FORMATS, MAX_LABELS, Example, labels_of
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,16 @@ METHODS = {
     "prompt": MethodInfo("Prompt tuning", "input embeddings only", 3e-2, True),
     "lora": MethodInfo("LoRA", "attention weights (q, v) in every layer", 3e-3, False),
     "instruction": MethodInfo("Instruction prompt (no training)", "nothing trained: a text prompt", None, False),
+    "instruction_format": MethodInfo("Instruction + output format (no training)", "nothing trained: a text prompt "
+                                     "that also says what form the answer takes", None, False),
     "few_shot": MethodInfo("Few-shot prompt (no training)", "nothing trained: k examples in every prompt", None, False),
     "few_shot_cached": MethodInfo("Few-shot, cached (no training)", "nothing trained: k examples' keys/values, "
                                   "computed once", None, False),
+    "label_scoring": MethodInfo("Label scoring, few-shot (no training)", "nothing trained: the likeliest label "
+                                "after k examples (classification tasks)", None, False),
 }
-PROMPTING_METHODS = ("instruction", "few_shot", "few_shot_cached")  # baselines: nothing to train
+PROMPTING_METHODS = ("instruction", "instruction_format", "few_shot", "few_shot_cached", "label_scoring")
+FEW_SHOT_METHODS = ("few_shot", "few_shot_cached", "label_scoring")  # draw demonstrations from the training split
 VIRTUAL_TOKEN_METHODS = ("prefix", "prefix_mlp", "prompt")  # the methods num_virtual_tokens and init apply to
 
 
@@ -107,6 +117,7 @@ class MethodSettings:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # lora: which Linear layers get adapters
     shots: int = 4  # few_shot, few_shot_cached: training examples before the query (drawn with the seed)
     style: str = "turns"  # few_shot, few_shot_cached: "turns" (prior chat turns) or "block" (in the system message)
+    format_text: str = ""  # instruction_format: the sentence on the answer's form (empty: the generic one)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -119,7 +130,7 @@ class MethodSettings:
         if self.method in VIRTUAL_TOKEN_METHODS and not METHODS[self.method].text_init and self.init != "random":
             raise PlaygroundError("Prefix tuning with the MLP can't start from text: PEFT cannot invert the MLP. "
                                   "Choose init 'random' for it, or the direct prefix for text init.")
-        if self.method in ("few_shot", "few_shot_cached"):
+        if self.method in FEW_SHOT_METHODS:
             if not (isinstance(self.shots, int) and 1 <= self.shots <= 32):
                 raise PlaygroundError(f"Few-shot prompts take 1 to 32 examples; got {self.shots}.")
             if self.style not in STYLES:
@@ -352,6 +363,23 @@ class FewShotMethod(InstructionMethod):
         return 0 if self.cache is not None else len(self.head)
 
 
+class LabelScoringMethod(FewShotMethod):
+    """The cached few-shot prompt, answering with the likeliest of ``labels`` (``labelscore.label_logprobs``)."""
+
+    def __init__(self, base: BaseModel, instruction: str, demos: list[Example], labels: tuple[str, ...],
+                 style: str = "turns"):
+        super().__init__(base, instruction, demos, style, cached=True)
+        fmt = PromptFormat.for_tokenizer(base.tokenizer)
+        self.labels = labels
+        # each label as the answer's first tokens, exactly as generation would write it (no end token)
+        self.label_ids = [base.tokenizer(fmt.target(lab)[: len(fmt.target(lab)) - len(fmt.end_text)],
+                                         add_special_tokens=False)["input_ids"] for lab in labels]
+
+    def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
+        best = label_logprobs(base, prompts, self.label_ids, self.cache).argmax(-1)  # [queries]
+        return [self.label_ids[j][:max_new_tokens] for j in best.tolist()]
+
+
 class BareMethod(InstructionMethod):
     """The base model as it is: the input alone, no instruction, nothing trained."""
 
@@ -396,12 +424,19 @@ def added_positions(base: BaseModel, settings: MethodSettings, instruction: str,
     """(cached key/value positions, prompt tokens) that ``settings.method`` adds to every query, without
     building it: virtual tokens are cached positions; a few-shot prompt's demonstrations (drawn as
     ``create_method`` draws them) are one or the other."""
+    if settings.method in ("instruction", "instruction_format"):  # the system message, prompted on every query
+        text = instruction if settings.method == "instruction" else f"{instruction} {format_sentence(settings)}"
+        return 0, len(head_ids(base, text.strip(), []))
     if settings.method == "prefix" and settings.init == "demos":  # as long as its demonstrations' tokens
         return sized(base, _prefix_settings(settings), instruction, train, seed).num_virtual_tokens, 0
-    if settings.method not in ("few_shot", "few_shot_cached"):
+    if settings.method not in FEW_SHOT_METHODS:
         return settings.num_virtual_tokens, 0
     H = len(head_ids(base, instruction, demonstrations(train, settings.shots, seed), settings.style))
-    return (H, 0) if settings.method == "few_shot_cached" else (0, H)
+    return (0, H) if settings.method == "few_shot" else (H, 0)
+
+
+def format_sentence(settings: MethodSettings) -> str:
+    return settings.format_text.strip() or GENERIC_FORMATS[0]
 
 
 def create_method(base: BaseModel, settings: MethodSettings, instruction: str = "", seed: int = 0,
@@ -414,9 +449,18 @@ def create_method(base: BaseModel, settings: MethodSettings, instruction: str = 
     m = settings.method
     if m == "instruction":
         return InstructionMethod(instruction)
-    if m in ("few_shot", "few_shot_cached"):
+    if m == "instruction_format":
+        return InstructionMethod(f"{instruction} {format_sentence(settings)}".strip())
+    if m in FEW_SHOT_METHODS:
         if not train:
             raise PlaygroundError("A few-shot prompt needs the task's training examples to draw its demonstrations.")
+        if m == "label_scoring":
+            labels = labels_of(train)
+            if not labels:
+                raise PlaygroundError(f"Label scoring needs a classification task: at most {MAX_LABELS} answer labels, "
+                                      "each seen at least twice in training. Use it on sentiment or topic.")
+            return LabelScoringMethod(base, instruction, demonstrations(train, settings.shots, seed), labels,
+                                      settings.style)
         return FewShotMethod(base, instruction, demonstrations(train, settings.shots, seed), settings.style,
                              cached=m == "few_shot_cached")
     if m in ("prefix", "prefix_mlp"):
@@ -470,6 +514,7 @@ def answer(base: BaseModel, method, inputs: list[str], instruction: str = "", ma
            batch_size: int = 16) -> list[str]:
     """Decoded greedy answers of ``method`` for each input, prompted in ``method.mode`` (stop tokens dropped)."""
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
+    instruction = getattr(method, "instruction", "") or instruction  # a prompt method's own text (+ format)
     outs: list[str] = []
     for i in range(0, len(inputs), batch_size):
         prompts = [fmt.encode_prompt(x, method.mode, instruction) for x in inputs[i:i + batch_size]]

@@ -18,6 +18,7 @@ how they are saved safely, is ``library.py``'s business.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -165,6 +166,15 @@ def write_prefix(folder: Path, prefix: Prefix, card: dict) -> None:
     config.save_pretrained(str(folder))  # PEFT writes adapter_config.json itself
     save_file({"prompt_embeddings": emb}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def update_card(folder: str | Path, fields: dict) -> None:
+    """Set ``fields`` in the card of the prefix in ``folder``, written whole or not at all (a rename)."""
+    folder = Path(folder)
+    card = {**read_card(folder), **fields}
+    tmp = folder / f".{CARD_FILE}.tmp"
+    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / CARD_FILE)
 
 
 def make_card(base: BaseModel, task_name: str, settings: dict, metrics: dict, **extra) -> dict:

@@ -35,6 +35,7 @@ class Recipe:
     train: TrainSettings
     target: float | None  # the bar for the held-out metric (None: show a gain over the instruction prompt)
     why: str = ""  # what the validation runs showed, in a sentence
+    lesson: str = ""  # set for a prefix kept to show what prefix tuning cannot do (still measured against the bar)
 
 
 # precision="fp32": the shipped prefixes were trained in fp32, and `make prefixes` reproduces them byte
@@ -47,10 +48,17 @@ RECIPES: dict[str, Recipe] = {
         Recipe("topic", PrefixSettings(20), TrainSettings(3e-3, 60, 8, 0, 0, precision="fp32"), 0.85,
                "Validation accuracy was still rising at 40 steps (50, 73, 83, 88.5% at 10-40)."),
         Recipe("capitals", PrefixSettings(20), TrainSettings(1e-2, 60, 8, 0, 0, precision="fp32"), 0.70,
-               "lr 1e-2 beat 3e-3 on validation (25% vs 20% at 60 steps); the model's own knowledge caps it."),
+               "lr 1e-2 beat 3e-3 on validation (25% vs 20% at 60 steps); the model's own knowledge caps it.",
+               lesson="A prefix steers what the model does; it does not add facts. Asked plainly, this model names the "
+                      "right capital for only 17 of the 50 test places (bench/capitals_ceiling.py). The prefix fixes "
+                      "the answer's form and beats every prompt, but it cannot reach capitals the model does not know."),
         Recipe("shout", PrefixSettings(20), TrainSettings(1e-2, 40, 8, 0, 0, precision="fp32"), 0.90,
                "Best validation score of the runs tried (14.4% at 40 steps); more steps, 40 virtual tokens or "
-               "batch 16 did not help."),
+               "batch 16 did not help.",
+               lesson="The prefix learns the style (capitals and a final '!' on nearly every answer) and beats every "
+                      "prompt, yet whole sentences rarely come out exactly right: written in capitals, words split "
+                      "into other tokens and the model garbles them. A prefix steers; it cannot add a skill the "
+                      "model lacks."),
         Recipe("fr_en", PrefixSettings(20), TrainSettings(1e-2, 80, 8, 0, 0, precision="fp32"), 0.50,
                "lr 1e-2 beat 3e-3 (44% vs 32% on validation); past 80 steps it overfits (42% at 120-160)."),
         Recipe("headline", PrefixSettings(20), TrainSettings(3e-3, 30, 8, 0, 0, precision="fp32"), None,
@@ -100,12 +108,17 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
     validation = {"split": "validation", "n": len(val),
                   "prefix": round(evaluate(base, task, val, prefix_method(prefix)).score, 4)}
     reports = {s: score_modes(base, task, s, prefix) for s in REPORT_SPLITS if task.splits.get(s)}
+    baselines, measured = kept_baselines(library, task)
+    if baselines is None:
+        baselines, measured = card_baselines(base, task, log), {"on": base.describe(), "command": "python -m "
+                                                                "playground ship", "date": time.strftime("%Y-%m-%d")}
     seconds = time.perf_counter() - t0
     card = make_card(
         base, task.name, asdict(rec.train), reports["test"],
         instruction=task.instruction, steps=rec.train.steps, train_examples=len(task.split("train")),
         train_seconds=round(last.elapsed, 1), wall_seconds=round(seconds, 1), validation=validation,
-        fresh=reports.get("fresh"), target=rec.target, source="shipped",
+        fresh=reports.get("fresh"), baselines=baselines, target=rec.target, source="shipped", lesson=rec.lesson,
+        baselines_measured=measured,
         recipe=f"python -m playground ship --task {task.name}",
     )
     path = library.save(task.name, prefix, card, overwrite=True)
@@ -115,7 +128,55 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
     return Shipped(task.name, path, card, seconds)
 
 
+BAR_MARGIN, BAR_REACH = 0.05, 0.95  # beat the strongest prompt by 5 points, or reach 95%
+
+
+def card_baselines(base: BaseModel, task: Task, log: Callable[[str], None] = print) -> dict:
+    """{split: [baseline rows]} on the report splits: the prompts a shipped prefix is held against."""
+    from .baselines import measure
+
+    out = {}
+    for split in REPORT_SPLITS:
+        if task.splits.get(split):
+            out[split] = [r.as_dict() for r in measure(base, task, split, task.split(split))]
+            best = max(out[split], key=lambda r: r["mean"])
+            log(f"  {task.name}: {split}: strongest prompt {best['label']} {best['mean']:.1%} "
+                f"(draws {', '.join(f'{s:.1%}' for s in best['scores'])})")
+    return out
+
+
+def kept_baselines(library, task: Task) -> tuple[dict | None, dict | None]:
+    """The baselines on the card ``ship`` is about to replace, when they were measured for this instruction.
+
+    They do not depend on the prefix, and the same code on the same data gives the same answers, so a
+    retrain keeps them (``python -m playground baselines --cards`` measures them again)."""
+    from .peft_folder import read_card
+
+    e = library.find(task.name)
+    card = read_card(e.path) if e is not None else {}
+    if card.get("instruction") == task.instruction and card.get("baselines"):
+        return card["baselines"], card.get("baselines_measured")
+    return None, None
+
+
+def strongest_prompt(card: dict, split: str) -> dict | None:
+    """The card's best prompting baseline on ``split`` (mean over draws), or None when it has none."""
+    rows = card.get("baselines", {}).get(split) or []
+    return max(rows, key=lambda r: r["mean"]) if rows else None
+
+
+def prefix_score(card: dict, split: str) -> float | None:
+    m = card.get("metrics" if split == "test" else split) or {}
+    return m.get("prefix")
+
+
 def meets_bar(card: dict) -> bool:
-    """The shipping bar: beat the instruction prompt by 10 points on the test split, or reach 95%."""
-    m = card.get("metrics", {})
-    return m.get("prefix", 0) >= 0.95 or m.get("prefix", 0) - m.get("instruction", 0) >= 0.10
+    """The shipping bar, on the test and the fresh split alike: the prefix beats the strongest prompt without
+    training by at least 5 points (its mean over draws), or reaches 95%."""
+    for split in REPORT_SPLITS:
+        score, best = prefix_score(card, split), strongest_prompt(card, split)
+        if score is None or best is None:
+            return False
+        if not (score >= BAR_REACH or score - best["mean"] >= BAR_MARGIN):
+            return False
+    return True

@@ -11,14 +11,13 @@ from pathlib import Path
 
 from .compare import MethodResult
 from .experiments import aggregate
-from .fewshot import BASELINE_SHOTS
 from .figures import ablation_figure, loss_curves_figure, seeds_curve_figure
 from .library import Library
 from .methods import METHODS
 from .metrics import METRIC_LABELS
 from .models import BaseModel
 from .prefix import PrefixSettings, parameter_counts
-from .recipes import meets_bar
+from .recipes import meets_bar, strongest_prompt
 
 
 def model_rows(base: BaseModel, settings: PrefixSettings) -> list[list]:
@@ -158,28 +157,46 @@ def experiment_figures(data: dict) -> dict:
 TABLE_START, TABLE_END = "<!-- shipped-table:start -->", "<!-- shipped-table:end -->"
 
 
+def _prompt_cell(row: dict | None) -> str:
+    """The strongest prompt of a card's split: its score (spread over draws) and what it costs per query."""
+    if row is None:
+        return "–"
+    scores = row["scores"]
+    spread = f" ({100 * min(scores):.0f}–{100 * max(scores):.0f}, {len(scores)} draws)" if len(scores) > 1 else ""
+    cost = (f"{row['kv_positions']} cached KV positions" if row["kv_positions"] else
+            f"+{row['prompt_tokens']} prompt tokens")
+    needs = f", {row['examples_needed']} examples" if row["examples_needed"] else ""
+    return f"{row['label']}: {100 * row['mean']:.1f}{spread}; {cost}{needs}"
+
+
 def readme_table(entries: list, total_seconds: float | None = None) -> str:
     """Markdown for prefixes/README.md from the cards in the library (shipped prefixes only)."""
     pct = lambda x: f"{100 * x:.1f}" if isinstance(x, (int, float)) else "–"  # noqa: E731
-    rows = ["| prefix | metric (test n) | base | instruction | **prefix** | target | bar met | fresh n: instruction → prefix "
-            "| validation | virtual tokens | steps | train examples | train s | wall s | size |",
-            "|---|---|---:|---:|---:|---:|:---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| prefix | metric (test n) | base | instruction | strongest prompt without training, test (cost per "
+            "query) | **prefix** (cost: its virtual tokens) | fresh n: strongest prompt → prefix | bar met | "
+            "validation | steps | train examples | train s | wall s | size |",
+            "|---|---|---:|---:|---|---:|---|:---:|---:|---:|---:|---:|---:|---:|"]
+    lessons = []
     for e in entries:
         c = e.card
         if c.get("source") != "shipped":
             continue
         m, f, v = c.get("metrics", {}), c.get("fresh") or {}, c.get("validation") or {}
         size = sum(p.stat().st_size for p in e.path.iterdir() if p.is_file())
-        target = c.get("target")
-        reached = "" if target is None else (" ✓" if m.get("prefix", 0) >= target else " ✗")
-        fresh = f"{f['n']}: {pct(f.get('instruction'))} → {pct(f.get('prefix'))}" if f else "–"
+        best_fresh = strongest_prompt(c, "fresh")
+        fresh = f"{f['n']}: {pct(best_fresh and best_fresh['mean'])} → {pct(f.get('prefix'))}" if f else "–"
+        bar = ("yes" if meets_bar(c) else "no") + (", a lesson" if c.get("lesson") else "")
+        if c.get("lesson"):
+            lessons.append(f"- `{e.name}`, a lesson in what a prefix cannot do: {c['lesson']}")
         rows.append(
             f"| `{e.name}` | {METRIC_LABELS.get(m.get('metric'), m.get('metric'))} ({m.get('n')}) | {pct(m.get('base'))} "
-            f"| {pct(m.get('instruction'))} | **{pct(m.get('prefix'))}** | "
-            f"{'gain' if target is None else '≥ ' + pct(target)}{reached} | {'yes' if meets_bar(c) else 'no'} | {fresh} "
-            f"| {pct(v.get('prefix'))} | {c.get('num_virtual_tokens')} | {c.get('steps')} | {c.get('train_examples')} "
-            f"| {c.get('train_seconds')} | {c.get('wall_seconds')} | {size / 1e6:.2f} MB |")
+            f"| {pct(m.get('instruction'))} | {_prompt_cell(strongest_prompt(c, 'test'))} | **{pct(m.get('prefix'))}** "
+            f"({c.get('num_virtual_tokens')} cached KV positions) | {fresh} | {bar} | {pct(v.get('prefix'))} "
+            f"| {c.get('steps')} | {c.get('train_examples')} | {c.get('train_seconds')} | {c.get('wall_seconds')} "
+            f"| {size / 1e6:.2f} MB |")
     out = "\n".join(rows) + "\n"
+    if lessons:
+        out += "\n" + "\n".join(lessons) + "\n"
     if total_seconds is not None:
         out += f"\nRetraining all of them took **{total_seconds / 60:.1f} minutes** of wall time.\n"
     return out
@@ -201,6 +218,32 @@ def write_readme(path: Path, library: Library, total_seconds: float | None = Non
     path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}", encoding="utf-8")
 
 
+def baseline_cells(r: dict) -> list[str]:
+    """A baseline row (``BaselineResult.as_dict()``) as cells: label, score (spread over draws), and its cost."""
+    lo, hi = min(r["scores"]), max(r["scores"])
+    draws = len(r["scores"])
+    score = f"{100 * r['mean']:.1f}" + (f" ({100 * lo:.0f}–{100 * hi:.0f} over {draws} draws)" if draws > 1 else "")
+    return [r["label"], score, str(r["prompt_tokens"] or "–"), str(r["kv_positions"] or "–"),
+            f"{r['ms_per_query']:.0f}", str(r["examples_needed"] or "–")]
+
+
+BASELINE_HEADERS = ["prompt", "score %", "+ prompt tokens / query", "cached KV positions", "ms / query",
+                    "examples at query time"]
+
+
+def baseline_table(results: list) -> str:
+    """Markdown: one row per baseline (``baselines.BaselineResult``), the strongest in bold."""
+    rows = [r.as_dict() for r in results]
+    best = max(rows, key=lambda r: r["mean"])["key"] if rows else None
+    out = ["| " + " | ".join(BASELINE_HEADERS) + " |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = baseline_cells(r)
+        if r["key"] == best:
+            cells[0], cells[1] = f"**{cells[0]}**", f"**{cells[1]}**"
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The 95% Wilson interval of a proportion p measured on n examples."""
     if n <= 0:
@@ -209,10 +252,17 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
-def versus_best_prompt(metric: float, baselines: dict[str, float], n: int) -> str:
-    """One line: the prefix against the strongest prompt (not just the instruction), with n and its interval."""
-    names = {"instruction": "the instruction prompt", "few_shot": f"{BASELINE_SHOTS}-shot prompting"}
-    best = max((k for k in names if k in baselines), key=lambda k: baselines[k])
+def versus_best_prompt(metric: float, n: int, best: dict, paired: tuple[int, int, float] | None = None) -> str:
+    """One line: the prefix against the strongest prompt (a ``BaselineResult.as_dict()``), with n, the 95%
+    interval, the prompt's spread over draws and the paired difference on the same examples."""
     lo, hi = wilson(metric, n)
-    return (f"prefix {100 * metric:.1f}% (n = {n}, 95% interval {100 * lo:.0f}–{100 * hi:.0f}%) vs the strongest "
-            f"prompt, {names[best]}: {100 * baselines[best]:.1f}%")
+    draws = len(best["scores"])
+    spread = (f" ({100 * min(best['scores']):.0f}–{100 * max(best['scores']):.0f}% over {draws} draws of the "
+              "examples)" if draws > 1 else "")
+    line = (f"prefix {100 * metric:.1f}% (n = {n}, 95% interval {100 * lo:.0f}–{100 * hi:.0f}%) vs the strongest "
+            f"prompt, {best['label']}: {100 * best['mean']:.1f}%{spread}")
+    if paired is not None:
+        a, b, p = paired
+        line += (f". Paired on the same {n} examples{' (its first draw)' if draws > 1 else ''}: the prefix did better "
+                 f"on {a}, the prompt on {b} (sign test p = {p:.2g})")
+    return line

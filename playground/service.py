@@ -19,15 +19,19 @@ from typing import Callable, Iterator
 
 from .archive import export_zip, stage_upload
 from .attention import PrefixAttention, prefix_attention
+from .baselines import LIVE, BaselineResult, paired, strongest
+from .baselines import evaluations as baseline_evaluations
+from .baselines import measure as measure_baselines
+from .baselines import specs as baseline_specs
 from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
-from .fewshot import BASELINE_SHOTS
 from .generate import generate_texts_mixed
 from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_prefixes
 from .lab import CompareLab
 from .library import Library, files_stamp
-from .methods import BareMethod, InstructionMethod, MethodSettings, added_positions, create_method, prefix_method
+from .methods import BareMethod, added_positions, prefix_method
+from .metrics import METRICS
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -202,14 +206,15 @@ class Playground:
     def _plan(self, task: Task, ps: PrefixSettings, ts: TrainSettings) -> RunPlan:
         """The run sized in tokens and bytes, refused here when over the run-cost limit or the memory budget."""
         plan = plan_run(self.base, task, ps.num_virtual_tokens, ts.steps, ts.batch_size, ts.eval_every,
-                        ts.eval_examples, autocast_dtype(self.base, ts.precision), task.split(held_out_split(task)))
+                        ts.eval_examples, autocast_dtype(self.base, ts.precision), task.split(held_out_split(task)),
+                        baseline_evals=baseline_evaluations(task, LIVE))
         cap = self.limits.max_run_tokens
         if plan.cost > cap:
             raise PlaygroundError(
                 f"This run would process about {plan.cost:,} token positions: training {ts.steps} steps x batch "
                 f"{plan.batch} x {plan.train_tokens} tokens (the longest example) = {plan.train_cost:,}, plus "
                 f"held-out scoring {plan.evals} times (every {ts.eval_every or ts.steps} steps, at the end and the "
-                f"three baselines) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
+                f"prompts it is compared with) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
                 f"{plan.eval_cost:,}. This server's limit is {cap:,} per run (--max-run-tokens). Lower the steps, "
                 "the batch size or the held-out examples, or measure the metric less often.")
         P = ps.num_virtual_tokens
@@ -266,44 +271,54 @@ class Playground:
             run.state = ("stopped" if run.cancel.is_set() or run.steps_done < run.train_settings.steps
                          else "finished")
 
-    def baselines(self, task: Task, examples) -> dict[str, EvalResult]:
-        """The model as is, the instruction prompt and the 4-shot prompt (its demonstrations' key/values
-        cached, drawn from the training split with seed 0) on these examples; cached, since every session
-        shares them. Few-shot is the strongest simple prompt: the one a prefix must beat."""
+    def baselines(self, task: Task, examples, progress=None) -> HeldOut:
+        """The model as is and the prompting baselines (``baselines.LIVE``: the instruction, + format, few-shot
+        over draws, label scoring) on these examples; cached, since every session shares them."""
         key = (task.name, task.instruction, task.metric,
                hashlib.sha1("\x00".join(e.input + "\x01" + e.target for e in examples).encode()).hexdigest())
         with self._lock:
             lock = self._baseline_locks.setdefault(key, threading.Lock())
         with lock:  # two students on the same task wait for one computation, not two
             if key not in self._baselines:
-                few = MethodSettings("few_shot_cached", shots=BASELINE_SHOTS)
-                H, _ = added_positions(self.base, few, task.instruction, task.split("train"))
+                train = task.split("train")
+                H = max(added_positions(self.base, ms, task.instruction, train, seed)[0]
+                        for _, _, ms, draws in baseline_specs(task, LIVE) for seed in range(draws))
                 with self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
                                          "the prompts on the held-out examples", "Use a task with shorter inputs."):
-                    methods = {"base": BareMethod(), "instruction": InstructionMethod(task.instruction),
-                               "few_shot": create_method(self.base, few, task.instruction, 0, task.split("train"))}
-                    self._baselines[key] = {k: evaluate(self.base, task, examples, m) for k, m in methods.items()}
+                    bare = evaluate(self.base, task, examples, BareMethod())
+                    prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress)
+                    self._baselines[key] = HeldOut(bare, prompts)
             return self._baselines[key]
 
-    def compare_rows(self, run: TrainingRun, max_rows: int = 10) -> list[dict]:
+    def compare_rows(self, run: TrainingRun, max_rows: int = 10, progress=None) -> list[dict]:
         """The before/after table on the held-out examples behind the live metric."""
         if run.discarded:  # the tab closed mid-run: scoring it would only take the CPU from the class
             raise PlaygroundError("This session was closed, and its run was discarded.")
         task = run.task
         examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
-        results = dict(self.baselines(task, examples))
+        held = self.baselines(task, examples, progress)
         last = run.records[-1] if run.records else None
-        if last is not None and last.predictions is not None:
-            preds, score = last.predictions, last.metric
+        if last is not None and last.predictions is not None and last.eval_seconds is not None:
+            preds, score, seconds = last.predictions, last.metric, last.eval_seconds
         else:  # stopped between evaluations: score the prefix as it is now
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
                 r = evaluate(self.base, task, examples, prefix_method(run.prefix))
-            preds, score = r.predictions, r.score
+            preds, score, seconds = r.predictions, r.score, r.seconds
             if last is not None:
-                last.metric, last.predictions = score, preds
-        results["prefix"] = EvalResult("prefix", task.metric, score, len(examples), 0.0, preds)
-        run.baselines = {m: results[m].score for m in ("base", "instruction", "few_shot")}
+                last.metric, last.predictions, last.eval_seconds = score, preds, seconds
+        best = strongest(held.prompts)
+        by = {r.key: r for r in held.prompts}
+        run.baselines = {"base": held.bare.score, **{k: r.mean for k, r in by.items()}}
+        run.strongest = best
+        fn = METRICS[task.metric]
+        mine = [fn(p, e.target) for p, e in zip(preds, examples)]
+        run.paired = paired(mine, best.per_example[0])
+        run.summary = summary_rows(held, score, len(examples), run.prefix.num_virtual_tokens,
+                                   1000 * seconds / max(1, len(examples)))
+        results = {"base": held.bare, "instruction": _as_eval(by["instruction"], task),
+                   "best": _as_eval(best, task), "prefix": EvalResult("prefix", task.metric, score, len(examples),
+                                                                       seconds, preds)}
         return per_example(task, examples[:max_rows], {m: _head(r, max_rows) for m, r in results.items()})
 
     def stop(self, key: str) -> bool:
@@ -338,9 +353,10 @@ class Playground:
                    **{k: round(v, 4) for k, v in run.baselines.items()}}
         if run.metric is not None:
             metrics["prefix"] = round(run.metric, 4)
+        extra = {"baselines": {metrics["split"]: run.summary[1:-1]}} if run.summary else {}  # the prompts, with cost
         card = make_card(self.base, run.task.name, {**vars(run.train_settings), "steps_done": run.steps_done},
                          metrics, train_examples=len(run.task.split("train")),
-                         train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction)
+                         train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction, **extra)
         return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite, owner=owner)
 
     # ---- Prefixes by name --------------------------------------------------------------------
@@ -348,6 +364,11 @@ class Playground:
         s = self.sessions.peek(key)
         mine = [JUST_TRAINED] if s and s.run and s.run.records else []
         return mine + self.library.names()
+
+    def lessons(self) -> dict[str, str]:
+        """Shipped prefixes kept to show what prefix tuning cannot do: {name: the lesson, from its card}."""
+        return {e.name: e.card["lesson"] for e in self.library.entries()
+                if e.card.get("source") == "shipped" and isinstance(e.card.get("lesson"), str) and e.card["lesson"]}
 
     def get_prefix(self, key: str, name: str) -> Prefix:
         """The session's just-trained prefix, or a library prefix (cached until its file changes)."""
@@ -539,6 +560,29 @@ class Playground:
                 return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()
+
+
+@dataclass
+class HeldOut:
+    """The model as is and the prompting baselines, on one held-out set."""
+
+    bare: EvalResult
+    prompts: list[BaselineResult]
+
+
+def _as_eval(r: BaselineResult, task: Task) -> EvalResult:
+    """A baseline's first draw, as the per-example table shows it."""
+    return EvalResult("prefix", task.metric, r.scores[0], r.n, 0.0, r.predictions)
+
+
+def summary_rows(held: HeldOut, score: float, n: int, P: int, ms: float) -> list[dict]:
+    """The before/after summary, one row per way of answering, in ``BaselineResult.as_dict()``'s form."""
+    bare = {"key": "base", "label": "the model as is", "n": held.bare.n, "scores": [held.bare.score],
+            "mean": held.bare.score, "prompt_tokens": 0, "kv_positions": 0,
+            "ms_per_query": 1000 * held.bare.seconds / max(1, held.bare.n), "examples_needed": 0}
+    prefix = {"key": "prefix", "label": "the trained prefix", "n": n, "scores": [score], "mean": score,
+              "prompt_tokens": 0, "kv_positions": P, "ms_per_query": ms, "examples_needed": 0}
+    return [bare, *(r.as_dict() for r in held.prompts), prefix]
 
 
 def _head(r: EvalResult, n: int) -> EvalResult:

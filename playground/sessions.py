@@ -33,7 +33,10 @@ class TrainingRun:
     started: float = field(default_factory=time.perf_counter)
     state: str = "running"  # "running", "finished" or "stopped"
     discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
-    baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of base / instruction / few_shot
+    baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of the model as is and each prompt
+    strongest: object = None  # the best prompting baseline on the held-out set (a baselines.BaselineResult)
+    paired: tuple[int, int, float] | None = None  # (only the prefix better, only the best prompt better, sign-test p)
+    summary: list[dict] = field(default_factory=list)  # one row per way of answering, with its cost
     held_out_n: int = 0  # examples behind the held-out metric
     plan: RunPlan | None = None  # the run sized in tokens and bytes before it started (its memory reservations)
 

@@ -42,11 +42,31 @@ class Task:
     description: str = ""
     splits: dict[str, list[Example]] = field(default_factory=dict, repr=False)
     truncated: int = 0  # examples cut to the server's token limit when the task was read (see fit_examples)
+    formats: tuple[str, ...] = ()  # candidate output-format sentences for the "instruction + format" baseline
+
+    @property
+    def format_candidates(self) -> tuple[str, ...]:
+        return self.formats or GENERIC_FORMATS
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
             raise PlaygroundError(f"Task '{self.name}' has no '{name}' split (it has: {', '.join(self.splits)}).")
         return self.splits[name]
+
+
+# Output-format sentences for a task that names none (an uploaded one): the baseline then says only "be brief".
+GENERIC_FORMATS = ("Answer with the answer only, no other words.",
+                   "Reply in as few words as possible, with no explanation.")
+MAX_LABELS = 8  # a task whose training targets take at most this many values is a classification task
+
+
+def labels_of(train: list[Example]) -> tuple[str, ...]:
+    """The label set of a classification task (each target value seen at least twice, at most MAX_LABELS
+    values), else () : label scoring only applies where the answer is one of a few fixed labels."""
+    counts = Counter(e.target for e in train)
+    if not 2 <= len(counts) <= MAX_LABELS or min(counts.values()) < 2:
+        return ()
+    return tuple(sorted(counts))
 
 
 # Instructions are short on purpose: a text-initialized prefix takes the key/values of the
@@ -57,23 +77,35 @@ BUILTIN: dict[str, Task] = {
     for t in [
         Task("sentiment", "Sentiment: movie review → positive/negative",
              "Classify the movie review as positive or negative.", max_new_tokens=4,
-             description="A short movie review; answer positive or negative."),
+             description="A short movie review; answer positive or negative.",
+             formats=("Answer with one word: positive or negative.",
+                      "Reply with the label only, positive or negative, and no other words.")),
         Task("topic", "Topic: news headline → world/sports/business/science",
              "Classify the headline topic: world, sports, business or science.", max_new_tokens=4,
-             description="A news headline; answer one of world, sports, business, science."),
+             description="A news headline; answer one of world, sports, business, science.",
+             formats=("Answer with one word: world, sports, business or science.",
+                      "Reply with the topic word only, and no other words.")),
         Task("fr_en", "Translate: French phrase → English",
              "Translate the French phrase into English.", max_new_tokens=16,
-             description="A short French phrase; answer its English translation."),
+             description="A short French phrase; answer its English translation.",
+             formats=("Answer with the English translation only, no other words.",
+                      "Reply with only the English phrase, without quotes or explanation.")),
         Task("headline", "Headline: news paragraph → short headline",
              "Write a short headline for the news paragraph.", metric="rouge_l", max_new_tokens=20,
-             description="A 2–3 sentence news paragraph; answer a short headline (scored by ROUGE-L)."),
+             description="A 2–3 sentence news paragraph; answer a short headline (scored by ROUGE-L).",
+             formats=("Answer with the headline only: under 10 words, no quotes.",
+                      "Reply with one short headline and nothing else.")),
         Task("shout", "Shout: rewrite in UPPERCASE with '!'",
              "Repeat the sentence in capital letters, ending with an exclamation mark.",
              metric="exact_match_cased", max_new_tokens=40,
-             description="An ordinary sentence; answer the same sentence in UPPERCASE ending with '!'."),
+             description="An ordinary sentence; answer the same sentence in UPPERCASE ending with '!'.",
+             formats=("Answer with the rewritten sentence only, in capital letters, ending with '!'.",
+                      "Reply with nothing but the sentence in UPPERCASE followed by an exclamation mark.")),
         Task("capitals", "Capitals: country or state → capital city",
              "Name the capital city. Answer with the city only.", max_new_tokens=8,
-             description="A country (or U.S. state, Canadian province, Australian state); answer its capital."),
+             description="A country (or U.S. state, Canadian province, Australian state); answer its capital.",
+             formats=("Reply with the name of the city alone, not a sentence.",
+                      "Answer in one or two words: the capital's name.")),
     ]
 }
 

@@ -70,6 +70,7 @@ class StepRecord:
     examples_per_s: float  # this step's throughput
     metric: float | None = None  # held-out metric in [0, 1], on the steps where it was measured
     predictions: list[str] | None = field(default=None, repr=False)  # held-out answers, where measured
+    eval_seconds: float | None = None  # how long that held-out scoring took
 
 
 _TWIN_LOCK = threading.Lock()
@@ -181,5 +182,5 @@ def train(base: BaseModel, model: Trainable, task: Task, settings: TrainSettings
         if last or (settings.eval_every and step % settings.eval_every == 0):
             with hold("eval"):
                 r = score(held_out)
-            rec.metric, rec.predictions = r.score, r.predictions
+            rec.metric, rec.predictions, rec.eval_seconds = r.score, r.predictions, r.seconds
         yield rec

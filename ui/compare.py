@@ -24,13 +24,18 @@ def status_html(done: list[str], current: str | None, step: int, total: int, not
     return f'<div id="cmp-progress" data-state="{state}" data-done="{len(done)}">{text or "Press Compare."}</div>'
 
 
+# Ticked by default: every method but the uncached few-shot prompt (it answers exactly as the cached one, slower)
+# and label scoring (classification tasks only).
+COMPARE_UNTICKED = ("few_shot", "label_scoring")
+
+
 def build(pg: Playground) -> None:
     gr.Markdown(asset("compare.md"))
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()], value="sentiment", label="Task",
                                elem_id="cmp-task")
-            methods = gr.CheckboxGroup([(m.name, name) for name, m in METHODS.items()], value=list(METHODS),
+            methods = gr.CheckboxGroup([(m.name, name) for name, m in METHODS.items()], value=[m for m in METHODS if m not in COMPARE_UNTICKED],
                                        label="Methods", elem_id="cmp-methods")
             steps = gr.Slider(1, pg.lab.max_steps, value=10, step=1, label="Steps per method", elem_id="cmp-steps")
             every = gr.Slider(1, 20, value=5, step=1, label="Measure the metric every N steps")

@@ -33,10 +33,19 @@ def build(pg: Playground):
     text = gr.Textbox(label="Input", placeholder="Type anything, or pick an example below", elem_id="sw-input")
     out = gr.HTML('<div id="pp-switch" class="pp-cards"></div>', elem_id="sw-out")
     examples = json.loads(asset("switch_examples.json"))
+    lessons = pg.lessons()  # prefixes shipped to show a limit: not among the default examples
     with gr.Accordion("Example inputs for each task", open=True):
         for name, inputs in examples.items():
-            title = BUILTIN[name].title if name in BUILTIN else name
-            gr.Examples([[x] for x in inputs], inputs=[text], label=title, examples_per_page=8)
+            if name not in lessons:
+                title = BUILTIN[name].title if name in BUILTIN else name
+                gr.Examples([[x] for x in inputs], inputs=[text], label=title, examples_per_page=8)
+    if lessons:
+        with gr.Accordion("What a prefix cannot do: the lesson prefixes", open=False, elem_id="sw-lessons"):
+            for name, lesson in lessons.items():
+                gr.Markdown(f"**{name}**: {lesson}")
+                if name in examples:
+                    gr.Examples([[x] for x in examples[name]], inputs=[text], label=BUILTIN[name].title
+                                if name in BUILTIN else name, examples_per_page=8)
 
     @friendly
     def on_change(names, t, request: gr.Request):

@@ -5,13 +5,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from playground.fewshot import BASELINE_SHOTS
 from playground.figures import loss_figure, metric_figure
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
 from playground.prefix import DEMO_SHOTS, MAX_DEMO_SHOTS, PrefixSettings
-from playground.report import parameter_summary, versus_best_prompt
+from playground.report import BASELINE_HEADERS, baseline_cells, parameter_summary, versus_best_prompt
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
@@ -21,8 +20,8 @@ from .common import asset, esc, friendly, key, owner
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "training examples": "demos", "random": "random"}
-TABLE_HEADERS = ["input", "target", "base model", "base + instruction", f"instruction + {BASELINE_SHOTS} examples",
-                 "prefix"]
+TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "strongest prompt", "prefix"]
+SUMMARY_HEADERS = ["way of answering", "score % (spread over draws)", *BASELINE_HEADERS[2:]]
 
 
 @dataclass
@@ -78,9 +77,22 @@ def on_size(show):
 def table_rows(rows: list[dict]) -> list[list]:
     mark = lambda s: "✓" if s >= 0.999 else ("✗" if s <= 0.001 else f"{100 * s:.0f}%")  # noqa: E731
     return [[r["input"], r["target"], f"{r['base']}  {mark(r['base_score'])}",
-             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['few_shot']}  {mark(r['few_shot_score'])}",
+             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['best']}  {mark(r['best_score'])}",
              f"{r['prefix']}  {mark(r['prefix_score'])}"]
             for r in rows]
+
+
+def summary_rows(run: TrainingRun) -> list[list]:
+    """One row per way of answering: its score (n, spread over draws) and its cost per query."""
+    best = run.strongest.key if run.strongest is not None else None
+    rows = []
+    for r in run.summary:
+        cells = baseline_cells(r)
+        cells[1] += f", n = {r['n']}"
+        if r["key"] == best:
+            cells[0] = f"★ {cells[0]} (the strongest prompt)"
+        rows.append(cells)
+    return rows
 
 
 def build(pg: Playground) -> TrainTab:
@@ -143,8 +155,12 @@ def build(pg: Playground) -> TrainTab:
             with gr.Row():
                 loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
                 metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot")
-            table = gr.Dataframe(headers=TABLE_HEADERS, label="Before / after on held-out examples", wrap=True,
-                                 interactive=False, elem_id="compare-table")
+            summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Every way of answering, scored on the same "
+                                   "held-out examples, with what it costs per query", wrap=True, interactive=False,
+                                   elem_id="summary-table")
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Before / after on held-out examples (the strongest "
+                                 "prompt: its first draw of examples)", wrap=True, interactive=False,
+                                 elem_id="compare-table")
             with gr.Row():
                 save_name = gr.Textbox(label="Save to the library as", placeholder="e.g. my-sentiment",
                                        elem_id="save-name", scale=3)
@@ -224,26 +240,24 @@ def build(pg: Playground) -> TrainTab:
         if ps.init == "demos":
             k_ = ps.init_shots
             warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
-        yield progress_html(run, warm), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None
+        yield progress_html(run, warm), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None, None
         for _ in pg.run_steps(run):
             yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
-                   gr.update())
+                   gr.update(), gr.update())
         stopped = run.state == "stopped"
-        yield (progress_html(run, f"scoring the base model, the instruction and the {BASELINE_SHOTS}-shot prompt",
-                             "scoring"),
-               gr.update(),
-               gr.update(), None)
+        yield (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
+                             "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
+               gr.update(), gr.update(), None, None)
         rows = pg.compare_rows(run)
-        note = versus_best_prompt(run.metric or 0.0, run.baselines, run.held_out_n)
+        best = run.strongest.as_dict()
+        note = versus_best_prompt(run.metric or 0.0, run.held_out_n, best, run.paired)
         note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
+        lines = {"base": run.baselines["base"], "instruction": run.baselines["instruction"], best["label"]: best["mean"]}
         yield (progress_html(run, note), loss_figure(run.records, ts.steps),
-               metric_figure(run.records, label, ts.steps, {"base": run.baselines["base"],
-                                                            "instruction": run.baselines["instruction"],
-                                                            f"{BASELINE_SHOTS}-shot": run.baselines["few_shot"]}),
-               table_rows(rows))
+               metric_figure(run.records, label, ts.steps, lines), summary_rows(run), table_rows(rows))
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
-                               eval_n, precision, init_shots], [progress, loss_plot, metric_plot, table],
+                               eval_n, precision, init_shots], [progress, loss_plot, metric_plot, summary, table],
                     concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
                     show_progress="hidden", api_name="train")
 

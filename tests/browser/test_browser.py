@@ -134,12 +134,14 @@ def test_train_live_curves_table_and_save(page, library):
     wait_until(lambda: table_rows(page, "compare-table") == 8, what="the before/after table")
     done = page.locator("#pp-progress").inner_text()
     assert "held-out exact match" in done and "(n = 8, 95% interval" in done and "vs the strongest prompt" in done
-    assert "instruction + 4 examples" in page.locator("#compare-table").inner_text()
+    assert "instruction + 4 examples" in page.locator("#summary-table").inner_text()
+    assert "the strongest prompt" in page.locator("#summary-table").inner_text()
     save_as(page, "alpha")
     assert (library / "alpha" / "adapter_model.safetensors").is_file()
     card = json.loads((library / "alpha" / "card.json").read_text())
     assert card["task"] == "sentiment" and card["metrics"]["metric"] == "exact_match"
-    assert 0 <= card["metrics"]["few_shot"] <= 1  # the strongest simple prompt, beside the prefix
+    assert 0 <= card["metrics"]["few_shot_4"] <= 1  # the strongest simple prompts, beside the prefix, with cost
+    assert {r["key"] for r in card["baselines"]["validation"]} >= {"instruction", "instruction_format", "few_shot_4"}
     shot(page, "train-done")
 
 
@@ -391,7 +393,7 @@ def test_learn_tab_measures_prompts_and_prefixes_as_caches(page):
 def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     tab(page, "Compare")
     boxes = page.locator("#cmp-methods")
-    for label in ("Prefix tuning", "Prefix tuning + MLP", "LoRA", "Few-shot prompt (no training)"):
+    for label in ("Prefix tuning", "Prefix tuning + MLP", "LoRA", "Instruction + output format (no training)"):
         boxes.get_by_label(label, exact=True).uncheck()
     page.locator("#cmp-steps input[type=number]").fill("2")
     page.locator("#cmp-steps input[type=number]").press("Enter")

@@ -120,6 +120,8 @@ def test_the_prefix_is_set_against_the_strongest_prompt_with_n_and_an_interval()
     lo, hi = wilson(0.9, 60)
     assert 0.79 < lo < 0.8 and 0.95 < hi < 0.96  # the Wilson interval of 54/60
     assert wilson(1.0, 10)[1] == 1.0 and wilson(0.0, 10)[0] == 0.0
-    line = versus_best_prompt(0.983, {"base": 0.0, "instruction": 0.0, "few_shot": 0.567}, 60)
-    assert line == "prefix 98.3% (n = 60, 95% interval 91–100%) vs the strongest prompt, 4-shot prompting: 56.7%"
-    assert "the instruction prompt: 70.0%" in versus_best_prompt(0.5, {"instruction": 0.7, "few_shot": 0.2}, 8)
+    best = {"label": "instruction + 4 examples", "mean": 0.567, "scores": [0.567]}
+    line = versus_best_prompt(0.983, 60, best)
+    assert line == "prefix 98.3% (n = 60, 95% interval 91–100%) vs the strongest prompt, instruction + 4 examples: 56.7%"
+    paired = versus_best_prompt(0.5, 8, {"label": "instruction", "mean": 0.7, "scores": [0.7]}, (1, 3, 0.625))
+    assert "instruction: 70.0%. Paired on the same 8 examples: the prefix did better on 1, the prompt on 3" in paired

@@ -136,8 +136,8 @@ def test_instruction_baseline_equals_the_evaluation_path(tiny):
 
 def test_the_registry_gives_each_method_its_validated_rate():
     assert {n: m.learning_rate for n, m in METHODS.items()} == {
-        "prefix": 1e-2, "prefix_mlp": 1e-3, "prompt": 3e-2, "lora": 3e-3, "instruction": None, "few_shot": None,
-        "few_shot_cached": None}
+        "prefix": 1e-2, "prefix_mlp": 1e-3, "prompt": 3e-2, "lora": 3e-3, "instruction": None, "few_shot": None, "instruction_format": None,
+        "few_shot_cached": None, "label_scoring": None}
     assert default_learning_rate("prefix", "random") == 3e-2  # the direct prefix from random init
     assert default_learning_rate("prefix_mlp", "random") == 1e-3  # the MLP keeps its own rate from random init
     assert default_learning_rate("prompt", "random") == 3e-2

@@ -108,34 +108,50 @@ def test_check_settings_refuses_values_above_the_servers_limits(pg):
         pg.check_settings(ps(4, "task", prefix_projection=True), ts())
 
 
-def test_compare_rows_gives_four_answers_and_caches_the_baselines(pg, monkeypatch):
+def test_compare_rows_scores_every_prompt_once_for_the_class_with_its_cost(pg, monkeypatch):
+    """The model as is plus the live baselines (instruction, + format, few-shot over draws, label scoring), each
+    draw evaluated once and shared between sessions; the table shows the strongest prompt's first draw."""
+    from playground import baselines as baselines_mod
+    from playground.baselines import LIVE, specs
+
     calls = []
     real = service_mod.evaluate
-    kinds = {"BareMethod": "base", "InstructionMethod": "instruction", "FewShotMethod": "few_shot"}
 
     def counting(base, task, examples, method):
         r = real(base, task, examples, method)
-        calls.append((kinds[type(method).__name__], r))
+        calls.append((type(method).__name__, r))
         return r
 
     monkeypatch.setattr(service_mod, "evaluate", counting)
+    monkeypatch.setattr(baselines_mod, "evaluate", counting)
     run = trained(pg, "a", seed=1)
     rows = pg.compare_rows(run, max_rows=3)
-    assert sorted(m for m, _ in calls) == ["base", "few_shot", "instruction"]  # the prefix's come from the last eval
-    assert len(rows) == 3
-    held_out = get_task("sentiment").split("validation")[:4]
-    got = {m: r for m, r in calls}
+    task = get_task("sentiment")
+    want = 1 + sum(d for *_, d in specs(task, LIVE))  # the prefix's own come from the last eval
+    assert len(calls) == want and [c for c, _ in calls].count("BareMethod") == 1
+    assert "LabelScoringMethod" in {c for c, _ in calls}  # sentiment is a classification task
+    held_out = task.split("validation")[:4]
+    best = run.strongest
+    assert best.mean == max(v for k, v in run.baselines.items() if k != "base")
     for i, row in enumerate(rows):
         assert row["input"] == held_out[i].input and row["target"] == held_out[i].target
-        assert row["base"] == got["base"].predictions[i] and row["instruction"] == got["instruction"].predictions[i]
-        assert row["prefix"] == run.records[-1].predictions[i]
-        assert row["few_shot"] == got["few_shot"].predictions[i]
-        assert {"base_score", "instruction_score", "few_shot_score", "prefix_score"} <= set(row)
-    assert run.baselines == {m: got[m].score for m in ("base", "instruction", "few_shot")}
-    assert pg.compare_rows(run, max_rows=3) == rows and len(calls) == 3  # second call: nothing re-evaluated
+        assert row["prefix"] == run.records[-1].predictions[i] and row["best"] == best.predictions[i]
+        assert {"base_score", "instruction_score", "best_score", "prefix_score"} <= set(row)
+    keys = [r["key"] for r in run.summary]
+    assert keys[0] == "base" and keys[-1] == "prefix" and "few_shot_4" in keys and "instruction_format" in keys
+    few = next(r for r in run.summary if r["key"] == "few_shot_4")
+    assert len(few["scores"]) == LIVE.draws and few["kv_positions"] > 0 and few["prompt_tokens"] == 0
+    assert few["examples_needed"] == 4 and few["ms_per_query"] > 0
+    instr = next(r for r in run.summary if r["key"] == "instruction")
+    assert instr["prompt_tokens"] > 0 and instr["kv_positions"] == 0
+    assert run.summary[-1]["kv_positions"] == run.prefix.num_virtual_tokens
+    a, b, p = run.paired
+    assert a + b <= 4 and 0 < p <= 1
+    assert pg.compare_rows(run, max_rows=3) == rows and len(calls) == want  # second call: nothing re-evaluated
     other = trained(pg, "b", seed=2)  # another session, same task and held-out set: baselines shared
     pg.compare_rows(other)
-    assert len(calls) == 3 and other.baselines == run.baselines
+    assert len(calls) == want and other.baselines == run.baselines
+
 
 
 def test_save_trained_refuses_early_then_saves_a_card_with_metrics(pg):
