@@ -325,7 +325,8 @@ def cmd_prepare(args) -> int:
 
 @command("compare", "prefix vs prompt tuning vs LoRA vs the instruction prompt on one task", *MODEL_ARGS,
          arg("--task", default="sentiment", help=TASK_HELP),
-         arg("--methods", default=",".join(METHODS), help=f"comma-separated, from: {', '.join(METHODS)}"),
+         arg("--methods", default="", help=f"comma-separated, from: {', '.join(METHODS)} (default: every one that "
+             "applies to the task; label scoring needs a classification task)"),
          arg("--steps", type=int, default=20), arg("--batch-size", type=int, default=8),
          arg("--eval-every", type=int, default=5), arg("--eval-examples", type=int, default=48),
          arg("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 for a spread"),
@@ -335,13 +336,13 @@ def cmd_prepare(args) -> int:
              "is installed)"),
          arg("--split", help="held-out split for the metric (default: validation where the task has one, else test)"))
 def cmd_compare(args) -> int:
-    from .compare import check_methods, compare, to_json
+    from .compare import applicable_methods, check_methods, compare, to_json
     from .report import summary
     from .tasks import get_task
     from .training import TrainSettings
 
     task = get_task(args.task)
-    names = check_methods(args.methods.split(","), task)
+    names = check_methods(args.methods.split(",") if args.methods.strip() else applicable_methods(task), task)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:

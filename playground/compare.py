@@ -94,6 +94,11 @@ def run_method(base: BaseModel, task: Task, ms: MethodSettings, ts: TrainSetting
     yield res
 
 
+def applicable_methods(task: Task) -> list[str]:
+    """Every method that runs on ``task`` (label scoring only on a classification task)."""
+    return [m for m in METHODS if m != "label_scoring" or labels_of(task.split("train"))]
+
+
 def check_methods(names: list[str], task: Task | None = None) -> list[str]:
     names = [n.strip() for n in names if n.strip()]
     unknown = [n for n in names if n not in METHODS]

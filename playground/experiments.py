@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .compare import compare, to_json
+from .compare import applicable_methods, compare, to_json
 from .errors import PlaygroundError
 from .evaluation import evaluate
-from .methods import METHODS, MethodSettings, create_method, default_learning_rate
+from .methods import MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
 from .prefix import DEMO_SHOTS, PrefixSettings
 from .tasks import Task
@@ -196,10 +196,11 @@ def run_all(base: BaseModel, task: Task, s: ExperimentSettings, out: Path | None
     done = {run_key(r["study"], r["series"], r["x"], r["seed"]) for r in data["runs"]}
     specs = [sp for sp in plan(s) if sp.key not in done]
     if "compare" in s.studies and data["compare"] is None:
-        say(f"compare: {len(s.seeds)} seeds x {len(METHODS)} methods")
+        methods = applicable_methods(task)
+        say(f"compare: {len(s.seeds)} seeds x {len(methods)} methods")
         ts = TrainSettings(steps=s.steps, batch_size=s.batch_size, eval_every=s.eval_every,
                            eval_examples=s.eval_examples, precision=s.precision)
-        results = compare(base, task, list(METHODS), ts, list(s.seeds), s.num_virtual_tokens,
+        results = compare(base, task, methods, ts, list(s.seeds), s.num_virtual_tokens,
                           eval_split=s.eval_split, say=say)
         data["compare"] = to_json(results)
         if path:

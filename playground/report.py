@@ -57,6 +57,11 @@ TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "in
                  "training time"]
 
 
+def _per_token(method: str, seconds: float, unit: str = " ms/token") -> str:
+    """Latency per generated token; label scoring generates none (one forward scores every label)."""
+    return "– (no decoding)" if method == "label_scoring" else f"{1000 * seconds:.1f}{unit}"
+
+
 def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
     """The comparison table, measured: method, trainable / stored params, where, inference cost, quality."""
     n = base.num_parameters
@@ -66,7 +71,7 @@ def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
         info = METHODS[r.method]
         rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
                      f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
-                     f"{1000 * r.per_token_s:.1f}{merged} ms/token, +{r.extra_positions} KV positions "
+                     f"{_per_token(r.method, r.per_token_s)}{merged}, +{r.extra_positions} KV positions "
                      f"({r.kv_bytes_added / 1e6:.2f} MB), +{r.prompt_tokens_added} prompt tokens",
                      f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
     return rows
@@ -121,7 +126,7 @@ def markdown_tables(data: dict) -> str:
                       if first.get("per_token_merged_s") else "–")
             lines.append(f"| {METHODS[name].name} | {sum(ms) / len(ms):.1f}% | {min(ms):.1f}–{max(ms):.1f} | "
                          f"{first['trainable']:,} | {first['stored']:,} | "
-                         f"{first.get('stored_bytes', 0) / 1e6:.2f} | {1000 * per_token:.1f} | "
+                         f"{first.get('stored_bytes', 0) / 1e6:.2f} | {_per_token(name, per_token, '')} | "
                          f"{merged} | {first['kv_bytes_added'] / 1e6:.2f} | "
                          f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f} |")
         lines += ["", "*Median over seeds of the greedy latency per token (16 tokens, one prompt, prefill included).", ""]
