@@ -49,3 +49,22 @@ def test_a_shipped_prefix_loads_in_plain_peft_and_answers_the_same(real):
     theirs = out[0, len(ids):].tolist()
     assert theirs[:len(ours)] == ours
     assert real.tokenizer.decode([t for t in ours if t not in fmt.stop_ids]).strip() == "negative"
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sentiment", "topic"])
+def test_the_cards_strongest_prompt_still_scores_what_they_claim(real, name):
+    """The prompts on the cards were measured on a GPU in fp32: their first draw scores the same here, on the CPU."""
+    from playground.baselines import specs
+    from playground.evaluation import evaluate
+    from playground.methods import create_method
+
+    card = next(e for e in shipped_entries() if e.name == name).card
+    rows = {r["key"]: r for r in card["baselines"]["test"]}
+    best = max(rows.values(), key=lambda r: r["mean"])
+    task = get_task(name)
+    key, _, ms, _ = next(s for s in specs(task) if s[0] == best["key"])
+    test = task.split("test")
+    got = evaluate(real, task, test, create_method(real, ms, task.instruction, 0, task.split("train"))).score
+    assert abs(got - best["scores"][0]) <= 1.0 / len(test) + 1e-9, f"{name} {key}: {got:.4f} now, card {best['scores'][0]}"
