@@ -207,7 +207,7 @@ class Playground:
         """The run sized in tokens and bytes, refused here when over the run-cost limit or the memory budget."""
         plan = plan_run(self.base, task, ps.num_virtual_tokens, ts.steps, ts.batch_size, ts.eval_every,
                         ts.eval_examples, autocast_dtype(self.base, ts.precision), task.split(held_out_split(task)),
-                        baseline_evals=baseline_evaluations(task, LIVE))
+                        baseline_evals=self._baseline_evals(task, ts.eval_examples))
         cap = self.limits.max_run_tokens
         if plan.cost > cap:
             raise PlaygroundError(
@@ -228,6 +228,12 @@ class Playground:
     def _sized(self, ps: PrefixSettings, ts: TrainSettings, task: Task) -> PrefixSettings:
         """``ps`` with its real length (init "demos": the instruction and examples drawn with the run's seed)."""
         return sized(self.base, ps, task.instruction, task.split("train"), ts.seed)
+
+    def _baseline_evals(self, task: Task, eval_examples: int) -> int:
+        """Held-out scorings of the model as is and the prompts that a run on ``task`` will start: none once
+        the class has them for its held-out set (they are computed once and shared)."""
+        examples = task.split(held_out_split(task))[:eval_examples]
+        return 0 if _baselines_key(task, examples) in self._baselines else baseline_evaluations(task, LIVE)
 
     def _reserver(self, plan: RunPlan):
         """``train``'s reserve: each step and each evaluation holds its share of the memory budget."""
@@ -274,8 +280,7 @@ class Playground:
     def baselines(self, task: Task, examples, progress=None) -> HeldOut:
         """The model as is and the prompting baselines (``baselines.LIVE``: the instruction, + format, few-shot
         over draws, label scoring) on these examples; cached, since every session shares them."""
-        key = (task.name, task.instruction, task.metric,
-               hashlib.sha1("\x00".join(e.input + "\x01" + e.target for e in examples).encode()).hexdigest())
+        key = _baselines_key(task, examples)
         with self._lock:
             lock = self._baseline_locks.setdefault(key, threading.Lock())
         with lock:  # two students on the same task wait for one computation, not two
@@ -560,6 +565,11 @@ class Playground:
                 return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()
+
+
+def _baselines_key(task: Task, examples) -> tuple:
+    return (task.name, task.instruction, task.metric,
+            hashlib.sha1("\x00".join(e.input + "\x01" + e.target for e in examples).encode()).hexdigest())
 
 
 @dataclass

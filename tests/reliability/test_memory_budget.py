@@ -251,10 +251,12 @@ def test_training_reserves_each_step_and_each_evaluation(pg, monkeypatch):
 
 # ---- the run's cost, and the seed -------------------------------------------------------------
 def test_a_run_over_the_token_limit_is_refused_before_it_starts(pg):
+    # 100 scorings while training, then the model as is and the live prompts: instruction, + format, and two
+    # draws each of 4 and 8 examples (headline has no labels to score): 100 + 7 = 107
     task = get_task("headline")
     heavy = TrainSettings(steps=100, batch_size=32, eval_every=1, eval_examples=100)
     with pytest.raises(PlaygroundError, match=r"about [\d,]+ token positions: training 100 steps x batch 32 .*"
-                                              r"held-out scoring 103 times.*limit is 120,000 per run "
+                                              r"held-out scoring 107 times.*limit is 120,000 per run "
                                               r"\(--max-run-tokens\)\. Lower the steps"):
         pg.start_run("k", task, PrefixSettings(128), heavy)
     assert pg.sessions.peek("k") is None or pg.sessions.peek("k").run is None
@@ -266,9 +268,10 @@ def test_a_run_over_the_token_limit_is_refused_before_it_starts(pg):
 
 @pytest.mark.real_model
 def test_the_run_cost_default_passes_classroom_runs_and_refuses_hour_long_ones(real, tmp_path):
-    """On the embedded model: the Train tab's defaults cost under a third of max_run_tokens on every
-    built-in task, and the load test's runs far less; 128 virtual tokens at batch 32 with the metric
-    measured every step on 100 held-out examples is refused (that run took 280 s a step)."""
+    """On the embedded model: the Train tab's defaults cost under half of max_run_tokens on every built-in
+    task (a task's first run also scores the prompts it is compared with, once for the class), and the load
+    test's runs far less; 128 virtual tokens at batch 32 with the metric measured every step on 100 held-out
+    examples is refused (that run took 280 s a step)."""
     pg = Playground(real, Library(tmp_path / "lib"), Limits())
     cap = pg.limits.max_run_tokens
     for name in ("sentiment", "topic", "fr_en", "headline", "shout", "capitals"):
@@ -276,7 +279,7 @@ def test_the_run_cost_default_passes_classroom_runs_and_refuses_hour_long_ones(r
                                                                           eval_examples=32), get_task(name))
         load_test = pg.check_settings(PrefixSettings(20), TrainSettings(steps=3, batch_size=8, eval_every=0,
                                                                          eval_examples=4), get_task(name))
-        assert ui_default.cost < cap / 3 and load_test.cost < cap / 20, (name, ui_default.cost, load_test.cost)
+        assert ui_default.cost < cap / 2 and load_test.cost < cap / 20, (name, ui_default.cost, load_test.cost)
     for steps in (20, 100):
         with pytest.raises(PlaygroundError, match="--max-run-tokens"):
             pg.check_settings(PrefixSettings(128), TrainSettings(steps=steps, batch_size=32, eval_every=1,
