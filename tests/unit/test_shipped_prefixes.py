@@ -66,3 +66,31 @@ def test_readme_is_what_ship_writes_from_the_cards(tmp_path):
 
 
 
+
+
+def test_capitals_and_shout_are_lessons_left_out_of_switchs_default_examples(tiny_llama):
+    import gradio as gr
+
+    import ui.app as app
+    from playground.service import Playground
+
+    pg = Playground(tiny_llama, library())
+    assert set(pg.lessons()) == {"capitals", "shout"} == {n for n, r in RECIPES.items() if r.lesson}
+    demo = app.build_demo(pg)
+    examples = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+    lessons = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sw-lessons")
+    assert isinstance(lessons, gr.Accordion) and lessons.open is False  # the lessons: shown, but folded away
+    inside = {id(b) for b in examples if _within(demo, b, lessons)}
+    titles = {get_task(n).title for n in ("capitals", "shout")}
+    assert {b.label for b in examples if id(b) in inside} >= titles  # their examples sit with the lesson
+    assert not any(b.label in titles for b in examples if id(b) not in inside)  # not among the defaults
+
+
+def _within(demo, block, container) -> bool:
+    """Whether ``block`` is rendered inside ``container`` in the Blocks tree."""
+    parent = getattr(block, "parent", None)
+    while parent is not None:
+        if parent is container:
+            return True
+        parent = getattr(parent, "parent", None)
+    return False
