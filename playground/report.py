@@ -223,11 +223,15 @@ def write_readme(path: Path, library: Library, total_seconds: float | None = Non
     path.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}", encoding="utf-8")
 
 
-def baseline_cells(r: dict) -> list[str]:
-    """A baseline row (``BaselineResult.as_dict()``) as cells: label, score (spread over draws), and its cost."""
+def baseline_cells(r: dict, metric: str = "") -> list[str]:
+    """A baseline row (``BaselineResult.as_dict()``) as cells: label, score (spread over draws; for one draw of
+    an exact-match ``metric``, its 95% Wilson interval), and its cost."""
     lo, hi = min(r["scores"]), max(r["scores"])
     draws = len(r["scores"])
     score = f"{100 * r['mean']:.1f}" + (f" ({100 * lo:.0f}–{100 * hi:.0f} over {draws} draws)" if draws > 1 else "")
+    if draws == 1 and metric.startswith("exact_match"):  # a proportion: its interval on n examples
+        lo, hi = wilson(r["mean"], r["n"])
+        score += f" (95% interval {100 * lo:.0f}–{100 * hi:.0f})"
     return [r["label"], score, str(r["prompt_tokens"] or "–"), str(r["kv_positions"] or "–"),
             f"{r['ms_per_query']:.0f}", str(r["examples_needed"] or "–")]
 

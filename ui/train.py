@@ -21,7 +21,7 @@ from .common import asset, esc, friendly, key, owner
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "training examples": "demos", "random": "random"}
 TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "strongest prompt", "prefix"]
-SUMMARY_HEADERS = ["way of answering", "score % (spread over draws)", *BASELINE_HEADERS[2:]]
+SUMMARY_HEADERS = ["way of answering", "score % (spread over draws, or 95% interval)", *BASELINE_HEADERS[2:]]
 
 
 @dataclass
@@ -83,11 +83,11 @@ def table_rows(rows: list[dict]) -> list[list]:
 
 
 def summary_rows(run: TrainingRun) -> list[list]:
-    """One row per way of answering: its score (n, spread over draws) and its cost per query."""
+    """One row per way of answering: its score (n; spread over draws, or a 95% interval) and its cost per query."""
     best = run.strongest.key if run.strongest is not None else None
     rows = []
     for r in run.summary:
-        cells = baseline_cells(r)
+        cells = baseline_cells(r, run.task.metric)
         cells[1] += f", n = {r['n']}"
         if r["key"] == best:
             cells[0] = f"★ {cells[0]} (the strongest prompt)"

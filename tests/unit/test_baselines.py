@@ -12,7 +12,7 @@ from playground.labelscore import label_logprobs
 from playground.methods import InstructionMethod, LabelScoringMethod, MethodSettings, added_positions, create_method
 from playground.prompts import PromptFormat
 from playground.recipes import meets_bar
-from playground.report import baseline_table, versus_best_prompt
+from playground.report import baseline_cells, baseline_table, versus_best_prompt
 from playground.tasks import GENERIC_FORMATS, Example, Task, get_task, labels_of
 
 TEXTS = ["a fine film", "dull and far too long for its thin story", "ok"]
@@ -110,6 +110,11 @@ def test_the_paired_difference_counts_only_the_examples_one_side_got_right():
     best = {"label": "instruction + 4 examples", "mean": 0.8, "scores": [0.7, 0.8, 0.9]}
     line = versus_best_prompt(0.9, 30, best, (5, 2, 0.45))
     assert "n = 30" in line and "70–90% over 3 draws" in line and "better on 5, the prompt on 2" in line
+    one = {"label": "instruction", "mean": 0.9, "scores": [0.9], "n": 60, "prompt_tokens": 15, "kv_positions": 0,
+           "ms_per_query": 12.0, "examples_needed": 0}
+    assert baseline_cells(one, "exact_match")[1] == "90.0 (95% interval 80–95)"  # Wilson, as on the Train tab
+    assert baseline_cells(one, "rouge_l")[1] == "90.0"  # not a proportion: no interval
+    assert baseline_cells({**one, "scores": [0.8, 1.0]}, "exact_match")[1] == "90.0 (80–100 over 2 draws)"
 
 
 def _card(test: float, fresh: float, best_test: float, best_fresh: float) -> dict:
