@@ -224,12 +224,12 @@ def plot_ys(plot) -> list[list[float]]:
 
 
 def read_train(out) -> dict:
-    progress, loss_plot, _metric_plot, table = out
+    progress, loss_plot, _metric_plot, _summary, table = out
     m = re.search(r'data-state="(\w+)" data-step="(\d+)" data-total="(\d+)"', progress or "")
     rows = table.get("data", []) if isinstance(table, dict) else []
     return {"state": m and m.group(1), "step": m and int(m.group(2)), "total": m and int(m.group(3)),
             "loss": (plot_ys(loss_plot) or [[]])[0],
-            "table": [[r[0], r[1], r[4]] for r in rows]}  # input, target, prefix's answer (with its mark)
+            "table": [[r[0], r[1], r[5]] for r in rows]}  # input, target, prefix's answer (with its mark)
 
 
 def read_attention(out) -> dict:
