@@ -108,21 +108,16 @@ def tuned(task: Task, ms: MethodSettings) -> MethodSettings:
 
 
 def specs(task: Task, settings: BaselineSettings = BaselineSettings()) -> list[tuple[str, str, MethodSettings, int]]:
-    """(key, label, method settings, draws) of every baseline ``settings`` asks for on ``task``."""
-    chosen = choices_for(task)
+    """(key, label, method settings, draws) of every baseline ``settings`` asks for on ``task``, each ``tuned``."""
     out = [("instruction", "instruction", MethodSettings("instruction"), 1),
-           ("instruction_format", "instruction + format", MethodSettings("instruction_format",
-                                                                          format_text=chosen["format"]), 1)]
-    for k in settings.shots:
-        style = chosen["style"].get(str(k), "turns")
-        out.append((f"few_shot_{k}", f"instruction + {k} examples",
-                    MethodSettings("few_shot_cached", shots=k, style=style), settings.draws))
+           ("instruction_format", "instruction + format", MethodSettings("instruction_format"), 1)]
+    out += [(f"few_shot_{k}", f"instruction + {k} examples", MethodSettings("few_shot_cached", shots=k),
+             settings.draws) for k in settings.shots]
     if settings.label_scoring and settings.shots and labels_of(task.split("train")):
         k = settings.shots[0]
-        style = chosen["style"].get(str(k), "turns")
-        out.append((f"label_{k}", f"{k} examples, label scoring",
-                    MethodSettings("label_scoring", shots=k, style=style), settings.draws))
-    return out
+        out.append((f"label_{k}", f"{k} examples, label scoring", MethodSettings("label_scoring", shots=k),
+                     settings.draws))
+    return [(key, label, tuned(task, ms), draws) for key, label, ms, draws in out]
 
 
 def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
@@ -145,12 +140,10 @@ def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
             preds = preds or r.predictions
             positions.append(added_positions(base, ms, task.instruction, train, seed))
             done += 1
-        H = round(statistics.fmean(max(p) for p in positions))  # head length, mean over the draws
-        cached = ms.method in ("few_shot_cached", "label_scoring")
-        out.append(BaselineResult(key, label, split, len(examples), scores,
-                                  0 if cached else positions[0][1], H if cached else 0,
+        kv = round(statistics.fmean(p[0] for p in positions))  # cached positions, mean over the draws
+        out.append(BaselineResult(key, label, split, len(examples), scores, positions[0][1], kv,
                                   1000 * statistics.fmean(secs) / max(1, len(examples)),
-                                  ms.shots if ms.method in ("few_shot_cached", "label_scoring") else 0, per, preds))
+                                  ms.shots if ms.method in FEW_SHOT_METHODS else 0, per, preds))
     return out
 
 

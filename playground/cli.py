@@ -411,12 +411,11 @@ def cmd_baselines(args) -> int:
     if args.cards:
         from .library import Library
         from .peft_folder import update_card
-        from .recipes import RECIPES
+        from .recipes import RECIPES, measured_by
         from .report import write_readme
 
         library = Library(args.library)
-        measured = {"on": base.describe(), "command": "python -m playground baselines --cards",
-                    "date": time.strftime("%Y-%m-%d")}
+        measured = measured_by(base, "python -m playground baselines --cards")
         for name, by_split in records.items():
             if library.find(name) is not None:
                 lesson = {"lesson": RECIPES[name].lesson} if name in RECIPES else {}

@@ -372,8 +372,8 @@ class LabelScoringMethod(FewShotMethod):
         fmt = PromptFormat.for_tokenizer(base.tokenizer)
         self.labels = labels
         # each label as the answer's first tokens, exactly as generation would write it (no end token)
-        self.label_ids = [base.tokenizer(fmt.target(lab)[: len(fmt.target(lab)) - len(fmt.end_text)],
-                                         add_special_tokens=False)["input_ids"] for lab in labels]
+        self.label_ids = [base.tokenizer(fmt.target(lab).removesuffix(fmt.end_text), add_special_tokens=False)
+                          ["input_ids"] for lab in labels]
 
     def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         best = label_logprobs(base, prompts, self.label_ids, self.cache).argmax(-1)  # [queries]

@@ -110,8 +110,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
     reports = {s: score_modes(base, task, s, prefix) for s in REPORT_SPLITS if task.splits.get(s)}
     baselines, measured = kept_baselines(library, task)
     if baselines is None:
-        baselines, measured = card_baselines(base, task, log), {"on": base.describe(), "command": "python -m "
-                                                                "playground ship", "date": time.strftime("%Y-%m-%d")}
+        baselines, measured = card_baselines(base, task, log), measured_by(base, "python -m playground ship")
     seconds = time.perf_counter() - t0
     card = make_card(
         base, task.name, asdict(rec.train), reports["test"],
@@ -143,6 +142,11 @@ def card_baselines(base: BaseModel, task: Task, log: Callable[[str], None] = pri
             log(f"  {task.name}: {split}: strongest prompt {best['label']} {best['mean']:.1%} "
                 f"(draws {', '.join(f'{s:.1%}' for s in best['scores'])})")
     return out
+
+
+def measured_by(base: BaseModel, command: str) -> dict:
+    """Where, how and when a card's baselines were measured (their ms per query depend on the machine)."""
+    return {"on": base.describe(), "command": command, "date": time.strftime("%Y-%m-%d")}
 
 
 def kept_baselines(library, task: Task) -> tuple[dict | None, dict | None]:
