@@ -8,13 +8,14 @@ cannot mix them: its mixed-adapter batches (``adapter_names=``) cover LoRA-like 
 The decoding loop (``decode``) is our own rather than ``model.generate`` for two reasons: each
 row has its own answer budget (``max_new_tokens`` may differ per row), and a row that ends (at a
 stop id or its budget) leaves the batch, its cache rows dropped, so no step is spent on finished
-rows while the others go on as they would alone. Tests check the tokens equal
-``PeftModel.generate`` row by row.
+rows while the others go on as they would alone. ``decode_rows`` hands each row out the step it
+ends, so a caller can show a short answer while a long one is still being written; ``decode``
+collects them. Tests check the tokens equal ``PeftModel.generate`` row by row.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from transformers import DynamicCache
@@ -83,20 +84,36 @@ def greedy_mixed(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefi
     (``max_new_tokens``: one for all, or one per row), ending at the first stop id (kept). A row
     leaves the batch when it ends.
     """
+    new: list[list[int]] = [[] for _ in prompts]
+    for r, got in greedy_mixed_rows(base, prompts, prefixes, max_new_tokens, stop_ids):
+        new[r] = got
+    return new
+
+
+@torch.inference_mode()
+def greedy_mixed_rows(base: BaseModel, prompts: list[list[int]], prefixes: list[Prefix | None],
+                      max_new_tokens: int | list[int] = 16,
+                      stop_ids: tuple[int, ...] = ()) -> Iterator[tuple[int, list[int]]]:
+    """``greedy_mixed`` row by row: yields (row index, its new ids) as each row ends, in finishing order.
+
+    Rows with a zero budget come first (nothing to generate); the others as their last token arrives,
+    rows ending at the same step in row order. The rows still going on keep decoding meanwhile.
+    """
     B = len(prompts)
     if len(prefixes) != B:
         raise ValueError(f"{B} prompts but {len(prefixes)} prefixes: give one prefix (or None) per prompt.")
     budgets = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != B:
         raise ValueError(f"{B} prompts but {len(budgets)} budgets: give one max_new_tokens per prompt.")
-    new: list[list[int]] = [[] for _ in range(B)]
     rows = [i for i in range(B) if budgets[i] > 0]  # original index of each live row
+    for i in range(B):
+        if budgets[i] <= 0:
+            yield i, []
     if not rows:
-        return new
+        return
     out, mask, pos = mixed_prefill(base, [prompts[i] for i in rows], [prefixes[i] for i in rows])
-    for r, got in zip(rows, decode(base, out, mask, pos, [budgets[i] for i in rows], stop_ids)):
-        new[r] = got
-    return new
+    for k, got in decode_rows(base, out, mask, pos, [budgets[i] for i in rows], stop_ids):
+        yield rows[k], got
 
 
 @torch.inference_mode()
@@ -109,21 +126,40 @@ def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets:
     ids, ending at the first stop id (kept), and leaves the batch when it ends. ``on_token`` is
     called once per step, right after that step's tokens reach the host (a clock can read it).
     """
+    new: list[list[int]] = [[] for _ in budgets]
+    for r, got in decode_rows(base, out, mask, pos, budgets, stop_ids, on_token):
+        new[r] = got
+    return new
+
+
+@torch.inference_mode()
+def decode_rows(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets: list[int],
+                stop_ids: tuple[int, ...] = (),
+                on_token: Callable[[], None] | None = None) -> Iterator[tuple[int, list[int]]]:
+    """``decode`` row by row: yields (row index, its new ids) the step each row ends, in finishing order.
+
+    A finished row is handed out at once and its cache rows dropped, while the rows still going on
+    decode as they would alone (continuous decoding: nobody waits for the longest answer).
+    """
     B = len(budgets)
     new: list[list[int]] = [[] for _ in range(B)]
     rows = list(range(B))  # original index of each live row
     stops = set(stop_ids)
     for _ in range(max(budgets, default=0)):
         nxt = out.logits[:, -1].argmax(-1)  # [batch]
-        live = []  # batch positions of the rows that go on
+        live, ended = [], []  # batch positions of the rows that go on; original indices of those that end
         for k, (r, t) in enumerate(zip(rows, nxt.tolist())):
             new[r].append(t)
             if t not in stops and len(new[r]) < budgets[r]:
                 live.append(k)
+            else:
+                ended.append(r)
         if on_token is not None:
             on_token()
+        for r in ended:
+            yield r, new[r]
         if not live:
-            break
+            return
         if len(live) < len(rows):  # drop ended rows: the rest go on as they would alone
             keep = torch.tensor(live, device=base.device)  # [live]
             out.past_key_values.batch_select_indices(keep)
@@ -133,7 +169,11 @@ def decode(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, budgets:
         pos = pos[:, -1:] + 1  # [batch, 1]
         out = base.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
                          past_key_values=out.past_key_values, use_cache=True)
-    return new
+
+
+def ran_out(row: list[int], budget: int, stop_ids: tuple[int, ...] = ()) -> bool:
+    """Whether a row of answer ids was cut at its budget: it used all of it without reaching a stop id."""
+    return budget > 0 and len(row) >= budget and not (row and row[-1] in stop_ids)
 
 
 def answer_text(fmt: PromptFormat, row: list[int]) -> str:
@@ -148,7 +188,22 @@ def generate_texts_mixed(base: BaseModel, inputs: list[str], prefixes: list[Pref
 
     modes[i] says how row i is prompted; by default "prefix" for a prefix row, "base" for a None row.
     """
+    texts = [""] * len(inputs)
+    for i, text, _ in stream_texts_mixed(base, inputs, prefixes, max_new_tokens, modes, instruction):
+        texts[i] = text
+    return texts
+
+
+def stream_texts_mixed(base: BaseModel, inputs: list[str], prefixes: list[Prefix | None],
+                       max_new_tokens: int | list[int] = 16, modes: list[str] | None = None,
+                       instruction: str = "") -> Iterator[tuple[int, str, bool]]:
+    """``generate_texts_mixed`` row by row: yields (row index, answer, cut) as each row ends.
+
+    cut: the row used its whole answer budget without an end token, so its answer may stop mid-way.
+    """
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     modes = modes or ["base" if p is None else "prefix" for p in prefixes]
     prompts = [fmt.encode_prompt(x, m, instruction) for x, m in zip(inputs, modes, strict=True)]
-    return [answer_text(fmt, row) for row in greedy_mixed(base, prompts, prefixes, max_new_tokens, fmt.stop_ids)]
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    for i, row in greedy_mixed_rows(base, prompts, prefixes, budgets, fmt.stop_ids):
+        yield i, answer_text(fmt, row), ran_out(row, budgets[i], fmt.stop_ids)

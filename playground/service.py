@@ -26,7 +26,7 @@ from .baselines import specs as baseline_specs
 from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
-from .generate import generate_texts_mixed
+from .generate import stream_texts_mixed
 from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_prefixes
 from .lab import CompareLab
 from .library import Library, files_stamp
@@ -110,8 +110,11 @@ class Limits:
 @dataclass
 class SwitchOutput:
     name: str
-    text: str
-    seconds: float  # generation latency of this output: the one mixed batch's time, the same for every output
+    text: str  # the answer; it ends with "…" when the row was cut at its budget
+    seconds: float  # from the start of generation until this row finished (finished rows leave the batch)
+    cut: bool = False  # the row used its whole answer budget without an end token
+    budget: int = 0  # the row's answer budget, in tokens
+    pending: bool = False  # still generating (a snapshot taken while the other rows finish)
 
 
 @dataclass
@@ -122,6 +125,11 @@ class SwitchResult:
     switch_seconds: float  # fetching the selected prefixes (library cache) before generating
     total_seconds: float
     batched: bool = True  # all outputs came from one mixed batch, a row per prefix
+    input: str = ""  # the input every output answers (stripped)
+
+    @property
+    def done(self) -> bool:
+        return not any(o.pending for o in self.outputs)
 
 
 @dataclass
@@ -432,7 +440,25 @@ class Playground:
         return out
 
     # ---- Switch ------------------------------------------------------------------------------
+    def switch_defaults(self, n: int = 3) -> list[str]:
+        """What Switch has ticked when it opens: the first ``n`` shipped prefixes that are not lessons."""
+        lessons = self.lessons()
+        return [e.name for e in self.library.entries() if e.shipped and e.name not in lessons][:n]
+
     def switch(self, key: str, names: list[str], text: str) -> SwitchResult:
+        """``switch_stream``'s last snapshot: every output finished."""
+        res = None
+        for res in self.switch_stream(key, names, text):
+            pass
+        return res
+
+    def switch_stream(self, key: str, names: list[str], text: str) -> Iterator[SwitchResult]:
+        """One input through each named prefix, in one mixed batch; a snapshot first and as each row finishes.
+
+        The first snapshot has every output pending; each next one has one more finished (its own
+        latency, its answer cut with "…" when it ran out of budget), in finishing order, so a short
+        answer is shown while a long one is still being written.
+        """
         text = self._check_prompt(text)
         names = list(dict.fromkeys(names or []))
         if not names:
@@ -449,13 +475,21 @@ class Playground:
         T = max(len(fmt.encode_prompt(text, m)) for m in set(modes))
         P = max((p.num_virtual_tokens for p in chosen.values() if p is not None), default=0)
         need = generate_bytes(self.base, len(chosen), T, P, max(budgets))
+        outs = [SwitchOutput(n, "", 0.0, budget=b, pending=True) for n, b in zip(chosen, budgets)]
+
+        def snapshot() -> SwitchResult:
+            return SwitchResult(list(outs), switch_s, time.perf_counter() - t0, input=text)
+
+        # Held until the last row finishes, the pauses between snapshots included: the cache lives that long.
         with self.budget.reserve(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
                                  "Pick fewer prefixes, or shorten the prompt."):
             t1 = time.perf_counter()
-            texts = generate_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
-        batch_s = time.perf_counter() - t1
-        outs = [SwitchOutput(n, t, batch_s) for n, t in zip(chosen, texts)]
-        return SwitchResult(outs, switch_s, time.perf_counter() - t0)
+            yield snapshot()
+            rows = stream_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
+            for i, answer, cut in rows:
+                outs[i] = SwitchOutput(outs[i].name, answer + "…" if cut else answer, time.perf_counter() - t1,
+                                       cut=cut, budget=budgets[i])
+                yield snapshot()
 
     def _answer_budget(self, key: str, name: str) -> int:
         """Generation budget: the prefix's task's own, else a default that fits a sentence."""

@@ -131,13 +131,12 @@ def test_mixed_texts_and_switch_equal_each_method_answering_alone(tiny_llama, tm
     text = "a warm and funny film"
     res = pg.switch("k", names, text)
     assert [o.name for o in res.outputs] == names and res.batched
-    assert len({o.seconds for o in res.outputs}) == 1  # one batch, one latency
     budgets = [min(pg._answer_budget("k", n), 24) for n in names]
     assert budgets == [24, 4, 16, 24]
     chosen = [None if n == NO_PREFIX else pg.get_prefix("k", n) for n in names]
     methods = [BareMethod() if p is None else prefix_method(p) for p in chosen]
     seq = [answer(tiny_llama, m, [text], max_new_tokens=b)[0] for m, b in zip(methods, budgets)]
-    assert [o.text for o in res.outputs] == seq
+    assert [o.text.removesuffix("…") if o.cut else o.text for o in res.outputs] == seq  # "…": cut at its budget
     mixed = generate_texts_mixed(tiny_llama, [text] * len(chosen), chosen, max_new_tokens=6)  # default modes
     assert mixed == [answer(tiny_llama, m, [text], max_new_tokens=6)[0] for m in methods]
 

@@ -49,30 +49,33 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     save_random(pg, "p")
     text = "  A warm and funny film. "
     calls = []
-    real = service_mod.generate_texts_mixed
+    real = service_mod.stream_texts_mixed
 
     def spy(base, inputs, prefixes, max_new_tokens=16, modes=None, **kw):
-        out = real(base, inputs, prefixes, max_new_tokens, modes, **kw)
-        calls.append(dict(inputs=inputs, prefixes=prefixes, budgets=max_new_tokens, modes=modes, out=out))
-        return out
+        c = dict(inputs=inputs, prefixes=prefixes, budgets=max_new_tokens, modes=modes, out={})
+        calls.append(c)
+        for i, said, cut in real(base, inputs, prefixes, max_new_tokens, modes, **kw):
+            c["out"][i] = said + "…" if cut else said
+            yield i, said, cut
 
-    monkeypatch.setattr(service_mod, "generate_texts_mixed", spy)
+    monkeypatch.setattr(service_mod, "stream_texts_mixed", spy)
     res = pg.switch("k", [NO_PREFIX, JUST_TRAINED, "p", "p"], text)
     assert [o.name for o in res.outputs] == [NO_PREFIX, JUST_TRAINED, "p"]
-    assert all(isinstance(o.text, str) and o.seconds >= 0 for o in res.outputs)
-    assert 0 <= res.switch_seconds <= res.total_seconds
+    assert all(isinstance(o.text, str) and o.seconds >= 0 and not o.pending for o in res.outputs)
+    assert 0 <= res.switch_seconds <= res.total_seconds and res.done and res.input == text.strip()
     # One mixed batch, a row per name, each behind its own prefix with its task's answer budget capped by the limit.
-    assert len(calls) == 1 and res.batched and len({o.seconds for o in res.outputs}) == 1
+    assert len(calls) == 1 and res.batched
     c = calls[0]
     n = min(get_task("sentiment").max_new_tokens, LIMITS["max_new_tokens"])
     assert c["inputs"] == [text.strip()] * 3 and c["modes"] == ["base", "prefix", "prefix"]
     assert c["budgets"] == [LIMITS["max_new_tokens"], n, n]
+    assert [o.budget for o in res.outputs] == c["budgets"]
     assert c["prefixes"][0] is None and c["prefixes"][1] is run.prefix
     assert c["prefixes"][2] is pg.get_prefix("k", "p")  # the library cache's object
-    assert [o.text for o in res.outputs] == c["out"]
-    # ... and each answer equals that prefix run alone.
-    assert res.outputs[2].text == answer(pg.base, prefix_method(pg.get_prefix("k", "p")), [text.strip()],
-                                         max_new_tokens=n)[0]
+    assert [o.text for o in res.outputs] == [c["out"][i] for i in range(3)]
+    # ... and each answer equals that prefix run alone ("…" marks one cut at its budget).
+    alone = answer(pg.base, prefix_method(pg.get_prefix("k", "p")), [text.strip()], max_new_tokens=n)[0]
+    assert res.outputs[2].text == alone + ("…" if res.outputs[2].cut else "")
 
 
 def test_switch_refusals(pg):
