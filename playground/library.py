@@ -1,7 +1,8 @@
 """The prefix library: the shipped prefixes and the class's own, one folder each, kept crash-safe.
 
-A ``Library`` is two folders listed as one: the shipped prefixes (read-only) and the class's
-own folder, where students save, with quotas and owners (see ``Library``). Each prefix is a
+A ``Library`` is two folders listed as one: the shipped prefixes (read-only, unless opened
+with ``writable_shipped`` to maintain them) and the class's own folder, where students save,
+with quotas and owners (see ``Library``). Each prefix is a
 folder in PEFT's format with our card (``peft_folder.py`` holds the format and its checks);
 cards past ``max_card_kb`` are never read from disk. Saves, deletes and renames are atomic:
 files go to a hidden temporary folder that is renamed into place, so a crash (even kill -9)
@@ -117,21 +118,31 @@ def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
+class NameTaken(PlaygroundError):
+    """A save refused because ``name`` exists and overwrite was not allowed (the UI asks, then saves again)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"A prefix named '{name}' already exists. Choose another name or allow overwrite.")
+        self.name = name
+
+
 @dataclass
 class LibraryEntry:
     name: str
     path: Path
     card: dict = field(default_factory=dict)
-    shipped: bool = False  # from the shipped folder: read-only in the app
+    shipped: bool = False  # from the shipped folder: read-only in the app unless ``writable_shipped``
 
 
 class Library:
-    """The class's prefixes (``root``, writable) beside the shipped ones (``shipped``, always read-only).
+    """The class's prefixes (``root``, writable) beside the shipped ones (``shipped``, read-only).
 
     Both folders list as one library with one namespace: names are compared folded
     (``names.fold``), so 'SENTIMENT' is 'sentiment' on every OS, and a class folder that
     folds to a shipped name is hidden. Saves, renames and deletes act on ``root`` only;
-    ``read_only`` makes ``root`` read-only too. A prefix saved with an ``owner`` (a login or
+    ``read_only`` makes ``root`` read-only too. ``writable_shipped`` (for maintaining the
+    shipped set) lets the shipped prefixes be renamed, deleted and overwritten in place; new
+    names still go to ``root``. A prefix saved with an ``owner`` (a login or
     browser session) can be renamed, deleted or overwritten only by that owner; prefixes
     without one are anyone's. ``owner=None`` is the server's own tools (CLI, tests). The
     quotas (``max_prefixes``, ``max_mb``) count ``root`` only.
@@ -140,13 +151,15 @@ class Library:
     listing holds complete prefixes only, after any crash.
     """
 
-    def __init__(self, root: str | Path, shipped: str | Path | None = None, read_only: bool = False):
+    def __init__(self, root: str | Path, shipped: str | Path | None = None, read_only: bool = False,
+                 writable_shipped: bool = False):
         self.root = Path(root)
         self.shipped = Path(shipped) if shipped is not None else None
         if self.shipped is not None and self.shipped.resolve() == self.root.resolve():
             raise PlaygroundError(f"The class's library and the shipped prefixes are the same folder ({self.root}): "
                                   "give the class its own folder, so that shipped prefixes stay read-only.")
         self.read_only = read_only
+        self.writable_shipped = writable_shipped and not read_only
         self.max_prefixes: int | None = None  # quotas of root; the service sets them from its Limits
         self.max_mb: int | None = None
         self.max_card_kb = MAX_CARD_KB
@@ -157,8 +170,16 @@ class Library:
 
     @property
     def protected(self) -> set[str]:
-        """Names nobody can change here: the shipped prefixes, and with ``read_only`` the whole library."""
-        return {e.name for e in self._folders() if e.shipped or self.read_only}
+        """Names nobody can change here: the shipped prefixes (unless ``writable_shipped``), and with
+        ``read_only`` the whole library."""
+        return {e.name for e in self._folders() if (e.shipped and not self.writable_shipped) or self.read_only}
+
+    def _homes(self) -> list[Path]:
+        """The folders this library changes: ``root``, and the shipped folder with ``writable_shipped``."""
+        homes = [self.root]
+        if self.writable_shipped and self.shipped is not None and self.shipped.is_dir():
+            homes.append(self.shipped)
+        return [h for h in homes if h.is_dir()]
 
     def recover(self) -> list[str]:
         """Finish or undo the changes that killed processes left half way; returns what it did, for the log.
@@ -173,21 +194,23 @@ class Library:
         """
         done, removed = [], 0
         with self._lock:
-            for d in sorted(self.root.iterdir()):
+            for d in sorted(d for home in self._homes() for d in home.iterdir()):
                 m = _LEFTOVER.match(d.name) or _LEGACY.match(d.name)
                 if not m or not d.is_dir() or (m.re is _LEFTOVER and _in_flight(d, m["owner"])):
                     continue
-                name, kept = m["name"], d / "p"
+                name, kept, home = m["name"], d / "p", d.parent
                 try:
-                    if (m["kind"] == "old" and NAME_RE.fullmatch(name) and not (self.root / name).exists()
+                    if (m["kind"] == "old" and NAME_RE.fullmatch(name) and not (home / name).exists()
                             and (kept / CONFIG_FILE).is_file() and (kept / WEIGHTS_FILE).is_file()):
-                        os.replace(kept, self.root / name)
+                        os.replace(kept, home / name)
                         done.append(f"restored '{name}' (a process overwriting it was killed)")
                     shutil.rmtree(d)
                     removed += 1
                 except OSError as exc:
                     log.warning("could not clean up %s: %s", d, exc)
-            for e in self._folders(shipped=False):
+            for e in self._folders():
+                if e.path.parent not in self._homes():
+                    continue
                 for f in e.path.iterdir():
                     m = _CARD_TMP.match(f.name)
                     if not m or _in_flight(f, m["owner"]):
@@ -204,11 +227,12 @@ class Library:
         if removed:
             done.append(f"removed {removed} unfinished temporary folder{'s' * (removed > 1)}")
         if done:
-            log.info("library %s: %s", self.root, "; ".join(done))
+            log.info("library %s: %s", " + ".join(map(str, self._homes())), "; ".join(done))
         return done
 
-    def _temp(self, kind: str, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f".{kind}-{name}~{_owner()}~", dir=self.root))
+    def _temp(self, kind: str, name: str, home: Path | None = None) -> Path:
+        """A hidden folder in ``home`` (default ``root``): the folder it will be renamed into, so one filesystem."""
+        return Path(tempfile.mkdtemp(prefix=f".{kind}-{name}~{_owner()}~", dir=home or self.root))
 
     def _discard(self, folder: Path) -> None:
         """Remove a hidden folder; renamed to '.del-' first, so that recovery never restores a half-removed one."""
@@ -299,7 +323,7 @@ class Library:
                                   "or imported. Download a prefix to keep a copy of it.")
 
     def _check_editable(self, e: LibraryEntry, owner: str | None) -> None:
-        if e.shipped:
+        if e.shipped and not self.writable_shipped:
             raise PlaygroundError(f"'{e.name}' is a shipped prefix, and shipped prefixes are read-only: save under "
                                   "another name.")
         tag = self.card(e).get("owner")
@@ -316,8 +340,20 @@ class Library:
             raise PlaygroundError(same_name_message(name, e.name, e.shipped))
         self._check_editable(e, owner)
         if not overwrite:
-            raise PlaygroundError(f"A prefix named '{name}' already exists. Choose another name or allow overwrite.")
+            raise NameTaken(name)
         return e
+
+    def check_change(self, name: str, owner: str | None = None) -> LibraryEntry:
+        """The prefix ``name`` if ``owner`` may rename, delete or overwrite it here, else the refusal: the UI
+        asks this before it asks for a confirmation, so a confirmed change is not then refused."""
+        check_name(name)
+        self._check_open()
+        with self._lock:
+            e = self.find(name)
+            if e is None:
+                raise PlaygroundError(f"No prefix named '{name}'.")
+            self._check_editable(e, owner)
+            return e
 
     def usage(self) -> tuple[int, int]:
         """(prefixes, bytes) in ``root``: what the quotas count."""
@@ -326,8 +362,8 @@ class Library:
 
     def _check_quota(self, adding: int | None, replacing: LibraryEntry | None) -> None:
         """Refuse a save that would pass a quota; ``adding`` is its size once written (None: not known yet)."""
-        if self.max_prefixes is None and self.max_mb is None:
-            return
+        if (self.max_prefixes is None and self.max_mb is None) or (replacing is not None and replacing.shipped):
+            return  # (a shipped prefix overwritten in place, with writable_shipped: root does not grow)
         n, size = self.usage()
         if replacing is not None:
             n, size = n - 1, size - _size(replacing.path)
@@ -347,7 +383,8 @@ class Library:
         the owner's tag (never one from ``card``: an uploaded card could claim anyone)."""
         check_name(name)
         self._check_open()
-        self._check_quota(None, self._destination(name, overwrite, owner))  # fail early, before the slow write
+        replacing = self._destination(name, overwrite, owner)
+        self._check_quota(None, replacing)  # fail early, before the slow write
         full = {**prefix.info, **(card or {}), "name": name, "num_virtual_tokens": prefix.num_virtual_tokens,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         full.pop("owner", None)
@@ -357,17 +394,19 @@ class Library:
         if kb > self.max_card_kb:
             raise PlaygroundError(f"The card of '{name}' would take {kb:,.0f} KB; the limit is {self.max_card_kb:,} "
                                   "KB. Shorten its longest fields (such as the instruction), then save again.")
-        dest = self.root / name
-        tmp = self._temp("tmp", name)
+        dest = replacing.path if replacing is not None else self.root / name  # a shipped one is replaced in place
+        tmp = self._temp("tmp", name, dest.parent)
         try:
             write_prefix(tmp / "p", prefix, full)  # the slow part, outside the lock
             for f in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "."):  # a power cut after the rename finds full files
                 _fsync(tmp / "p" / f)
             with self._lock:
                 old_e = self._destination(name, overwrite, owner)  # again: another session may have saved meanwhile
+                if old_e is not None and old_e.path != dest:  # (only when a folder was renamed meanwhile)
+                    raise PlaygroundError(f"'{name}' changed while it was being saved: save again.")
                 self._check_quota(_size(tmp / "p"), old_e)
                 if old_e is not None:  # swap: the old one aside, the new one in, then drop the old
-                    old = self._temp("old", name)
+                    old = self._temp("old", name, dest.parent)
                     os.replace(dest, old / "p")  # (a kill here: recover puts the old one back)
                     try:
                         os.replace(tmp / "p", dest)
@@ -380,29 +419,23 @@ class Library:
                         os.replace(tmp / "p", dest)
                     except OSError:
                         if dest.exists():  # another process saved this name at the same moment
-                            raise PlaygroundError(f"A prefix named '{name}' already exists. Choose another "
-                                                  "name or allow overwrite.") from None
+                            raise NameTaken(name) from None
                         raise
-                _fsync(self.root)
+                _fsync(dest.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
     def delete(self, name: str, owner: str | None = None) -> None:
-        check_name(name)
-        self._check_open()
         with self._lock:
-            e = self.find(name)
-            if e is None:
-                raise PlaygroundError(f"No prefix named '{name}'.")
-            self._check_editable(e, owner)
-            trash = self._temp("del", e.name)
+            e = self.check_change(name, owner)
+            trash = self._temp("del", e.name, e.path.parent)
             try:
                 os.replace(e.path, trash / "p")  # gone from the listing at once
             except FileNotFoundError:  # deleted by another process meanwhile
                 trash.rmdir()
                 raise PlaygroundError(f"No prefix named '{name}'.") from None
-            _fsync(self.root)
+            _fsync(e.path.parent)
         shutil.rmtree(trash, ignore_errors=True)
 
     def rename(self, old: str, new: str, owner: str | None = None) -> None:
@@ -412,15 +445,12 @@ class Library:
         self._check_open()
         taken = f"A prefix named '{new}' already exists."
         with self._lock:
-            e = self.find(old)
-            if e is None:
-                raise PlaygroundError(f"No prefix named '{old}'.")
-            self._check_editable(e, owner)
+            e = self.check_change(old, owner)
             other = self.find(new)
             if other is not None and other.path != e.path:
                 raise PlaygroundError(same_name_message(new, other.name, other.shipped) if other.name != new
                                       else taken)
-            src, dst = e.path, self.root / new
+            src, dst = e.path, e.path.parent / new  # a shipped one (writable_shipped) stays among the shipped
             if dst.name == src.name:
                 return
             if dst.exists() and fold(new) != fold(src.name):  # a folder that is not a prefix holds the name
@@ -439,4 +469,4 @@ class Library:
                 raise
             if staged:
                 os.replace(dst / staged.name, dst / CARD_FILE)
-            _fsync(self.root)
+            _fsync(dst.parent)

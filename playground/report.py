@@ -40,21 +40,82 @@ def parameter_summary(base: BaseModel, settings: PrefixSettings) -> str:
     return f"**Trainable:** {trainable:,} parameters ({pct(trainable)} of the {base.num_parameters:,} frozen ones)."
 
 
+LIBRARY_HEADERS = ["name", "with the prefix", "instruction only", "no prompt", "held out on", "measure", "task",
+                   "virtual tokens", "base model", "owner", "saved (UTC)"]
+SCORES = {"prefix": "with the prefix", "instruction": "instruction only", "base": "no prompt"}  # a card's metric keys
+
+
+def _count(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+
+def held_out(m: dict) -> str:
+    """Where a card's scores were measured: 'test, n = 60'; what the card lacks is said, never guessed."""
+    split = m.get("split") if isinstance(m.get("split"), str) and m.get("split") else "split unknown"
+    return f"{split}, n = {m['n']}" if _count(m.get("n")) else f"{split}, n unknown"
+
+
+def measure(m: dict) -> str:
+    """The metric's plain name; a mean score (ROUGE-L, F1) says why it has no Wilson interval."""
+    metric = m.get("metric")
+    if not isinstance(metric, str):
+        return "–"
+    label = METRIC_LABELS.get(metric, metric)
+    return label if metric.startswith("exact_match") else f"{label} (a mean: no interval)"
+
+
+def score_cell(m: dict, key: str) -> str:
+    """One score of a card (``metrics`` or a split's block): the value, and for exact match on a known n its
+    95% Wilson interval."""
+    v = m.get(key)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "–"
+    out = f"{100 * v:.1f}%"
+    if str(m.get("metric", "")).startswith("exact_match") and _count(m.get("n")):
+        lo, hi = wilson(v, m["n"])
+        out += f" (95% interval {100 * lo:.0f}–{100 * hi:.0f}%)"
+    return out
+
+
 def library_rows(library: Library, owner: str | None = None) -> list[list]:
-    """The Library table; the owner column says "shipped", or "yours" for ``owner``'s own saves."""
+    """The Library table (``LIBRARY_HEADERS``): the scores first, each beside the split and n it was measured on;
+    the owner column says "shipped" (", writable" with ``writable_shipped``), or "yours" for ``owner``'s saves."""
     rows = []
     for e in library.entries():
         c, m = e.card, e.card.get("metrics") if isinstance(e.card.get("metrics"), dict) else {}
-        pct = lambda k: f"{100 * m[k]:.1f}%" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
-        who = "shipped" if e.shipped else "yours" if library.owned_by(e, owner) else ""
-        rows.append([e.name, str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(m.get("metric", "–")),
-                     pct("prefix"), pct("instruction"), pct("base"), str(c.get("base_model", "?")),
+        scored = any(isinstance(m.get(k), (int, float)) for k in SCORES)
+        who = (("shipped, writable" if library.writable_shipped else "shipped") if e.shipped
+               else "yours" if library.owned_by(e, owner) else "")
+        rows.append([e.name, *(score_cell(m, k) for k in SCORES), held_out(m) if scored else "–", measure(m),
+                     str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(c.get("base_model", "?")),
                      who, str(c.get("saved_at", ""))[:19]])
     return rows
 
 
-TABLE_HEADERS = ["method", "trainable", "stored at export", "where it acts", "inference cost", "held-out metric",
-                 "training time"]
+def card_scores(card: dict) -> str:
+    """Markdown: every score a card holds (its held-out metrics, then validation and fresh where present), each
+    with its split, n and, for exact match, the 95% Wilson interval."""
+    lines = []
+    base = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    for key in ("metrics", "validation", "fresh"):
+        m = card.get(key)
+        if not isinstance(m, dict):
+            continue
+        m = {"metric": base.get("metric"), **m}  # a split's block may leave out the metric: the card's own
+        cells = [f"{label} **{score_cell(m, k)}**" for k, label in SCORES.items() if score_cell(m, k) != "–"]
+        if cells:
+            lines.append(f"- {held_out(m)}, {measure(m)}: " + " · ".join(cells))
+    return "\n".join(lines) if lines else "No held-out scores on this card."
+
+
+TABLE_HEADERS = ["method (PEFT's name)", "held-out metric", "trainable parameters", "stored at export",
+                 "inference cost: latency per token, cache, prompt", "where it acts", "training time"]
+PEFT_NAMES = {  # what each trained method is called in PEFT's documentation
+    "prefix": "PrefixTuningConfig",
+    "prefix_mlp": "PrefixTuningConfig, prefix_projection=True (an MLP of encoder_hidden_size units)",
+    "prompt": "PromptTuningConfig",
+    "lora": "LoraConfig",
+}
 
 
 def _per_token(method: str, seconds: float, unit: str = " ms/token") -> str:

@@ -28,7 +28,7 @@ from playground.library import Library, owner_tag
 from playground.names import check_name, fold
 from playground.peft_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from playground.prefix import PrefixSettings, create_prefix
-from playground.report import library_rows
+from playground.report import LIBRARY_HEADERS, library_rows
 from playground.service import Limits, Playground
 from playground.tasks import get_task
 from playground.training import TrainSettings
@@ -154,7 +154,8 @@ def test_a_giant_card_on_disk_is_not_read_nor_sent_and_can_be_deleted_after_a_re
     again = Playground(tiny_llama, Library(tmp_path / "class", shipped=pg.library.shipped), Limits(**LIMITS))
     again._downloads = tmp_path / "downloads"
     rows = {r[0]: r for r in library_rows(again.library, B)}
-    assert rows["huge"][1] == "?" and rows["huge"][8] == ""  # listed, without card data; not "shipped"
+    task, who = LIBRARY_HEADERS.index("task"), LIBRARY_HEADERS.index("owner")
+    assert rows["huge"][task] == "?" and rows["huge"][who] == ""  # listed, without card data; not "shipped"
     assert len(json.dumps(library_rows(again.library, B))) < 4000  # what a Library refresh sends each browser
     info = again.inspect("huge")
     assert "limit is 64 KB" in info["card"]["unreadable"] and len(json.dumps(info)) < 4000
@@ -305,8 +306,9 @@ def test_only_the_owner_renames_deletes_or_overwrites_a_saved_prefix(pg, tiny_ll
         with pytest.raises(PlaygroundError, match=r"'mine' belongs to the student who saved it: only they can rename, "
                                                   r"delete or overwrite it\. Save yours under another name\."):
             action()
-    assert {r[0]: r[8] for r in library_rows(pg.library, A)} == {"mine": "yours", "sentiment": "shipped"}
-    assert {r[0]: r[8] for r in library_rows(pg.library, B)} == {"mine": "", "sentiment": "shipped"}
+    who = LIBRARY_HEADERS.index("owner")
+    assert {r[0]: r[who] for r in library_rows(pg.library, A)} == {"mine": "yours", "sentiment": "shipped"}
+    assert {r[0]: r[who] for r in library_rows(pg.library, B)} == {"mine": "", "sentiment": "shipped"}
     # B imports A's exported zip (its card carries A's tag): the copy is B's, whatever the card said
     assert pg.import_upload([str(z)], "copy", owner=B) == "copy"
     assert pg.library_card("copy")["owner"] == owner_tag(B)
@@ -339,7 +341,8 @@ def test_after_a_restart_a_students_save_is_theirs_not_a_shipped_prefix(tiny_lla
     with pytest.raises(PlaygroundError, match="belongs to the student") as err:
         restarted.delete("mine", owner="user:bob")
     assert "shipped" not in str(err.value)
-    assert {r[0]: r[8] for r in library_rows(restarted.library, "user:alice")}["mine"] == "yours"
+    who = LIBRARY_HEADERS.index("owner")
+    assert {r[0]: r[who] for r in library_rows(restarted.library, "user:alice")}["mine"] == "yours"
     restarted.rename("mine", "mine2", owner="user:alice")  # the login owns it across restarts
     restarted.delete("mine2", owner="user:alice")
     with pytest.raises(SystemExit):  # one folder for both would make the class's saves read-only

@@ -8,7 +8,7 @@ import torch
 from playground.errors import PlaygroundError
 from playground.library import Library
 from playground.peft_folder import CONFIG_FILE, WEIGHTS_FILE
-from playground.report import library_rows
+from playground.report import LIBRARY_HEADERS, library_rows, wilson
 from playground.service import Limits, Playground
 
 from .support import LIMITS, save_random, trained
@@ -74,7 +74,7 @@ def test_rename_delete_and_read_only_protection(pg, tiny_llama, tmp_path):
     with pytest.raises(PlaygroundError, match="No prefix named"):
         ro.delete("ghost")
     rows = library_rows(ro.library)
-    assert rows[0][0] == "shipped" and rows[0][8] == "shipped"
+    assert rows[0][0] == "shipped" and rows[0][LIBRARY_HEADERS.index("owner")] == "shipped"
     assert run.state == "finished"
     # --read-only-library: the class folder is read-only too
     frozen = Playground(tiny_llama, Library(pg.library.root, read_only=True), Limits(**LIMITS))
@@ -94,11 +94,19 @@ def test_library_rows_and_inspect(pg):
     rows = {r[0]: r for r in library_rows(pg.library)}
     assert set(rows) == {"mine", "plain"}
     m = pg.library_card("mine")["metrics"]
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    assert rows["mine"][1:8] == ["sentiment", 4, "exact_match", pct(m["prefix"]), pct(m["instruction"]),
-                                 pct(m["base"]), pg.base.name]
-    assert rows["mine"][8] == "" and len(rows["mine"][9]) == 19
-    assert rows["plain"][2] == 3 and rows["plain"][4:7] == ["–", "–", "–"]  # no metrics on its card
+    assert m["split"] == "validation" and m["n"] == 4  # what Train's save records: the run's held-out set
+    mine = dict(zip(LIBRARY_HEADERS, rows["mine"]))
+    assert LIBRARY_HEADERS[:6] == ["name", "with the prefix", "instruction only", "no prompt", "held out on",
+                                   "measure"]  # the scores first, beside where they were measured
+    for k, col in (("prefix", "with the prefix"), ("instruction", "instruction only"), ("base", "no prompt")):
+        lo, hi = wilson(m[k], 4)
+        assert mine[col] == f"{100 * m[k]:.1f}% (95% interval {100 * lo:.0f}–{100 * hi:.0f}%)"
+    assert mine["held out on"] == "validation, n = 4" and mine["measure"] == "exact match"
+    assert [mine[c] for c in ("task", "virtual tokens", "base model", "owner")] == ["sentiment", 4, pg.base.name, ""]
+    assert len(mine["saved (UTC)"]) == 19
+    plain = dict(zip(LIBRARY_HEADERS, rows["plain"]))
+    assert plain["virtual tokens"] == 3  # no metrics on its card: nothing made up
+    assert [plain[c] for c in LIBRARY_HEADERS[1:6]] == ["–"] * 5
     info = pg.inspect("mine")
     assert set(info) == {"card", "adapter_config", "files (bytes)"}
     assert info["adapter_config"]["peft_type"] == "PREFIX_TUNING"
