@@ -74,10 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--library", default=str(default_library()),
                    help="the class's folder, where students save and import prefixes (default: %(default)s)")
     p.add_argument("--shipped", default=str(ROOT / "prefixes"),
-                   help="folder of shipped prefixes, listed beside the class's and always read-only "
+                   help="folder of shipped prefixes, listed beside the class's and read-only "
                         "(default: %(default)s)")
     p.add_argument("--read-only-library", action="store_true",
                    help="the class's folder is read-only too: nobody can save, import, rename or delete")
+    p.add_argument("--writable-shipped", action="store_true",
+                   help="for development only (maintaining the shipped folder, such as prefixes/): the app may "
+                        "rename, delete and overwrite the shipped prefixes in place. Never use it for a class")
 
     g = p.add_argument_group("password protection (Gradio's login page)")
     g.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
@@ -110,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(set(users)) < len(users):
         p.error(f"a user is given twice: {', '.join(sorted({u for u in users if users.count(u) > 1}))}")
     args.logins = logins
+    if args.writable_shipped and args.read_only_library:
+        p.error("--writable-shipped and --read-only-library contradict each other: give one of them")
     if Path(args.library).resolve() == Path(args.shipped).resolve():
         p.error("--library and --shipped name the same folder: give the class its own folder, so that the "
                 "shipped prefixes stay read-only")
@@ -155,6 +160,7 @@ def build_demo(pg):
         lib_tab.select(lib_refresh, lib_in, lib_out, queue=False)
         demo.load(att_refresh, att_in, att_out, queue=False)
         demo.load(sw_refresh, sw_in, sw_out, queue=False)
+        demo.load(lib_refresh, lib_in, lib_out, queue=False)
 
         def forget(request: gr.Request):
             k = key(request)
@@ -196,7 +202,8 @@ def make_library(args: argparse.Namespace):
     """The library the flags ask for; opening it recovers what a killed server left half way."""
     from playground.library import Library
 
-    return Library(args.library, shipped=args.shipped, read_only=args.read_only_library)
+    return Library(args.library, shipped=args.shipped, read_only=args.read_only_library,
+                   writable_shipped=args.writable_shipped)
 
 
 def make_playground(args: argparse.Namespace):
@@ -226,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("server limits: %s", pg.limits.describe())
     lib = pg.library
     n, size = lib.usage() if lib.root.is_dir() else (0, 0)
-    log.info("library: %s, %d prefixes (%.1f MB)%s; shipped: %s, %d prefixes, read-only", lib.root, n, size / 2**20,
-             ", read-only" if lib.read_only else "", lib.shipped, len(lib.names()) - n)
+    log.info("library: %s, %d prefixes (%.1f MB)%s; shipped: %s, %d prefixes, %s", lib.root, n, size / 2**20,
+             ", read-only" if lib.read_only else "", lib.shipped, len(lib.names()) - n,
+             "WRITABLE (--writable-shipped, for development)" if lib.writable_shipped else "read-only")
     if args.logins:  # user names only: a password never reaches the log
         log.info("password protection: on, %d login(s): %s", len(args.logins), ", ".join(u for u, _ in args.logins))
     elif args.share or args.host not in ("127.0.0.1", "localhost", "::1"):

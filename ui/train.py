@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from playground.figures import loss_figure, metric_figure
+from playground.library import NameTaken
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
@@ -164,9 +165,14 @@ def build(pg: Playground) -> TrainTab:
             with gr.Row():
                 save_name = gr.Textbox(label="Save to the library as", placeholder="e.g. my-sentiment",
                                        elem_id="save-name", scale=3)
-                overwrite = gr.Checkbox(label="Overwrite", value=False, scale=1)
+                overwrite = gr.Checkbox(label="Overwrite", value=False, scale=1, elem_id="save-overwrite")
                 save_btn = gr.Button("Save", elem_id="save-btn", scale=1)
+            with gr.Row(visible=False, elem_id="save-confirm") as save_confirm:  # an overwrite asks first
+                save_ask = gr.Markdown()
+                save_yes = gr.Button("Yes, overwrite", variant="stop", scale=0, elem_id="save-confirm-yes")
+                save_no = gr.Button("Cancel", scale=0, elem_id="save-confirm-cancel")
             save_status = gr.Markdown(elem_id="save-status")
+            save_pending = gr.State(None)  # the name to overwrite, held from the first click
 
     # --- wiring ---------------------------------------------------------------------------------
     @friendly
@@ -267,12 +273,35 @@ def build(pg: Playground) -> TrainTab:
 
     stop_btn.click(on_stop, None, None, queue=False)
 
+    def saved(path, replaced: bool = False) -> str:
+        return (f"Saved **{esc(path.name)}** to the library{' in place of the previous one' if replaced else ''}. "
+                "It now appears in Attention, Switch and Library.")
+
     @friendly
     def on_save(name, over, request: gr.Request):
-        path = pg.save_trained(key(request), name, bool(over), owner=owner(request))
-        return f"Saved **{esc(path.name)}** to the library. It now appears in Attention, Switch and Library."
+        if not (name or "").strip():
+            raise gr.Error("Type a name to save under, such as my-sentiment.")
+        try:
+            path = pg.save_trained(key(request), name, False, owner=owner(request))
+        except NameTaken as taken:  # the name is this student's to overwrite: ask first
+            if not over:
+                raise
+            return ("", taken.name, gr.update(visible=True), f"Overwrite **{esc(taken.name)}** in the library with "
+                    "this prefix? The prefix now under that name is lost.",
+                    gr.update(value=f"Yes, overwrite {taken.name}"))
+        return saved(path), None, gr.update(visible=False), gr.skip(), gr.skip()
 
-    save_btn.click(on_save, [save_name, overwrite], save_status)
+    @friendly
+    def on_overwrite(name, request: gr.Request):
+        if not name:  # already done (a second click on the confirmation)
+            return gr.skip(), None, gr.update(visible=False)
+        path = pg.save_trained(key(request), name, True, owner=owner(request))
+        return saved(path, replaced=True), None, gr.update(visible=False)
+
+    save_btn.click(on_save, [save_name, overwrite], [save_status, save_pending, save_confirm, save_ask, save_yes])
+    save_yes.click(on_overwrite, save_pending, [save_status, save_pending, save_confirm])
+    save_no.click(lambda: ("Nothing was saved.", None, gr.update(visible=False)), None,
+                  [save_status, save_pending, save_confirm], queue=False)
     return TrainTab(n_tokens, mlp, hidden)
 
 

@@ -348,9 +348,16 @@ def test_library_download_rename_delete(page, library, tmp_path):
     wait_until(lambda: (library / "alpha-renamed").is_dir() and not (library / "alpha-copy").exists(),
                what="the rename")
     wait_until(lambda: pick.input_value() == "alpha-renamed", what="the picker to follow the rename")
-    page.locator("#lib-delete").click()
+    page.locator("#lib-delete").click()  # Delete asks first, naming the prefix
+    confirm = page.locator("#lib-delete-confirm")
+    wait_until(lambda: confirm.is_visible() and "Delete alpha-renamed for good?" in confirm.inner_text(),
+               what="the confirmation")
+    assert (library / "alpha-renamed").is_dir()
+    page.locator("#lib-delete-yes").click()
     wait_until(lambda: not (library / "alpha-renamed").exists(), what="the delete")
     wait_until(lambda: "Deleted" in page.locator("#lib-status").inner_text(), what="the delete message")
+    wait_until(lambda: pick.input_value() == "", what="nothing picked after the delete")
+    assert (library / "alpha").is_dir()
 
 
 def test_learn_tab_live_numbers(page):
