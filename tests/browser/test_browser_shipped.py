@@ -42,9 +42,10 @@ def page(server):
 
 
 def outputs(page, n: int) -> dict[str, str]:
+    """The n output cards once every one has finished (cards stream in as their rows end)."""
     cards = page.locator("#pp-switch .pp-card")
-    wait_until(lambda: cards.count() == n, what=f"{n} output cards")
-    wait_until(lambda: all(t.strip() for t in page.locator(".pp-card-out").all_inner_texts()), what="the outputs")
+    finished = page.locator('#pp-switch .pp-card:not([data-state="pending"])')
+    wait_until(lambda: cards.count() == n and finished.count() == n, what=f"{n} finished output cards")
     return dict(zip(page.locator(".pp-card-name").all_inner_texts(), page.locator(".pp-card-out").all_inner_texts()))
 
 
@@ -58,14 +59,21 @@ def test_library_lists_every_shipped_prefix_protected(page):
 
 def test_switch_between_shipped_task_prefixes(page):
     tab(page, "Switch")
-    for name in ("sentiment", "topic", "shout"):
-        page.locator("#sw-choice").get_by_label(name, exact=True).check()
-    page.locator("#sw-input textarea").fill("The acting was wooden and the plot made no sense at all.")
+    picker = page.locator("#sw-choice")
+    want = ("(no prefix)", "sentiment", "topic", "shout")  # (no prefix) is not ticked by default: tick it here
+    for tick in picker.get_by_role("checkbox").all():
+        tick.set_checked(tick.evaluate("e => e.closest('label').innerText.trim()") in want)
+    box = page.locator("#sw-input textarea")
+    box.fill("The acting was wooden and the plot made no sense at all.")
+    box.press("Enter")
     outs = outputs(page, 4)  # (no prefix) + three task prefixes, same input, same frozen model
     assert outs["sentiment"].strip().lower() == "negative", outs
     assert outs["topic"].strip().lower() in {"world", "sports", "business", "science"}, outs
     letters = [c for c in outs["shout"] if c.isalpha()]
     assert letters and sum(c.isupper() for c in letters) / len(letters) > 0.9 and outs["shout"].endswith("!"), outs
     assert outs["(no prefix)"] not in {outs["sentiment"], outs["topic"], outs["shout"]}
+    lat = dict(zip(outs, page.locator(".pp-card-lat").all_inner_texts()))
+    for name, text in outs.items():  # an answer cut at its budget ends with "…" and its card says so
+        assert text.endswith("…") == ("the answer budget" in lat[name]), (name, text, lat[name])
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "switch-shipped.png"), full_page=True)
