@@ -24,6 +24,7 @@ from .baselines import evaluations as baseline_evaluations
 from .baselines import measure as measure_baselines
 from .baselines import specs as baseline_specs
 from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
+from .busy import Load, busier, machine_load
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import stream_texts_mixed
@@ -126,6 +127,7 @@ class SwitchResult:
     total_seconds: float
     batched: bool = True  # all outputs came from one mixed batch, a row per prefix
     input: str = ""  # the input every output answers (stripped)
+    busy_note: str = ""  # busy.Load.note() of the busier reading (before or after generating): '' on an idle machine
 
     @property
     def done(self) -> bool:
@@ -215,13 +217,13 @@ class Playground:
         """The run sized in tokens and bytes, refused here when over the run-cost limit or the memory budget."""
         plan = plan_run(self.base, task, ps.num_virtual_tokens, ts.steps, ts.batch_size, ts.eval_every,
                         ts.eval_examples, autocast_dtype(self.base, ts.precision), task.split(held_out_split(task)),
-                        baseline_evals=self._baseline_evals(task, ts.eval_examples))
+                        baseline_evals=self._baseline_evals(task, ts.eval_examples) + 1)  # + the step-0 score
         cap = self.limits.max_run_tokens
         if plan.cost > cap:
             raise PlaygroundError(
                 f"This run would process about {plan.cost:,} token positions: training {ts.steps} steps x batch "
                 f"{plan.batch} x {plan.train_tokens} tokens (the longest example) = {plan.train_cost:,}, plus "
-                f"held-out scoring {plan.evals} times (every {ts.eval_every or ts.steps} steps, at the end and the "
+                f"held-out scoring {plan.evals} times (before training, every {ts.eval_every or ts.steps} steps, at the end and the "
                 f"prompts it is compared with) x {plan.held_out} examples x {plan.prompt_tokens + plan.new_tokens} tokens = "
                 f"{plan.eval_cost:,}. This server's limit is {cap:,} per run (--max-run-tokens). Lower the steps, "
                 "the batch size or the held-out examples, or measure the metric less often.")
@@ -271,6 +273,20 @@ class Playground:
         run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
         session.run = run
         return run
+
+    def score_start(self, run: TrainingRun) -> float:
+        """The initialized prefix's held-out metric, before any step: the curve's step 0 (counted in the run's plan)."""
+        task = run.task
+        examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
+        with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
+                                 "Scoring the held-out examples", "Use a task with shorter inputs."):
+            run.start_metric = evaluate(self.base, task, examples, prefix_method(run.prefix)).score
+        return run.start_metric
+
+    def baselines_ready(self, run: TrainingRun) -> bool:
+        """Whether the prompts this run is compared with are scored already (for this task and held-out set)."""
+        examples = run.task.split(held_out_split(run.task))[: run.train_settings.eval_examples]
+        return _baselines_key(run.task, examples) in self._baselines
 
     def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
         """Train, recording each step on the run; ends early when the run's Stop is pressed."""
@@ -378,6 +394,33 @@ class Playground:
         mine = [JUST_TRAINED] if s and s.run and s.run.records else []
         return mine + self.library.names()
 
+    def prefix_label(self, key: str, name: str) -> str:
+        """How a picker shows a prefix: the just-trained one by its task and the time its run started."""
+        s = self.sessions.peek(key)
+        if name != JUST_TRAINED or not (s and s.run):
+            return name
+        return f"just trained: {s.run.task.name}, {time.strftime('%H:%M', time.localtime(s.run.wall_start))}"
+
+    def example_input(self, key: str, name: str) -> str | None:
+        """A held-out input of the task a prefix was trained on (None when its task is unknown here)."""
+        s = self.sessions.peek(key)
+        if name == JUST_TRAINED:
+            task = s.run.task if s and s.run else None
+        else:
+            t = self.library_card(name).get("task")
+            try:
+                task = get_task(t) if isinstance(t, str) else None
+            except PlaygroundError:
+                task = None
+        if task is None:
+            return None
+        held = task.split(held_out_split(task))
+        return held[0].input if held else None
+
+    def prefix_picks(self, key: str) -> list[tuple[str, str]]:
+        """``prefix_choices`` as (label, name) pairs for a picker."""
+        return [(self.prefix_label(key, n), n) for n in self.prefix_choices(key)]
+
     def lessons(self) -> dict[str, str]:
         """Shipped prefixes kept to show what prefix tuning cannot do: {name: the lesson, from its card}."""
         return {e.name: e.card["lesson"] for e in self.library.entries()
@@ -477,19 +520,20 @@ class Playground:
         need = generate_bytes(self.base, len(chosen), T, P, max(budgets))
         outs = [SwitchOutput(n, "", 0.0, budget=b, pending=True) for n, b in zip(chosen, budgets)]
 
-        def snapshot() -> SwitchResult:
-            return SwitchResult(list(outs), switch_s, time.perf_counter() - t0, input=text)
+        def snapshot(note: str = "") -> SwitchResult:
+            return SwitchResult(list(outs), switch_s, time.perf_counter() - t0, input=text, busy_note=note)
 
         # Held until the last row finishes, the pauses between snapshots included: the cache lives that long.
         with self.budget.reserve(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
                                  "Pick fewer prefixes, or shorten the prompt."):
-            t1 = time.perf_counter()
+            t1, load = time.perf_counter(), machine_load()
             yield snapshot()
             rows = stream_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
-            for i, answer, cut in rows:
+            for finished, (i, answer, cut) in enumerate(rows, start=1):
                 outs[i] = SwitchOutput(outs[i].name, answer + "…" if cut else answer, time.perf_counter() - t1,
                                        cut=cut, budget=budgets[i])
-                yield snapshot()
+                last = finished == len(chosen)  # the timings are all in: say if the machine was busy meanwhile
+                yield snapshot(busier(load, machine_load()).note() if last else "")
 
     def _answer_budget(self, key: str, name: str) -> int:
         """Generation budget: the prefix's task's own, else a default that fits a sentence."""
@@ -575,6 +619,11 @@ class Playground:
             self._overhead_lock.release()
 
     # ---- Learn: a prompt, a cached prompt and a prefix are key/value caches ------------------
+    @staticmethod
+    def load() -> Load:
+        """How busy the machine is now (a timing taken under load is noise: say so beside it)."""
+        return machine_load()
+
     def kv_cache_tasks(self) -> dict[str, str]:
         """Built-in tasks with a shipped prefix for the loaded model: {task name: prefix name}."""
         return shipped_prefixes(self.library, self.base)

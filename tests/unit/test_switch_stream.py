@@ -115,6 +115,18 @@ def test_switch_stream_fills_one_card_per_finished_row_in_finishing_order(pg):
         [(o.name, o.text, o.cut, o.budget, o.pending) for o in final]
 
 
+def test_the_last_snapshot_says_when_the_machine_was_busy(pg, monkeypatch):
+    import playground.service as service_mod
+    from playground.busy import Load
+
+    monkeypatch.setattr(service_mod, "machine_load", lambda: Load(9.0, 2))
+    snaps = list(pg.switch_stream("k", NAMES, TEXT))
+    assert [bool(s.busy_note) for s in snaps] == [False] * len(NAMES) + [True]  # once every timing is in
+    assert "load 9.0 on 2 cores" in snaps[-1].busy_note
+    monkeypatch.setattr(service_mod, "machine_load", lambda: Load(0.1, 2))
+    assert pg.switch("k", NAMES, TEXT).busy_note == ""
+
+
 def test_switch_stream_refuses_before_any_snapshot(pg):
     with pytest.raises(Exception, match="prompt is empty"):
         next(pg.switch_stream("k", NAMES, "   "))
@@ -138,6 +150,9 @@ def test_cards_say_what_they_answer_and_when_they_were_cut():
     res.outputs[2] = SwitchOutput("b", "hello", 1.2, budget=16)
     done = cards_html(res)
     assert "generating" not in done and "1.60 s in all" in done and 'data-state="cut"' in done
+    assert "busy" not in done
+    res.busy_note = "The machine was busy <load 9.0>."
+    assert "The machine was busy &lt;load 9.0&gt;." in cards_html(res)
 
 
 def test_switch_opens_with_shipped_task_prefixes_not_no_prefix(tiny_llama, tmp_path):
