@@ -1,4 +1,4 @@
-"""Held-out metrics: the three rows people compare (base model, instruction prompt, prefix), and any method's."""
+"""Held-out metrics: the three answers people compare (base model, instruction prompt, prefix), and any method's."""
 
 from __future__ import annotations
 

@@ -43,6 +43,9 @@ class OverheadPoint:
     per_token_s: float  # mean latency of one decode step after the first token
     kv_bytes_computed: int  # layer × 2 × kv_head × head_dim × (P + T + new_tokens - 1) × bytes
     kv_bytes_measured: int  # nbytes of the cache's key and value tensors after the last step
+    ttft_range_s: tuple[float, float] = (0.0, 0.0)  # fastest and slowest of the repeats: the spread a reader sees
+    per_token_range_s: tuple[float, float] = (0.0, 0.0)
+    repeats: int = 1  # timed runs behind each median
 
 
 @dataclass
@@ -143,12 +146,15 @@ def measure_overhead(base: BaseModel, prefix_lengths=PREFIX_LENGTHS, prompt_leng
         ids = prompt_ids(base, T)
         forced_decode(base, ids, prefixes[P], new_tokens)  # warm-up: allocator, caches, lazy init
         runs = [forced_decode(base, ids, prefixes[P], new_tokens) for _ in range(repeats)]
+        ttft = [r.ttft_s for r in runs]
+        step = [statistics.fmean(r.step_s) for r in runs]
         points.append(OverheadPoint(
             P=P, T=T, new_tokens=new_tokens,
-            ttft_s=statistics.median(r.ttft_s for r in runs),
-            per_token_s=statistics.median(statistics.fmean(r.step_s) for r in runs),
+            ttft_s=statistics.median(ttft),
+            per_token_s=statistics.median(step),
             kv_bytes_computed=kv_cache_bytes(base, P + T + new_tokens - 1),  # the last token is never fed back
             kv_bytes_measured=runs[-1].kv_bytes,
+            ttft_range_s=(min(ttft), max(ttft)), per_token_range_s=(min(step), max(step)), repeats=repeats,
         ))
     say(1.0, "done")
     return points

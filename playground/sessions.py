@@ -31,6 +31,8 @@ class TrainingRun:
     records: list[StepRecord] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)  # this run's Stop, nobody else's
     started: float = field(default_factory=time.perf_counter)
+    wall_start: float = field(default_factory=time.time)  # the clock time it started (names the run in pickers)
+    start_metric: float | None = None  # the held-out metric of the initialized prefix (step 0), once scored
     state: str = "running"  # "running", "finished" or "stopped"
     discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
     baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of the model as is and each prompt

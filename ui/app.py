@@ -134,9 +134,12 @@ def build_demo(pg):
 
     b = pg.base
     with gr.Blocks(title="Prefix Playground", delete_cache=(1800, 3600)) as demo:
-        gr.Markdown(f"# Prefix Playground\n**{b.name}** · {b.num_parameters / 1e6:.1f}M parameters, frozen · "
-                    f"{b.num_layers} layers · {b.device.type} / {str(b.dtype).replace('torch.', '')}",
-                    elem_id="header")
+        with gr.Row(elem_id="pp-head"):
+            gr.Markdown(f"# Prefix Playground\n**{b.name}** · {b.num_parameters / 1e6:.1f}M parameters, frozen · "
+                        f"{b.num_layers} layers · {b.device.type} / {str(b.dtype).replace('torch.', '')}",
+                        elem_id="header")
+            present = gr.Checkbox(label="Presentation mode", value=False, elem_id="present-toggle",
+                                  info="large text and plots for a projector")
         with gr.Tabs():
             with gr.Tab("Learn", id="learn"):
                 numbers = learn.build(pg)
@@ -167,6 +170,10 @@ def build_demo(pg):
             running = pg.close_session(k)  # tab closed: stop its run and its comparison, free its prefix
             trim()  # hand what it freed back to the system
             log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
+
+        # Presentation mode lives in the page (assets/app.js) and its address (?present=1), so a link keeps it.
+        present.change(None, present, None, js="(on) => { window.ppPresent && window.ppPresent(on); return []; }")
+        demo.load(None, None, present, js="() => new URLSearchParams(window.location.search).get('present') === '1'")
 
         demo.unload(forget)
 
@@ -242,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("password protection: off, and %s can use this server. Add --auth-file (docs/deploy.md).",
                     "anyone with the public link" if args.share else f"anyone who reaches {args.host}:{args.port}")
     demo = build_demo(pg)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=(ROOT / "assets" / "app.css").read_text(), show_error=True,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=(ROOT / "assets" / "app.css").read_text(),
+                js=(ROOT / "assets" / "app.js").read_text(), show_error=True,
                 footer_links=["api", "settings"], prevent_thread_lock=True, quiet=True,
                 **launch_options(pg, args.logins))
     print(f"Prefix Playground is ready at http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -41,16 +41,24 @@ def build_overhead(pg: Playground) -> None:
 
     @friendly
     def on_run(progress=gr.Progress()):
+        before = pg.load()
         points = pg.overhead(progress=lambda frac, msg: progress(frac, desc=msg))
+        load = max(before, pg.load(), key=lambda x: x.average)
         fit = fit_overhead(points)[0]
         first, last = points[0], points[-1]  # P = 0 and the largest P, at one prompt length
-        msg = (f"T = {fit.T} prompt tokens, {first.new_tokens} new tokens. **Per token:** "
-               f"{1000 * first.per_token_s:.1f} ms at P = {first.P}, {1000 * last.per_token_s:.1f} ms at "
-               f"P = {last.P} ({100 * fit.per_token_added:+.0f} %), a fitted slope of "
-               f"{1000 * fit.per_token_ms_per_vt:.1f} µs per virtual token. **First token:** "
-               f"{1000 * first.ttft_s:.0f} → {1000 * last.ttft_s:.0f} ms ({100 * fit.ttft_added:+.0f} %). "
-               f"**KV cache:** {first.kv_bytes_measured / 1e6:.2f} → {last.kv_bytes_measured / 1e6:.2f} MB.")
-        return msg, overhead_figure(points)
+        ms = lambda s: f"{1000 * s:.1f}"  # noqa: E731
+        span = lambda r: f"{ms(r[0])}-{ms(r[1])}"  # noqa: E731
+        msg = (f"T = {fit.T} prompt tokens, {first.new_tokens} new tokens; medians of {first.repeats} runs, with "
+               f"the fastest to the slowest in brackets. **Per token:** {ms(first.per_token_s)} ms "
+               f"({span(first.per_token_range_s)}) at P = {first.P}, {ms(last.per_token_s)} ms "
+               f"({span(last.per_token_range_s)}) at P = {last.P} ({100 * fit.per_token_added:+.0f} %), a fitted "
+               f"slope of {1000 * fit.per_token_ms_per_vt:.1f} µs per virtual token. **First token:** "
+               f"{ms(first.ttft_s)} ({span(first.ttft_range_s)}) → {ms(last.ttft_s)} ms ({span(last.ttft_range_s)}), "
+               f"{100 * fit.ttft_added:+.0f} %. Where the brackets overlap, the difference is noise. "
+               f"**KV cache:** {first.kv_bytes_measured / 1e6:.2f} → {last.kv_bytes_measured / 1e6:.2f} MB "
+               "(exact: it does not depend on load).")
+        note = load.note()
+        return msg + (f"\n\n⚠ {note}" if note else ""), overhead_figure(points)
 
     run.click(on_run, None, [status, plot], concurrency_id="infer", concurrency_limit=pg.limits.concurrent_requests)
 
@@ -76,12 +84,15 @@ def build_kv_caches(pg: Playground) -> None:
 
     @friendly
     def on_run(choice, progress=gr.Progress()):
+        before = pg.load()
         rows = pg.kv_caches(choice, progress=lambda frac, msg: progress(frac, desc=msg))
+        busy = max(before, pg.load(), key=lambda x: x.average).note()
         label = METRIC_LABELS.get(rows[0].metric, rows[0].metric)
         first = rows[0]
         msg = (f"**{BUILTIN[choice].title}**: {first.n} {first.split} examples, answered one query at a time by "
                f"each in turn; {label}. Latency is the median over the {first.n} queries, with the 25th to 75th "
-               "percentile: on a shared CPU it moves between runs, so measure twice before trusting a small gap.")
+               "percentile: on a shared CPU it moves between runs, so measure twice before trusting a small gap."
+               + (f"\n\n⚠ {busy}" if busy else ""))
         data = [[r.label, r.cached_positions, r.prompt_tokens, round(r.kv_bytes / 1e3, 1),
                  "{:.0f} ({:.0f}-{:.0f})".format(r.ms_median, *r.ms_quartiles),
                  f"{100 * r.score:.1f}% (n={r.n}, {r.split})"] for r in rows]

@@ -15,14 +15,19 @@ from playground.report import BASELINE_HEADERS, baseline_cells, parameter_summar
 from playground.service import Playground
 from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
-from playground.training import PRECISIONS, TrainSettings
+from playground.training import PRECISIONS, TrainSettings, held_out_split
 
-from .common import asset, esc, friendly, key, owner
+from .common import asset_sections, esc, friendly, key, owner
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "training examples": "demos", "random": "random"}
-TABLE_HEADERS = ["input", "target", "base model", "base + instruction", "strongest prompt", "prefix"]
+# The answers next to the input and target, the prefix's first; widths fit a 1280 px screen without scrolling.
+TABLE_HEADERS = ["input", "target", "prefix", "strongest prompt", "base + instruction", "base model"]
+TABLE_WIDTHS = ["30%", "12%", "14.5%", "14.5%", "14.5%", "14.5%"]
 SUMMARY_HEADERS = ["way of answering", "score % (spread over draws, or 95% interval)", *BASELINE_HEADERS[2:]]
+SUMMARY_WIDTHS = ["28%", "28%", "11%", "11%", "11%", "11%"]
+METRIC_HINT = ("exact match: the answer equals the target, ignoring case, punctuation and articles; cased: "
+               "capitals count; token F1: word overlap; ROUGE-L: the longest common word sequence")
 
 
 @dataclass
@@ -75,12 +80,21 @@ def on_size(show):
     return callback
 
 
-def table_rows(rows: list[dict]) -> list[list]:
+def table_rows(rows: list[dict], run: TrainingRun | None = None) -> list[list]:
+    """Example by example, in TABLE_HEADERS' order; with a run, a first row scoring each column on all its n."""
     mark = lambda s: "✓" if s >= 0.999 else ("✗" if s <= 0.001 else f"{100 * s:.0f}%")  # noqa: E731
-    return [[r["input"], r["target"], f"{r['base']}  {mark(r['base_score'])}",
-             f"{r['instruction']}  {mark(r['instruction_score'])}", f"{r['best']}  {mark(r['best_score'])}",
-             f"{r['prefix']}  {mark(r['prefix_score'])}"]
-            for r in rows]
+    out = [[r["input"], r["target"], f"{r['prefix']}  {mark(r['prefix_score'])}",
+            f"{r['best']}  {mark(r['best_score'])}", f"{r['instruction']}  {mark(r['instruction_score'])}",
+            f"{r['base']}  {mark(r['base_score'])}"]
+           for r in rows]
+    if run is not None and run.strongest is not None:
+        n, label = run.held_out_n, METRIC_LABELS.get(run.task.metric, run.task.metric)
+        pct = lambda s: f"{100 * s:.1f}%"  # noqa: E731
+        head = [f"score on all {n} held-out examples ({label})", "", pct(run.metric or 0.0),
+                f"{pct(run.strongest.scores[0])} (this draw)", pct(run.baselines["instruction"]),
+                pct(run.baselines["base"])]
+        out.insert(0, head)
+    return out
 
 
 def summary_rows(run: TrainingRun) -> list[list]:
@@ -98,11 +112,21 @@ def summary_rows(run: TrainingRun) -> list[list]:
 
 def build(pg: Playground) -> TrainTab:
     L = pg.limits
-    gr.Markdown(asset("train.md"))
-    with gr.Row():
-        with gr.Column(scale=2, min_width=320):
+    text = asset_sections("train.md")
+    gr.Markdown(text["intro"], elem_id="train-intro")
+    with gr.Accordion("How training and the comparison work", open=False):
+        gr.Markdown(text.get("more", ""))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320, elem_id="train-controls"):
             task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()] + [("Your uploaded file", UPLOAD)],
                                value="sentiment", label="Task", elem_id="task")
+            # Train sits right under the task: the defaults are sensible, and the curves beside it stay in view.
+            with gr.Row():
+                train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            preview = gr.Dataframe(initial_preview(), headers=["input", "target"], label="Examples (train split)", wrap=True,
+                                   max_height=180, interactive=False, elem_id="train-preview",
+                                   column_widths=["72%", "28%"])
             with gr.Accordion("Upload your own data (JSONL or CSV)", open=False):
                 data_file = gr.File(label="Data file", file_types=[".jsonl", ".csv"], elem_id="data-file")
                 with gr.Row():
@@ -111,14 +135,13 @@ def build(pg: Playground) -> TrainTab:
                 instruction = gr.Textbox(label="Instruction (the baseline prompt and the prefix's initial text)",
                                          value="Answer with the label for this text.")
                 metric = gr.Dropdown([(METRIC_LABELS.get(m, m), m) for m in METRICS], value="exact_match",
-                                     label="Metric")
+                                     label="Metric", info=METRIC_HINT)
                 use_file = gr.Button("Use this file")
                 upload_status = gr.Markdown(elem_id="upload-status")
-            preview = gr.Dataframe(initial_preview(), headers=["input", "target"], label="Examples (train split)", wrap=True,
-                                   max_height=220, interactive=False, elem_id="train-preview")
-            n_tokens = gr.Slider(1, L.max_virtual_tokens, value=20, step=1, label="num_virtual_tokens", elem_id="n-tokens",
-                                 info="virtual key/value slots in every layer")
-            init = gr.Radio(list(INITS), value="task text", label="Initialization",
+            n_tokens = gr.Slider(1, L.max_virtual_tokens, value=20, step=1, label="Virtual tokens (num_virtual_tokens)",
+                                 elem_id="n-tokens", info="how many trained key/value slots the prefix adds in front "
+                                                          "of the prompt, in every layer")
+            init = gr.Radio(list(INITS), value="task text", label="Initialization: where the prefix starts",
                             info="task text: the task's instruction; training examples: the instruction and a few "
                                  "training examples (the few-shot prompt, cached); random: PEFT's default")
             init_text = gr.Textbox(label="Custom init text", visible=False)
@@ -127,12 +150,14 @@ def build(pg: Playground) -> TrainTab:
                                    info="drawn with the seed; the prefix gets as many virtual tokens as the "
                                         "instruction and these examples take (num_virtual_tokens is not used)")
             with gr.Row():
-                mlp = gr.Checkbox(label="MLP reparameterization (prefix_projection)", value=False)
-                hidden = gr.Number(256, label="encoder_hidden_size", precision=0, minimum=1, maximum=4096,
-                                   visible=False)
+                mlp = gr.Checkbox(label="Train through an MLP (prefix_projection)", value=False, elem_id="mlp",
+                                  info="the paper's reparameterization: a small MLP makes the prefix while training, "
+                                       "and is dropped at export; it starts from random")
+                hidden = gr.Number(256, label="MLP width (encoder_hidden_size)", precision=0, minimum=1, maximum=4096,
+                                   visible=False, info="the hidden layer's size")
             with gr.Row():
                 lr = gr.Number(prefix_learning_rate(False, INITS["task text"]), label="Learning rate", minimum=1e-6,
-                               maximum=1.0)
+                               maximum=1.0, elem_id="lr")
                 steps = gr.Slider(1, L.max_steps, value=20, step=1, label="Steps", elem_id="steps")
             with gr.Row():
                 batch = gr.Slider(1, L.max_batch_size, value=8, step=1, label="Batch size")
@@ -140,7 +165,9 @@ def build(pg: Playground) -> TrainTab:
             with gr.Accordion("Held-out evaluation", open=False):
                 eval_every = gr.Slider(0, 50, value=5, step=1, label="Measure the metric every N steps (0: at the end)",
                                        elem_id="eval-every")
-                eval_n = gr.Slider(4, L.max_eval_examples, value=32, step=1, label="Held-out examples", elem_id="eval-n")
+                eval_n = gr.Slider(4, L.max_eval_examples, value=32, step=1, label="Held-out examples", elem_id="eval-n",
+                                   info="each one is worth 100/n points of the metric: with 8, one answer moves it "
+                                        "12.5 points")
             with gr.Accordion("Speed", open=False):
                 amp = autocast_dtype(pg.base, "auto")
                 precision = gr.Radio(list(PRECISIONS), value="auto", label="Training precision", elem_id="precision",
@@ -148,20 +175,21 @@ def build(pg: Playground) -> TrainTab:
                                           "(bf16 where the CPU/GPU multiplies it in hardware); the prefix itself "
                                           "always stays fp32")
             params = gr.Markdown(parameter_summary(pg.base, PrefixSettings()), elem_id="param-summary")
-            with gr.Row():
-                train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
-        with gr.Column(scale=3):
+        # The live column stays in view (assets/app.css) while the controls beside it scroll.
+        with gr.Column(scale=3, elem_id="train-live"):
             progress = gr.HTML(progress_html(None), elem_id="progress-box")
             with gr.Row():
-                loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
-                metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot")
+                loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
+                metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot", show_label=False)
+    with gr.Row(elem_id="train-results"):
+        with gr.Column():
             summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Every way of answering, scored on the same "
                                    "held-out examples, with what it costs per query", wrap=True, interactive=False,
-                                   elem_id="summary-table")
+                                   elem_id="summary-table", column_widths=SUMMARY_WIDTHS)
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Before / after on held-out examples (the strongest "
-                                 "prompt: its first draw of examples)", wrap=True, interactive=False,
-                                 elem_id="compare-table")
+                                 "prompt: its first draw of examples). The first row scores each column on all of "
+                                 "them.", wrap=True, interactive=False, elem_id="compare-table",
+                                 column_widths=TABLE_WIDTHS)
             with gr.Row():
                 save_name = gr.Textbox(label="Save to the library as", placeholder="e.g. my-sentiment",
                                        elem_id="save-name", scale=3)
@@ -206,9 +234,12 @@ def build(pg: Playground) -> TrainTab:
             msg += (f" {t.truncated} example{'s were' if t.truncated != 1 else ' was'} longer than this server's "
                     f"{pg.limits.max_example_tokens} tokens (input + target) and cut to fit: the input first, "
                     "so the target stays whole where it can.")
-        return gr.update(value=UPLOAD), [[e.input, e.target] for e in t.split("train")[:20]], msg
+        # A new task: the last run's curves, tables and save name belong to the old one.
+        return (gr.update(value=UPLOAD), [[e.input, e.target] for e in t.split("train")[:20]], msg,
+                progress_html(None), None, None, None, None, "")
 
-    use_file.click(on_use, [data_file, input_col, target_col, instruction, metric], [task, preview, upload_status])
+    use_file.click(on_use, [data_file, input_col, target_col, instruction, metric],
+                   [task, preview, upload_status, progress, loss_plot, metric_plot, summary, table, save_name])
 
     def on_init(choice, on):
         rate = prefix_learning_rate(bool(on), INITS.get(choice, choice))
@@ -224,6 +255,11 @@ def build(pg: Playground) -> TrainTab:
             gr.Info("The MLP reparameterization starts from random: PEFT can't initialize it from text. "
                     f"Init set to random (learning rate {rate_text(rate)}, the MLP's own).")
             return gr.update(visible=True), gr.update(value="random"), gr.update(value=rate)
+        if not on and choice == "random":  # the MLP had moved init to random: go back to the text init
+            rate = prefix_learning_rate(False, INITS["task text"])
+            gr.Info(f"MLP off: init back to task text (learning rate {rate_text(rate)}, the direct prefix's own). "
+                    "Pick random again if you want it without the MLP.")
+            return gr.update(visible=False), gr.update(value="task text"), gr.update(value=rate)
         rate = prefix_learning_rate(bool(on), INITS.get(choice, choice))
         return gr.update(visible=bool(on)), gr.update(), gr.update(value=rate)
 
@@ -242,15 +278,28 @@ def build(pg: Playground) -> TrainTab:
         ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval), prec or "auto")
         run = pg.start_run(k, t, ps, ts)
         label = METRIC_LABELS.get(t.metric, t.metric)
-        warm = "warming up"
+        held = f"n = {run.held_out_n}, {held_out_split(t)}"
+
+        def charts(lines=None):
+            return (loss_figure(run.records, ts.steps),
+                    metric_figure(run.records, label, ts.steps, lines, run.start_metric, held))
+
+        warm = f"scoring the prefix before training (step 0) on {run.held_out_n} held-out examples"
         if ps.init == "demos":
             k_ = ps.init_shots
             warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
-        yield progress_html(run, warm), loss_figure([], ts.steps), metric_figure([], label, ts.steps), None, None
+        yield progress_html(run, warm), *charts(), None, None
+        if not run.cancel.is_set():
+            start = pg.score_start(run)
+            yield progress_html(run, f"before training: {100 * start:.1f}% · training"), *charts(), None, None
         for _ in pg.run_steps(run):
-            yield (progress_html(run), loss_figure(run.records, ts.steps), metric_figure(run.records, label, ts.steps),
-                   gr.update(), gr.update())
+            yield progress_html(run), *charts(), gr.update(), gr.update()
         stopped = run.state == "stopped"
+        if stopped and not pg.baselines_ready(run):  # Stop means stop: no minutes of scoring the prompts first
+            yield (progress_html(run, f"stopped at step {run.steps_done}. The prompts without training were not "
+                                 "scored yet for this task, so there is no comparison: let a run finish to see it"),
+                   *charts(), None, None)
+            return
         yield (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
                              "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
                gr.update(), gr.update(), None, None)
@@ -259,8 +308,7 @@ def build(pg: Playground) -> TrainTab:
         note = versus_best_prompt(run.metric or 0.0, run.held_out_n, best, run.paired)
         note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
         lines = {"base": run.baselines["base"], "instruction": run.baselines["instruction"], best["label"]: best["mean"]}
-        yield (progress_html(run, note), loss_figure(run.records, ts.steps),
-               metric_figure(run.records, label, ts.steps, lines), summary_rows(run), table_rows(rows))
+        yield progress_html(run, note), *charts(lines), summary_rows(run), table_rows(rows, run)
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
                                eval_n, precision, init_shots], [progress, loss_plot, metric_plot, summary, table],

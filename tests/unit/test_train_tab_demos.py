@@ -37,7 +37,8 @@ def test_the_train_tab_offers_training_examples_and_trains_from_them(tiny_llama,
     assert P != 20 and f"{P} virtual tokens from 1 training example" in first
     assert run.prefix.info["settings"]["init_shots"] == 1 and run.prefix.info["seed"] == 3
     *_, last = steps
-    assert run.state == "finished" and len(last[4]) == 4  # the before/after table
+    assert run.state == "finished" and len(last[4]) == 5  # the before/after table: its score row, 4 examples
+    assert last[4][0][0] == "score on all 4 held-out examples (exact match)" and run.start_metric is not None
     summary = last[3]  # one row per way of answering, with its cost
     assert summary[0][0] == "the model as is" and summary[-1][0] == "the trained prefix"
     assert sum(r[0].startswith("★") for r in summary) == 1 and summary[-1][3] == str(P)  # its cached positions

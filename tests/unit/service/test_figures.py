@@ -33,10 +33,15 @@ def test_training_figures():
     fig = loss_figure(records, total_steps=10)
     assert isinstance(fig, go.Figure) and len(fig.data) == 1
     assert list(fig.data[0].x) == [1, 2, 3, 4] and list(fig.data[0].y) == [r.loss for r in records]
-    assert tuple(fig.layout.xaxis.range) == (0.5, 10.5)
+    assert tuple(fig.layout.xaxis.range) == (-0.5, 10.5)  # room for the metric's step 0 beside it
     assert len(loss_figure([]).data[0].x or ()) == 0
     fig = metric_figure(records, "exact match", 10, {"base": 0.1, "instruction": 0.3})
     assert list(fig.data[0].x) == [2, 4] and list(fig.data[0].y) == [25.0, 50.0]
+    # the initialized prefix's score is step 0; the held-out set is named in the title
+    fig = metric_figure(records, "exact match", 10, start=0.125, held_out="n = 8, validation")
+    assert list(fig.data[0].x) == [0, 2, 4] and list(fig.data[0].y) == [12.5, 25.0, 50.0]
+    assert "(n = 8, validation)" in fig.layout.title.text
+    fig = metric_figure(records, "exact match", 10, {"base": 0.1, "instruction": 0.3})
     assert sorted(s.y0 for s in fig.layout.shapes) == pytest.approx([10.0, 30.0])
     assert "exact match" in fig.layout.title.text
     assert len(metric_figure(records, "exact match").layout.shapes) == 0

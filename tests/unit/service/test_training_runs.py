@@ -127,11 +127,12 @@ def test_compare_rows_scores_every_prompt_once_for_the_class_with_its_cost(pg, m
     task = get_task("sentiment")
     light = ts(steps=2, eval_every=0)
     want = 1 + sum(d for *_, d in specs(task, LIVE))  # the model as is and every draw of every prompt
-    assert pg.check_settings(ps(), light, task).evals == 1 + want  # the class's first run on it pays for them
+    # the run's own (the end, and step 0: the initialized prefix) and, for the class's first run, the prompts
+    assert pg.check_settings(ps(), light, task).evals == 2 + want
     run = trained(pg, "a", seed=1)
     rows = pg.compare_rows(run, max_rows=3)
     assert len(calls) == want  # the prefix's own come from the last eval
-    assert pg.check_settings(ps(), light, task).evals == 1  # later runs on it do not: they are shared and [c for c, _ in calls].count("BareMethod") == 1
+    assert pg.check_settings(ps(), light, task).evals == 2  # later runs on it do not: they are shared and [c for c, _ in calls].count("BareMethod") == 1
     assert "LabelScoringMethod" in {c for c, _ in calls}  # sentiment is a classification task
     held_out = task.split("validation")[:4]
     best = run.strongest
