@@ -130,8 +130,10 @@ def test_train_live_curves_table_and_save(page, library):
     loss = plot_data(page, "loss-plot")[0]
     assert loss["x"] == [1, 2, 3, 4, 5, 6] and all(isinstance(v, (int, float)) for v in loss["y"])
     metric = plot_data(page, "metric-plot")[0]
-    assert metric["x"] == [2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
-    wait_until(lambda: table_rows(page, "compare-table") == 8, what="the before/after table")
+    # step 0 is the initialized prefix's score, before any training
+    assert metric["x"] == [0, 2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
+    wait_until(lambda: table_rows(page, "compare-table") == 9, what="the before/after table")  # + its score row
+    assert "score on all 8 held-out examples" in page.locator("#compare-table").inner_text()
     done = page.locator("#pp-progress").inner_text()
     assert "held-out exact match" in done and "(n = 8, 95% interval" in done and "vs the strongest prompt" in done
     assert "instruction + 4 examples" in page.locator("#summary-table").inner_text()
@@ -161,7 +163,7 @@ def test_stop_ends_only_this_run(page, browser, server):
     tab(other, "Attention")
     other.locator("#att-prefix input").click()
     options = [o.split("\n")[-1].strip() for o in other.get_by_role("option").all_inner_texts()]  # drop the ✓
-    assert "(just trained)" not in options and "alpha" in options
+    assert not any(o.startswith("just trained") for o in options) and "alpha" in options
     tab(other, "Train")
     assert progress(other) == {"state": "idle", "step": 0, "total": 0}
     shot(page, "train-stopped")
