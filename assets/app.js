@@ -17,7 +17,18 @@
         "margin.l": o.l, height: o.h});
     }
   };
-  const all = () => document.querySelectorAll(".js-plotly-plot").forEach(scale);
+  // Hover hints: a glossary term in a label, a table header or code text gets its meaning as a tooltip.
+  const terms = Object.entries(window.ppGlossary || {}).sort((a, b) => b[0].length - a[0].length);
+  const HINTED = "th, code, label span, [data-testid='block-info'], [data-testid='block-label']";
+  const hint = () => document.querySelectorAll(HINTED).forEach((el) => {
+    const text = el.textContent || "";
+    if (el.dataset.ppHint === text || (el.title && !el.classList.contains("pp-hint"))) return;  // seen, or not ours
+    el.dataset.ppHint = text;  // Gradio reuses elements: check again when the text changes
+    const found = text.length < 300 && terms.find(([t]) => text.includes(t));
+    el.classList.toggle("pp-hint", !!found);
+    if (found) el.title = `${found[0]}: ${found[1]}`; else el.removeAttribute("title");
+  });
+  const all = () => { document.querySelectorAll(".js-plotly-plot").forEach(scale); hint(); };
   let pending = false;
   new MutationObserver(() => {
     if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; all(); }); }

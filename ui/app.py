@@ -191,6 +191,15 @@ def build_demo(pg):
     return demo
 
 
+def page_js() -> str:
+    """The page's script (assets/app.js), handed the glossary's hover hints (assets/glossary.md)."""
+    import json
+
+    from ui.common import glossary
+
+    return f"() => {{ window.ppGlossary = {json.dumps(glossary())}; ({(ROOT / 'assets' / 'app.js').read_text()})(); }}"
+
+
 def launch_options(pg, logins: list[tuple[str, str]]) -> dict:
     """``demo.launch`` settings besides the address: the login, upload caps and the guard (ui/guard.py)."""
     from starlette.middleware import Middleware
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     "anyone with the public link" if args.share else f"anyone who reaches {args.host}:{args.port}")
     demo = build_demo(pg)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=(ROOT / "assets" / "app.css").read_text(),
-                js=(ROOT / "assets" / "app.js").read_text(), show_error=True,
+                js=page_js(), show_error=True,
                 footer_links=["api", "settings"], prevent_thread_lock=True, quiet=True,
                 **launch_options(pg, args.logins))
     print(f"Prefix Playground is ready at http://{args.host}:{args.port}", file=sys.stderr, flush=True)

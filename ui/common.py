@@ -29,6 +29,11 @@ def asset_sections(name: str) -> dict[str, str]:
     return out
 
 
+def glossary() -> dict[str, str]:
+    """The hover hints of ``assets/glossary.md``: {term: meaning}, from its "- `term`: meaning" lines."""
+    return {m[1]: m[2].strip() for m in re.finditer(r"^- `([^`]+)`: (.+)$", asset("glossary.md"), re.M)}
+
+
 def _to_gr_error(exc: Exception) -> gr.Error:
     if isinstance(exc, PlaygroundError):
         return gr.Error(str(exc), duration=None)

@@ -166,6 +166,10 @@ def walk(page, name: str) -> None:
 def test_laptop_train_curves_stay_in_view_and_tables_fit(browser, server):
     page = open_page(browser, server, "laptop-1280x800")
     tab(page, "Train")
+    # PEFT's names keep a plain label beside them and a hover hint (assets/glossary.md)
+    hint = page.locator("#n-tokens .pp-hint").first
+    wait_until(lambda: hint.count() == 1, timeout=30, what="the hover hint on num_virtual_tokens")
+    assert "Virtual tokens" in hint.inner_text() and "in every layer" in hint.get_attribute("title")
     set_number(page, "steps", 3)
     page.get_by_text("Held-out evaluation").click()
     set_number(page, "eval-every", 1)
