@@ -14,7 +14,10 @@ from playground.service import Playground
 
 from .common import asset, esc, friendly, owner
 
-HIDE, SHOW = gr.update(visible=False), gr.update(visible=True)
+
+def visible(on: bool) -> dict:
+    """A fresh update each time: gradio edits the update dicts it is handed."""
+    return gr.update(visible=on)
 
 
 def build(pg: Playground):
@@ -69,7 +72,8 @@ def build(pg: Playground):
                 *view(value))
 
     pick.change(friendly(view), pick, [scores, details, download])
-    pick.input(lambda: (None, HIDE, None, HIDE), None, [del_pending, del_row, imp_pending, imp_row], queue=False)
+    pick.input(lambda: (None, visible(False), None, visible(False)), None,
+               [del_pending, del_row, imp_pending, imp_row], queue=False)  # a new pick drops a pending question
     refresh_btn.click(listing, pick, shown)
 
     # Each action writes only its status line; the listing refreshes on success. So an error
@@ -91,7 +95,7 @@ def build(pg: Playground):
         if not name:
             raise gr.Error("Pick a prefix to delete.")
         pg.library.check_change(name, owner(request))  # a refusal now, not after the confirmation
-        return (name, SHOW, f"Delete **{esc(name)}** for good? This cannot be undone.",
+        return (name, visible(True), f"Delete **{esc(name)}** for good? This cannot be undone.",
                 gr.update(value=f"Yes, delete {name}"), "")
 
     delete_btn.click(ask_delete, pick, [del_pending, del_row, del_ask, del_yes, status])
@@ -99,17 +103,18 @@ def build(pg: Playground):
     @friendly
     def on_delete(name, request: gr.Request):
         if not name:  # already done (a second click on the confirmation)
-            return None, HIDE, gr.skip()
+            return None, visible(False), gr.skip()
         if name not in pg.library.names():
-            return None, HIDE, f"**{esc(name)}** is no longer in the library."
+            return None, visible(False), f"**{esc(name)}** is no longer in the library."
         pg.delete(name, owner=owner(request))
-        return None, HIDE, f"Deleted **{esc(name)}**."
+        return None, visible(False), f"Deleted **{esc(name)}**."
 
     def deleted(request: gr.Request):
         return listing(None, request)  # nothing picked: a further click on Delete reaches no other prefix
 
     del_yes.click(on_delete, del_pending, [del_pending, del_row, status]).success(deleted, None, shown)
-    del_no.click(lambda: (None, HIDE, "Nothing was deleted."), None, [del_pending, del_row, status], queue=False)
+    del_no.click(lambda: (None, visible(False), "Nothing was deleted."), None, [del_pending, del_row, status],
+                 queue=False)
 
     @friendly
     def on_import(paths, name, over, current, request: gr.Request):
@@ -119,10 +124,10 @@ def build(pg: Playground):
             if not over:
                 raise
             return (current, f"**{esc(taken.name)}** already exists: confirm below to replace it.",
-                    {"name": taken.name, "paths": list(paths)}, SHOW,
+                    {"name": taken.name, "paths": list(paths)}, visible(True),
                     f"Replace **{esc(taken.name)}** with the upload? The prefix now under that name is lost.",
                     gr.update(value=f"Yes, overwrite {taken.name}"))
-        return got, imported_message(got), None, HIDE, gr.skip(), gr.skip()
+        return got, imported_message(got), None, visible(False), gr.skip(), gr.skip()
 
     def imported_message(name: str) -> str:
         return f"Imported **{esc(name)}**: it fits the loaded model and is now in the library."
@@ -130,9 +135,9 @@ def build(pg: Playground):
     @friendly
     def on_overwrite(held, request: gr.Request):
         if not held:  # already done
-            return gr.skip(), gr.skip(), None, HIDE
+            return gr.skip(), gr.skip(), None, visible(False)
         got = pg.import_upload(held["paths"], held["name"], True, owner=owner(request))
-        return got, imported_message(got) + " It replaced the previous one.", None, HIDE
+        return got, imported_message(got) + " It replaced the previous one.", None, visible(False)
 
     def after_import(got, current, request: gr.Request):
         return listing(got or current, request)
@@ -141,7 +146,8 @@ def build(pg: Playground):
                  concurrency_id="infer").success(after_import, [imported, pick], shown)
     imp_yes.click(on_overwrite, imp_pending, [imported, status, imp_pending, imp_row],
                   concurrency_id="infer").success(after_import, [imported, pick], shown)
-    imp_no.click(lambda: (None, HIDE, "Nothing was imported."), None, [imp_pending, imp_row, status], queue=False)
+    imp_no.click(lambda: (None, visible(False), "Nothing was imported."), None, [imp_pending, imp_row, status],
+                 queue=False)
 
     def refresh(selected, request: gr.Request):
         return listing(selected, request)

@@ -67,7 +67,7 @@ def test_delete_asks_first_and_leaves_nothing_picked(pg):
     assert scores == "" and details is None and download["value"] is None
     assert [r[0] for r in table] == ["ship", "two"]
     # the confirmation's second click holds no name any more: it deletes nothing
-    assert fns["on_delete"](held, request=None)[:2] == (None, library_tab.HIDE)
+    assert fns["on_delete"](held, request=None)[:2] == (None, gr.update(visible=False))
     assert fns["on_delete"]("one", request=None)[2] == "**one** is no longer in the library."
     assert pg.library.names() == ["ship", "two"]
     with pytest.raises(gr.Error, match="Pick a prefix to delete"):  # the picker is empty now
