@@ -7,6 +7,8 @@ hovertemplate with the exact value, because learners hover to read numbers.
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -119,23 +121,51 @@ def overhead_figure(points: list[OverheadPoint]) -> go.Figure:
 
 
 def compare_figure(curves: dict[str, list[StepRecord]], metric_label: str, x: str = "step",
-                   baselines: dict[str, float] | None = None) -> go.Figure:
-    """Held-out metric per method against optimizer steps (x="step") or seconds of training (x="time");
-    untrained baselines as dashed lines."""
+                   baselines: dict[str, float] | None = None, starts: dict[str, float] | None = None,
+                   y: str = "metric", held_out: str = "", interval=None) -> go.Figure:
+    """One line per trained method: the held-out metric (y="metric") against optimizer steps (x="step") or
+    seconds of training (x="time"), from its metric at init (``starts``: step 0, 0 s); untrained baselines
+    as dashed lines. With y="loss", the training loss per step instead (cross-entropy on the answer tokens).
+
+    ``held_out`` names the examples (e.g. "n = 24, validation"); ``interval(p) -> (lo, hi)``, given for a
+    proportion metric, adds each point's 95% interval to its hover text.
+    """
     fig = go.Figure()
-    for i, (name, value) in enumerate((baselines or {}).items()):
-        fig.add_hline(y=100 * value, line_dash="dash", line_color=COLORS[(len(curves) + i) % len(COLORS)],
-                      annotation_text=f"{name}: {100 * value:.1f}%", annotation_position="top left")
+    if y == "metric":
+        for i, (name, value) in enumerate((baselines or {}).items()):
+            # alternate sides so that equal baselines don't print on top of each other
+            fig.add_hline(y=100 * value, line_dash="dash", line_color=COLORS[(len(curves) + i) % len(COLORS)],
+                          annotation_text=f"{name}: {100 * value:.1f}%",
+                          annotation_position="top left" if i % 2 == 0 else "bottom right")
     for i, (name, records) in enumerate(curves.items()):
-        pts = [r for r in records if r.metric is not None]
-        xs = [r.step if x == "step" else r.elapsed for r in pts]
+        color = COLORS[i % len(COLORS)]
+        if y == "loss":
+            fig.add_trace(go.Scatter(x=[r.step for r in records], y=[r.loss for r in records], mode="lines+markers",
+                                     name=name, line=dict(color=color),
+                                     hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+            continue
+        pts = [(0, 0.0, starts[name])] if starts and name in starts else []
+        pts += [(r.step, r.elapsed, r.metric) for r in records if r.metric is not None]
+        ms = [m for _, _, m in pts]
+        lohi = [interval(m) for m in ms] if interval else [(m, m) for m in ms]
         unit = "step %{x}" if x == "step" else "%{x:.1f} s"
-        fig.add_trace(go.Scatter(x=xs, y=[100 * r.metric for r in pts], mode="lines+markers", name=name,
-                                 line=dict(color=COLORS[i % len(COLORS)]),
-                                 hovertemplate=f"{name}<br>{unit}<br>%{{y:.1f}}%<extra></extra>"))
+        band = "<br>95% interval %{customdata[0]:.0f}–%{customdata[1]:.0f}%" if interval else ""
+        fig.add_trace(go.Scatter(
+            x=[p[0] if x == "step" else p[1] for p in pts], y=[100 * m for m in ms], mode="lines+markers", name=name,
+            line=dict(color=color), customdata=[[100 * lo, 100 * hi] for lo, hi in lohi],
+            hovertemplate=f"{name}<br>{unit}<br>%{{y:.1f}}%{band}<br>{held_out}<extra></extra>"))
+    last = max((r.step for rs in curves.values() for r in rs), default=1)
+    if y == "loss" or x == "step":
+        fig.update_xaxes(**step_ticks(last))
+    if y == "loss":
+        return legend_under(_layout(fig, "Training loss vs step", "step", "loss (cross-entropy)"), curves)
     fig.update_yaxes(range=[-3, 103])
     what = "step" if x == "step" else "seconds of training"
-    return _layout(fig, f"Held-out {metric_label} vs {what}", what, f"{metric_label} (%)")
+    _layout(fig, f"Held-out {metric_label} vs {what}" + (f"<br><sup>{held_out}</sup>" if held_out else ""), what,
+            f"{metric_label} (%)")
+    if held_out:
+        fig.update_layout(margin=dict(t=64))  # room for the title's second line
+    return legend_under(fig, curves)  # the baselines are labelled lines, not legend entries
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
@@ -224,8 +254,61 @@ def loss_curves_figure(runs: list[dict]) -> go.Figure:
                     legendgroup=name, showlegend=col == 1 and j == 0, line=dict(color=COLORS[i % len(COLORS)], width=1),
                     hovertemplate=f"{name}, seed {r['seed']}<br>step %{{x}}<br>loss %{{y:.3f}}<extra></extra>"),
                     row=1, col=col)
-    fig.update_yaxes(type="log")
-    return _legend_below(_layout(fig, "Training loss of every seed (log scale)", "step", "loss", height=400))
+    losses = [c[1] for r in runs for c in r["curve"] if c[1] is not None and c[1] > 0]
+    fig.update_yaxes(type="log", **log_ticks(losses))
+    fig.update_xaxes(**step_ticks(max((c[0] for r in runs for c in r["curve"]), default=1)))
+    n = len({r["seed"] for r in runs})
+    fig = _layout(fig, f"Training loss (log scale) of {'every one of ' + str(n) + ' seeds' if n > 1 else 'one seed'}",
+                  "step", "loss (cross-entropy)", height=400)
+    # the panels' titles sit just above each plot: leave them room under the figure's title
+    fig.update_layout(margin=dict(t=72))
+    return legend_under(fig, series)
+
+
+def log_ticks(values: list[float], at_values: bool = False) -> dict:
+    """Tick settings for a log axis with a few readable labels: the values themselves (``at_values``,
+    for a handful of swept settings) or 1, 2, 5 x 10^k across their range; {} when there is nothing to mark."""
+    vals = sorted({v for v in values if v and v > 0 and math.isfinite(v)})
+    if not vals:
+        return {}
+    if at_values:
+        ticks = vals
+    else:
+        lo, hi = math.floor(math.log10(vals[0])), math.ceil(math.log10(vals[-1]))
+        ticks = [m * 10**k for k in range(lo, hi + 1) for m in (1, 2, 5)]
+        inside = [t for t in ticks if vals[0] <= t <= vals[-1]]
+        if len(inside) < 3:  # a narrow range (7 to 18, say): finer steps, or one label would be all there is
+            ticks = [round(m * 10**k, 12) for k in range(lo, hi + 1) for m in (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)]
+            inside = [t for t in ticks if vals[0] <= t <= vals[-1]]
+        below, above = [t for t in ticks if t < vals[0]][-1:], [t for t in ticks if t > vals[-1]][:1]
+        ticks = below + inside + above  # one tick beyond each end, so the data sits between labels
+        if len(ticks) > 8:  # a wide range: powers of ten only
+            ticks = [10.0**k for k in range(lo, hi + 1)]
+    return dict(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], minor=dict(showgrid=False))
+
+
+def step_ticks(last: int) -> dict:
+    """Whole steps only on a step axis: a tick every 1, 2, 5, 10, ... steps, about 10 of them at most."""
+    return dict(tick0=0, dtick=next(d for k in range(12) for d in (10**k, 2 * 10**k, 5 * 10**k) if last / d <= 10))
+
+
+LEGEND_WIDTH = 360  # px: the narrowest plot the legend must fit across (a half-width plot on a 1280 px screen)
+
+
+def legend_under(fig: go.Figure, names) -> go.Figure:
+    """A horizontal legend in the figure's bottom margin, under the x-axis title, so it never reaches the
+    title at the top; the margin grows with the rows the names need at the narrowest width the app shows."""
+    rows, used = 1, 0
+    for name in names:
+        w = 40 + 7 * len(str(name))  # the symbol and a 12 px label
+        if used and used + w > LEGEND_WIDTH:
+            rows, used = rows + 1, 0
+        used += w
+    fig.update_layout(showlegend=True,  # even for one line: the legend is where its name is read
+                      legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left",
+                                  font=dict(size=12)),
+                      margin=dict(b=72 + 22 * rows), height=(fig.layout.height or HEIGHT) + 22 * rows)
+    return fig
 
 
 def _legend_below(fig: go.Figure) -> go.Figure:

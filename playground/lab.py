@@ -15,13 +15,15 @@ from typing import Iterator
 
 from .baselines import tuned
 from .budget import MemoryBudget, plan_run
-from .compare import MethodResult, check_methods, run_method
+from .compare import MethodResult, Stage, check_methods, run_method
 from .errors import PlaygroundError
 from .experiments import LAB_GRIDS, lab_settings, plan, run_one, subsample
 from .methods import MethodSettings, added_positions, default_init, default_learning_rate
 from .models import BaseModel, autocast_dtype
 from .tasks import Task
 from .training import StepRecord, TrainSettings, held_out_split
+
+ABLATION_EXAMPLES = 24  # held-out examples each ablation run is scored on, before and after training
 
 
 class CompareLab:
@@ -40,8 +42,9 @@ class CompareLab:
         self._lock = threading.Lock()
 
     def stream(self, key: str, task: Task, names: list[str], steps: int, eval_every: int = 5,
-               eval_examples: int = 24) -> Iterator[tuple[str, StepRecord | MethodResult]]:
-        """(method, StepRecord) while each method trains, then (method, MethodResult); methods run in turn."""
+               eval_examples: int = 24) -> Iterator[tuple[str, Stage | StepRecord | MethodResult]]:
+        """(method, Stage) before each slow phase, (method, StepRecord) while each method trains, then
+        (method, MethodResult); methods run in turn."""
         names = check_methods(names, task)
         self._check_budget(steps, eval_examples, "compare")
         cancel = self._begin(key)
@@ -60,7 +63,7 @@ class CompareLab:
             self._end(key, cancel)
 
     def ablate(self, key: str, task: Task, study: str, steps: int, seeds: int = 1,
-               eval_examples: int = 24) -> Iterator[tuple[int, int, object]]:
+               eval_examples: int = ABLATION_EXAMPLES) -> Iterator[tuple[int, int, object]]:
         """One of Li & Liang's ablations at a classroom budget (``experiments.LAB_GRIDS``): yields
         (runs done, runs in all, experiments.Run) after each run. The whole grid must fit in
         ``max_ablation_steps`` optimizer steps; the CLI (``python -m playground experiments``) has no cap."""
@@ -89,6 +92,19 @@ class CompareLab:
                 yield i, len(specs), run
         finally:
             self._end(key, cancel)
+
+    def ablation_runs(self, task: Task, study: str, steps: int, seeds: int = 1,
+                      eval_examples: int = ABLATION_EXAMPLES) -> int:
+        """How many runs ``ablate`` would make (0 for an unknown study): what a status line counts up to."""
+        if study not in LAB_GRIDS:
+            return 0
+        return len(plan(lab_settings(task, study, steps, seeds, eval_examples)))
+
+    @staticmethod
+    def held_out(task: Task, eval_examples: int = ABLATION_EXAMPLES) -> tuple[int, str]:
+        """(examples, split) a held-out metric of this lab is measured on."""
+        split = held_out_split(task)
+        return len(task.split(split)[:eval_examples]), split
 
     def _positions(self, task: Task, ms: MethodSettings, seed: int = 0) -> tuple[int, int]:
         """(cached positions, prompt tokens) the method adds to every query, drawn as its run with ``seed`` draws

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
 from .compare import MethodResult
 from .experiments import aggregate
-from .figures import ablation_figure, loss_curves_figure, seeds_curve_figure
+from .figures import ablation_figure, legend_under, log_ticks, loss_curves_figure, seeds_curve_figure
 from .library import Library
 from .methods import METHODS
 from .metrics import METRIC_LABELS
@@ -123,18 +122,42 @@ def _per_token(method: str, seconds: float, unit: str = " ms/token") -> str:
     return "– (no decoding)" if method == "label_scoring" else f"{1000 * seconds:.1f}{unit}"
 
 
+def metric_cell(p: float, n: int, split: str, metric: str, start: float | None = None) -> str:
+    """A held-out metric with what it rests on: '62.5% (n = 24, validation; 95% interval 43–79%)'. The Wilson
+    interval is for proportions (exact match); a mean score (ROUGE-L, F1) says so instead."""
+    where = f"n = {n}, {split}" if n else split or "n unknown"
+    if metric.startswith("exact_match") and n:
+        lo, hi = wilson(p, n)
+        where += f"; 95% interval {100 * lo:.0f}–{100 * hi:.0f}%"
+    elif metric:
+        where += "; a mean score, no interval"
+    return f"{100 * p:.1f}% ({where})" + (f"; {100 * start:.1f}% at init" if start is not None else "")
+
+
+def _latency(method: str, median: float, spread: tuple[float, float] | None, repeats: int) -> str:
+    """Median latency per token with its 25th–75th percentile over the timed repeats."""
+    cell = _per_token(method, median)
+    if spread is None or method == "label_scoring":
+        return cell
+    return f"{cell} (median of {repeats}; 25th–75th percentile {1000 * spread[0]:.1f}–{1000 * spread[1]:.1f})"
+
+
 def table_rows(results: list[MethodResult], base: BaseModel) -> list[list[str]]:
-    """The comparison table, measured: method, trainable / stored params, where, inference cost, quality."""
+    """The comparison table (``TABLE_HEADERS``), measured: the metric first, then sizes, inference cost, where."""
     n = base.num_parameters
     rows = []
     for r in results:
-        merged = f" (merged: {1000 * r.per_token_merged_s:.1f})" if r.per_token_merged_s is not None else ""
         info = METHODS[r.method]
-        rows.append([info.name, f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
-                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file", info.where,
-                     f"{_per_token(r.method, r.per_token_s)}{merged}, +{r.extra_positions} KV positions "
-                     f"({r.kv_bytes_added / 1e6:.2f} MB), +{r.prompt_tokens_added} prompt tokens",
-                     f"{100 * r.metric:.1f}%", f"{r.train_seconds:.1f} s"])
+        merged = "" if r.per_token_merged_s is None else (
+            f"; merged into the weights: {_latency(r.method, r.per_token_merged_s, r.per_token_merged_spread, r.timing_repeats)}")
+        busy = " Timed while the machine was busy: noisy." if r.busy_note else ""
+        name = info.name + (f" ({PEFT_NAMES[r.method]})" if r.method in PEFT_NAMES else "")
+        rows.append([name, metric_cell(r.metric, r.n_eval, r.eval_split, r.metric_name, r.start_metric),
+                     f"{r.trainable:,} ({100 * r.trainable / n:.3f}%)",
+                     f"{r.stored:,} ({100 * r.stored / n:.3f}%), {r.stored_bytes / 1e6:.2f} MB file",
+                     f"{_latency(r.method, r.per_token_s, r.per_token_spread, r.timing_repeats)}{merged}.{busy} "
+                     f"+{r.extra_positions} KV positions ({r.kv_bytes_added / 1e6:.2f} MB), "
+                     f"+{r.prompt_tokens_added} prompt tokens", info.where, f"{r.train_seconds:.1f} s"])
     return rows
 
 
@@ -143,31 +166,45 @@ def summary(results: dict[str, list[MethodResult]], base: BaseModel) -> str:
     headers = TABLE_HEADERS + ["seeds"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for n, runs in results.items():
-        merged = [r.per_token_merged_s for r in runs if r.per_token_merged_s is not None]
-        typical = replace(runs[0], per_token_s=statistics.median(r.per_token_s for r in runs),
-                          per_token_merged_s=statistics.median(merged) if merged else None)
+        typical = sorted(runs, key=lambda r: r.per_token_s)[len(runs) // 2]  # the median seed's timings
         row = table_rows([typical], base)[0]
         ms = [100 * r.metric for r in runs]
-        mean = sum(ms) / len(ms)
-        row[5] = f"{mean:.1f}%" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")
+        if len(ms) > 1:
+            row[1] = (f"{sum(ms) / len(ms):.1f}% ({min(ms):.1f}–{max(ms):.1f} over seeds; n = {typical.n_eval}, "
+                      f"{typical.eval_split})")
         lines.append("| " + " | ".join(row + [str(len(runs))]) + " |")
     return "\n".join(lines)
 
 
 X_LABEL = {"length": "virtual tokens", "init": "training examples", "mlp": "learning rate"}
-ABLATION_HEADERS = ["series", "swept value", "after training (mean)", "worst–best seed", "before training", "seeds"]
+ABLATION_HEADERS = ["series", "swept value", "after training (mean over seeds)", "worst–best seed",
+                    "before training (at init)", "seeds"]
 
 
-def ablation_rows(runs: list[dict]) -> list[list]:
-    """One row per cell over its seeds, for the Compare tab's ablation table."""
-    return [[p.series, f"{p.x:g}", f"{100 * p.mean:.1f}%", f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%",
-             f"{100 * p.start:.1f}%", p.n] for p in aggregate(runs)]
+def ablation_rows(runs: list[dict], n: int = 0, split: str = "", metric: str = "") -> list[list]:
+    """One row per cell over its seeds, for the Compare tab's ablation table; ``n`` held-out examples of
+    ``split``, scored by ``metric`` (a key of metrics.METRICS), behind every number."""
+    return [[p.series, f"{p.x:g}", metric_cell(p.mean, n, split, metric),
+             f"{100 * p.lo:.1f}–{100 * p.hi:.1f}%" if p.n > 1 else "– (one seed)",
+             metric_cell(p.start, n, split, metric), p.n] for p in aggregate(runs)]
 
 
-def study_figure(runs: list[dict], study: str, metric_label: str):
-    """One study's metric after training against its swept value, the seeds' spread as error bars."""
+def study_figure(runs: list[dict], study: str, metric_label: str, held_out: str = ""):
+    """One study's metric after training against its swept value; with several seeds, their spread as error
+    bars. ``held_out`` names the examples ("n = 24, validation")."""
     points = [p for p in aggregate(runs) if p.study == study]
-    return ablation_figure(points, metric_label, X_LABEL[study], study != "init", bars=study == "init")
+    fig = ablation_figure(points, metric_label, X_LABEL[study], study != "init", bars=study == "init")
+    seeds = max(p.n for p in points)
+    spread = (f"mean of {seeds} seeds; error bars from the worst seed to the best" if seeds > 1 else
+              "one seed, so no error bars (run 2 or 3 seeds to see the spread)")
+    title = f"Held-out {metric_label} after training vs {X_LABEL[study]}<br><sup>{spread}" + (
+        f"; {held_out}" if held_out else "") + "</sup>"
+    fig.update_layout(title=dict(text=title), margin=dict(t=64))
+    if seeds == 1:
+        fig.update_traces(error_y=dict(visible=False))
+    if study != "init":
+        fig.update_xaxes(**log_ticks([p.x for p in points], at_values=True))
+    return legend_under(fig, list(dict.fromkeys(p.series for p in points)))
 
 
 def markdown_tables(data: dict) -> str:

@@ -407,13 +407,22 @@ def test_compare_tab_trains_methods_in_turn_and_fills_the_table(page):
     page.locator("#cmp-steps input[type=number]").fill("2")
     page.locator("#cmp-steps input[type=number]").press("Enter")
     page.locator("#cmp-run").click()
+    # from the first seconds, the status names what runs now
+    wait_until(lambda: "scoring Prompt tuning at init (step 0) on 24 validation examples"
+               in page.locator("#cmp-progress").inner_text(), timeout=30, what="the first status")
     wait_until(lambda: page.locator("#cmp-progress").get_attribute("data-state") == "finished"
                and page.locator("#cmp-progress").get_attribute("data-done") == "3", timeout=480, what="the comparison")
     text = page.locator("#cmp-table").inner_text()
-    assert "Prompt tuning" in text and "11,520" in text and "Instruction prompt" in text
+    assert "Prompt tuning (PromptTuningConfig)" in text and "11,520" in text and "Instruction prompt" in text
     assert "Few-shot, cached (no training)" in text and "k examples' keys/values" in text
+    assert "(n = 24, validation; 95% interval" in text and "% at init" in text
+    assert "ms/token (median of 5; 25th–75th percentile" in text
+    headers = page.locator("#cmp-table thead th, #cmp-table [role=columnheader]").all_inner_texts()
+    assert [h.strip() for h in headers][:2] == ["method (PEFT's name)", "held-out metric"]
     traces = plot_data(page, "cmp-by-step")
-    assert traces and traces[0]["x"][-1] == 2  # prompt tuning's metric at its last step
+    assert traces and traces[0]["name"] == "Prompt tuning" and traces[0]["x"] == [0, 2]  # step 0, then the last step
+    loss = plot_data(page, "cmp-loss")
+    assert [t["name"] for t in loss] == ["Prompt tuning"] and loss[0]["x"] == [1, 2]
     shot(page, "compare")
 
 
@@ -422,15 +431,26 @@ def test_an_ablation_runs_from_the_compare_tab_with_error_bars_and_loss_curves(p
     page.locator("#abl-study").get_by_label("MLP vs direct optimization").check()
     page.locator("#abl-steps input[type=number]").fill("2")
     page.locator("#abl-steps input[type=number]").press("Enter")
+    status = page.locator("#abl-progress")
     page.locator("#abl-run").click()
-    wait_until(lambda: page.locator("#abl-progress").get_attribute("data-state") == "finished", timeout=480,
-               what="the ablation")
-    assert page.locator("#abl-progress").get_attribute("data-done") == "4"
+    wait_until(lambda: "starting… 4 runs of 2 steps" in status.inner_text(), timeout=30, what="the first status")
+    wait_until(lambda: status.get_attribute("data-state") == "finished", timeout=480, what="the ablation")
+    assert status.get_attribute("data-done") == "4" and "run 4/4 finished" in status.inner_text()
     text = page.locator("#abl-table").inner_text()
-    assert "direct" in text and "MLP" in text and "0.03" in text
+    assert "direct" in text and "MLP" in text and "0.03" in text and "(n = 24, validation; 95% interval" in text
     traces = plot_data(page, "abl-plot")
     assert {t["name"] for t in traces} == {"direct", "MLP"} and all(t["x"] == [0.001, 0.03] for t in traces)
-    assert all(t["error_y"] == [0, 0] for t in traces)  # one seed: no spread yet
+    title = page.evaluate("() => document.querySelector('#abl-plot .js-plotly-plot').layout.title.text")
+    assert "one seed, so no error bars" in title and "bars from" not in title  # one seed: no spread to draw
+    ticks = page.evaluate("() => [...document.querySelectorAll('#abl-plot .xtick text')].map(e => e.textContent)")
+    assert ticks == ["0.001", "0.03"]  # the swept values, nothing else on the log axis
     curves = plot_data(page, "abl-curves")
     assert len(curves) == 4 and all(len(t["x"]) == 2 for t in curves)  # 2 series x 2 lrs, 2 steps each
     shot(page, "ablation")
+    # Stop keeps the runs finished and says so
+    page.locator("#abl-run").click()
+    wait_until(lambda: status.get_attribute("data-state") == "running" and status.get_attribute("data-done") == "1",
+               timeout=300, what="the second ablation's first run")
+    page.locator("#abl-stop").click()
+    wait_until(lambda: status.get_attribute("data-state") == "stopped", timeout=300, what="the stopped status")
+    assert "stopped after run 1/4" in status.inner_text()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from playground.compare import MethodResult, check_methods, compare, run_method, to_json
+from playground.compare import MethodResult, Stage, check_methods, compare, run_method, to_json
 from playground.errors import PlaygroundError
 from playground.methods import MethodSettings
 from playground.overhead import kv_cache_bytes
@@ -22,10 +22,15 @@ def test_each_method_reports_its_curve_sizes_and_costs(tiny_llama):
     for name in ("prefix", "prompt", "lora", "instruction"):
         items = list(run_method(tiny_llama, task, MethodSettings(name, num_virtual_tokens=3), ts))
         res = items[-1]
-        assert isinstance(res, MethodResult) and all(isinstance(i, StepRecord) for i in items[:-1])
+        assert isinstance(res, MethodResult) and all(isinstance(i, (Stage, StepRecord)) for i in items[:-1])
+        assert isinstance(items[0], Stage) and items[0].text.endswith("on 3 validation examples")  # said first
         assert res.per_token_s > 0 and 0.0 <= res.metric <= 1.0
+        q1, q3 = res.per_token_spread
+        assert q1 <= res.per_token_s <= q3 and res.timing_repeats == 5
+        assert (res.n_eval, res.eval_split, res.metric_name) == (3, "validation", "exact_match")
         got[name] = res
     assert [len(got[n].records) for n in got] == [2, 2, 2, 0]  # the baseline trains nothing
+    assert got["instruction"].start_metric is None and all(0 <= got[n].start_metric <= 1 for n in ("prefix", "lora"))
     assert got["prefix"].kv_bytes_added == got["prompt"].kv_bytes_added == kv_cache_bytes(tiny_llama, 3) > 0
     assert got["lora"].kv_bytes_added == 0 and got["instruction"].trainable == 0
     assert got["lora"].per_token_merged_s > 0 and got["prefix"].per_token_merged_s is None
@@ -60,7 +65,11 @@ def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
     lab = CompareLab(tiny_llama, max_steps=5)
     task = get_task("sentiment")
     items = list(lab.stream("a", task, ["prompt", "instruction"], steps=2, eval_every=1, eval_examples=2))
-    assert [n for n, _ in items] == ["prompt", "prompt", "prompt", "instruction"]
+    assert [n for n, i in items if not isinstance(i, Stage)] == ["prompt", "prompt", "prompt", "instruction"]
+    stages = [i.text for n, i in items if isinstance(i, Stage)]
+    assert stages[:2] == ["scoring Prompt tuning at init (step 0) on 2 validation examples", "training Prompt tuning: step 0/2"]
+    assert "scoring Instruction prompt (no training) on 2 validation examples" in stages
+    items = [(n, i) for n, i in items if not isinstance(i, Stage)]
     curves = {"prompt": [i for n, i in items if isinstance(i, StepRecord)]}
     fig = compare_figure(curves, "accuracy", "time", {"instruction": items[-1][1].metric})
     assert len(fig.data) == 1 and list(fig.data[0].x) == [r.elapsed for r in curves["prompt"]]
@@ -71,6 +80,7 @@ def test_the_lab_streams_methods_in_turn_and_stops_per_session(tiny_llama):
     assert first[0] == "prompt" and lab.stop("b") and not lab.stop("nobody")
     rest = list(gen)  # the current step finishes, then nothing more: LoRA never starts
     assert all(n == "prompt" for n, _ in rest)
+    assert not any(isinstance(i, MethodResult) for _, i in rest)  # a run stopped part way gives no result
 
 
 def test_the_labs_runs_hold_their_share_of_the_servers_memory_budget(tiny_llama):
@@ -88,7 +98,7 @@ def test_the_labs_runs_hold_their_share_of_the_servers_memory_budget(tiny_llama)
 
     lab = CompareLab(tiny_llama, max_steps=5, budget=Watching(10 * 2**30, 0))
     items = list(lab.stream("a", task, ["prompt", "prefix"], steps=1, eval_every=0, eval_examples=2))
-    assert [n for n, _ in items] == ["prompt", "prompt", "prefix", "prefix"]
+    assert [n for n, i in items if not isinstance(i, Stage)] == ["prompt", "prompt", "prefix", "prefix"]
     assert len(seen) == 2 and all(n > 0 and used == 0 for n, used in seen)  # one at a time, released after each
     tiny = CompareLab(tiny_llama, max_steps=5, budget=MemoryBudget(2**20, 0))  # 1 MB: nothing fits
     with pytest.raises(PlaygroundError, match=r"comparison's training would need about .* MB of memory"):
