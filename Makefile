@@ -47,11 +47,13 @@ test-browser: install chromium
 test-reliability: install chromium
 	$(BIN)/python -m pytest -q -m reliability
 
-# Re-take the README's screenshots from the running app (the browser tests write them).
+# Re-take the README's screenshots from the running app (the browser tests write them), and every tab at a
+# laptop (1280x800), a projector (1920x1080, and 150% zoom, in presentation mode) and a phone (390x844).
 screenshots: test-browser
-	mkdir -p docs/screenshots
+	mkdir -p docs/screenshots/viewports
 	cp artifacts/screenshots/learn.png artifacts/screenshots/train-done.png artifacts/screenshots/attention.png \
 	   artifacts/screenshots/switch.png artifacts/screenshots/library.png docs/screenshots/
+	cp artifacts/screenshots/viewports/*.jpg docs/screenshots/viewports/
 
 # Retrain the shipped prefixes in prefixes/ from scratch (fixed seeds, CPU) and rewrite their cards and table.
 prefixes: install

@@ -31,18 +31,21 @@ def loss_figure(records: list[StepRecord], total_steps: int | None = None) -> go
     """Training loss per step (target tokens only)."""
     fig = go.Figure(go.Scatter(
         x=[r.step for r in records], y=[r.loss for r in records], mode="lines+markers", name="train loss",
-        line=dict(color=COLORS[0]), hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>"))
+        line=dict(color=COLORS[0]),
+        hovertemplate="step %{x}<br>loss %{y:.4f} (cross-entropy on the answer's tokens)<extra></extra>"))
     if total_steps:
-        fig.update_xaxes(range=[0.5, total_steps + 0.5])
-    return _layout(fig, "Training loss", "step", "cross-entropy on target tokens")
+        fig.update_xaxes(range=[-0.5, total_steps + 0.5])
+    return _layout(fig, "Training loss", "step", "loss (lower: likelier answers)")
 
 
 def metric_figure(records: list[StepRecord], metric_label: str, total_steps: int | None = None,
-                  baselines: dict[str, float] | None = None) -> go.Figure:
-    """Held-out metric at the steps where it was measured, with dashed baseline lines."""
-    pts = [r for r in records if r.metric is not None]
+                  baselines: dict[str, float] | None = None, start: float | None = None,
+                  held_out: str = "") -> go.Figure:
+    """Held-out metric at the steps where it was measured, from ``start`` (the initialized prefix, step 0),
+    with dashed baseline lines; ``held_out`` names the examples (e.g. "n = 32, validation")."""
+    pts = ([(0, start)] if start is not None else []) + [(r.step, r.metric) for r in records if r.metric is not None]
     fig = go.Figure(go.Scatter(
-        x=[r.step for r in pts], y=[100 * r.metric for r in pts], mode="lines+markers", name="prefix",
+        x=[x for x, _ in pts], y=[100 * m for _, m in pts], mode="lines+markers", name="prefix",
         line=dict(color=COLORS[1]), hovertemplate="step %{x}<br>%{y:.1f}%<extra></extra>"))
     for i, (name, value) in enumerate((baselines or {}).items()):
         # alternate sides so that equal baselines (often both 0 %) don't print on top of each other
@@ -51,8 +54,9 @@ def metric_figure(records: list[StepRecord], metric_label: str, total_steps: int
                       annotation_position="top left" if i % 2 == 0 else "top right")
     fig.update_yaxes(range=[-3, 103])
     if total_steps:
-        fig.update_xaxes(range=[0.5, total_steps + 0.5])
-    return _layout(fig, f"Held-out {metric_label}", "step", f"{metric_label} (%)")
+        fig.update_xaxes(range=[-0.5, total_steps + 0.5])
+    return _layout(fig, f"Held-out {metric_label}" + (f" ({held_out})" if held_out else ""), "step",
+                   f"{metric_label} (%)")
 
 
 def layer_figure(shares: dict[str, PrefixAttention]) -> go.Figure:
@@ -64,7 +68,8 @@ def layer_figure(shares: dict[str, PrefixAttention]) -> go.Figure:
                                  line=dict(color=COLORS[i % len(COLORS)]),
                                  hovertemplate=f"{name}<br>layer %{{x}}<br>share %{{y:.4f}}<extra></extra>"))
     fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig, "Share of attention on the prefix, per layer", "layer", "share (0–1)")
+    fig = _layout(fig, "Share of attention on the prefix, per layer", "layer", "share (0–1)")
+    return legend_under(fig, list(shares)) if len(shares) > 1 else fig
 
 
 def head_figure(att: PrefixAttention, name: str = "") -> go.Figure:
@@ -92,8 +97,8 @@ def query_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
                                zmin=0, zmax=1, colorbar=dict(title="share"),
                                hovertemplate="layer %{x}<br>token %{y}<br>share %{z:.4f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
-    return _layout(fig, f"Which prompt tokens lean on the prefix {name}".strip(), "layer", "prompt token",
-                   height=max(HEIGHT, 18 * len(labels) + 100))
+    return _layout(fig, f"Which prompt tokens lean on the prefix {name}".strip(), "layer",
+                   "prompt token (the model's word pieces)", height=max(HEIGHT, 18 * len(labels) + 100))
 
 
 def overhead_figure(points: list[OverheadPoint]) -> go.Figure:
@@ -106,18 +111,27 @@ def overhead_figure(points: list[OverheadPoint]) -> go.Figure:
         row = sorted((p for p in points if p.T == T), key=lambda p: p.P)
         x = [p.P for p in row]
         tag = f" (T={T})"
-        for j, (name, y, unit) in enumerate((("per token", [1000 * p.per_token_s for p in row], "ms"),
-                                             ("first token", [1000 * p.ttft_s for p in row], "ms"))):
+        for j, (name, y, spans) in enumerate((("per token", [p.per_token_s for p in row],
+                                               [p.per_token_range_s for p in row]),
+                                              ("first token", [p.ttft_s for p in row], [p.ttft_range_s for p in row]))):
+            # the median of the repeats, with a bar from the fastest to the slowest: the spread is part of the number
+            bars = dict(type="data", symmetric=False, array=[1000 * (hi - m) for m, (_, hi) in zip(y, spans)],
+                        arrayminus=[1000 * (m - lo) for m, (lo, _) in zip(y, spans)], thickness=1)
             fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=name + tag, line=dict(color=COLORS[(2 * i + j) % len(COLORS)]),
-                hovertemplate=f"{name}{tag}<br>P = %{{x}}<br>%{{y:.1f}} {unit}<extra></extra>"), secondary_y=False)
+                x=x, y=[1000 * v for v in y], mode="lines+markers", name=name + tag, error_y=bars,
+                line=dict(color=COLORS[(2 * i + j) % len(COLORS)]), customdata=[[1000 * a, 1000 * b] for a, b in spans],
+                hovertemplate=f"{name}{tag}<br>P = %{{x}}<br>median %{{y:.1f}} ms<br>fastest to slowest: "
+                              "%{customdata[0]:.1f}-%{customdata[1]:.1f} ms<extra></extra>"), secondary_y=False)
         fig.add_trace(go.Scatter(
             x=x, y=[p.kv_bytes_measured / 1e6 for p in row], mode="lines+markers", name="KV cache" + tag,
             line=dict(color=COLORS[(4 + i) % len(COLORS)], dash="dash"),
             hovertemplate=f"KV cache{tag}<br>P = %{{x}}<br>%{{y:.2f}} MB<extra></extra>"), secondary_y=True)
     fig.update_yaxes(title_text="latency (ms)", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="KV cache (MB)", rangemode="tozero", showgrid=False, secondary_y=True)
-    return _layout(fig, "What a prefix costs at inference", "virtual tokens P", "latency (ms)")
+    n = row[0].repeats if row else 1
+    fig = _layout(fig, f"What a prefix costs at inference (median of {n} runs, bars: fastest to slowest)",
+                  "virtual tokens P", "latency (ms)")
+    return legend_under(fig, [t.name for t in fig.data])
 
 
 def compare_figure(curves: dict[str, list[StepRecord]], metric_label: str, x: str = "step",

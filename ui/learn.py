@@ -64,7 +64,8 @@ def build_overhead(pg: Playground) -> None:
 
 
 KV_HEADERS = ["way of prompting", "cached positions (computed once)", "prompt tokens per query",
-              "head's KV per query (kB)", "ms per query: median (25th-75th pct)", "held-out score (n, split)"]
+              "head's KV per query (kB)", "ms per query: median (25th to 75th percentile)",
+              "held-out score (n, split)"]
 
 
 def build_kv_caches(pg: Playground) -> None:

@@ -307,6 +307,8 @@ def build(pg: Playground) -> TrainTab:
         best = run.strongest.as_dict()
         note = versus_best_prompt(run.metric or 0.0, run.held_out_n, best, run.paired)
         note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
+        busy = pg.load().note()  # the table's milliseconds were taken just now: say if the class was busy meanwhile
+        note = f"{note} · ⚠ {busy}" if busy else note
         lines = {"base": run.baselines["base"], "instruction": run.baselines["instruction"], best["label"]: best["mean"]}
         yield progress_html(run, note), *charts(lines), summary_rows(run), table_rows(rows, run)
 
