@@ -82,6 +82,8 @@ def build(pg: Playground):
     def on_rename(old, new, request: gr.Request):
         if not old:
             raise gr.Error("Pick a prefix to rename.")
+        if not (new or "").strip():
+            raise gr.Error("Type the new name, such as my-sentiment.")
         pg.rename(old, new or "", owner=owner(request))
         return f"Renamed **{esc(old)}** to **{esc(new.strip())}**."
 

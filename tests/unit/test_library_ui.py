@@ -72,6 +72,8 @@ def test_delete_asks_first_and_leaves_nothing_picked(pg):
     assert pg.library.names() == ["ship", "two"]
     with pytest.raises(gr.Error, match="Pick a prefix to delete"):  # the picker is empty now
         fns["ask_delete"](None, request=None)
+    with pytest.raises(gr.Error, match="Type the new name, such as my-sentiment"):
+        fns["on_rename"]("two", "  ", request=None)
     # a shipped prefix is refused before any confirmation is shown
     with pytest.raises(gr.Error, match="shipped prefixes are read-only"):
         fns["ask_delete"]("ship", request=None)
