@@ -202,22 +202,32 @@ def test_switch_between_saved_prefixes(page, library):
     # Selecting the tab refreshes the picker; beta, saved since the page loaded, appears once it has.
     # Checking before that could land on a box the refresh then moves.
     wait_until(lambda: picker.get_by_label("beta", exact=True).count() == 1, what="the refreshed picker")
-    for name in ("alpha", "beta"):
-        picker.get_by_label(name, exact=True).check()
-    wait_until(lambda: all(picker.get_by_label(n, exact=True).is_checked() for n in ("alpha", "beta"))
+    # Exactly (no prefix), alpha and beta: (no prefix) is not ticked on its own, the shipped defaults are.
+    want = ("(no prefix)", "alpha", "beta")
+    assert not picker.get_by_label("(no prefix)", exact=True).is_checked()
+    for box in picker.get_by_role("checkbox").all():
+        box.set_checked(box.evaluate("e => e.closest('label').innerText.trim()") in want)
+    wait_until(lambda: all(picker.get_by_label(n, exact=True).is_checked() for n in want)
                and not picker.get_by_label("(just trained)", exact=True).is_checked(), what="alpha and beta chosen")
     page.locator("#sw-input textarea").fill("Iceland")
     cards = page.locator("#pp-switch .pp-card")
-    wait_until(lambda: cards.count() == 3, what="three output cards")
-    wait_until(lambda: all(t.strip() for t in page.locator(".pp-card-out").all_inner_texts()), what="the outputs")
+    finished = page.locator('#pp-switch .pp-card:not([data-state="pending"])')
+    page.wait_for_timeout(1000)
+    assert cards.count() == 0  # typing and ticking run nothing: Switch runs on Enter or Run
+    page.locator("#sw-run").click()
+    wait_until(lambda: cards.count() == 3 and finished.count() == 3, what="three finished output cards")
     outs = dict(zip(page.locator(".pp-card-name").all_inner_texts(), page.locator(".pp-card-out").all_inner_texts()))
-    assert set(outs) == {"(no prefix)", "alpha", "beta"}
+    assert set(outs) == set(want)
     assert len(set(outs.values())) >= 2, outs  # the prefix changes what the same frozen model says
+    assert page.locator(".pp-card-in").all_inner_texts() == ["answering: «Iceland»"] * 3
     assert "ms" in page.locator(".pp-switch-time").inner_text()
     shot(page, "switch")
-    # Changing the selection re-runs live.
+    # Changing the selection does not re-run; Run does.
     page.locator("#sw-choice").get_by_label("beta", exact=True).uncheck()
-    wait_until(lambda: cards.count() == 2, what="two cards after unchecking")
+    page.wait_for_timeout(1500)
+    assert cards.count() == 3
+    page.locator("#sw-run").click()
+    wait_until(lambda: cards.count() == 2 and finished.count() == 2, what="two cards after unchecking and Run")
 
 
 def test_bad_uploads_show_errors(page, tmp_path):
