@@ -20,11 +20,15 @@ def visible(on: bool) -> dict:
     return gr.update(visible=on)
 
 
+# Set widths (in LIBRARY_HEADERS' order, the scores widest) keep eleven columns on a 1280 px screen, no sideways scroll.
+LIBRARY_WIDTHS = ["9%", "13%", "12%", "12%", "9%", "8%", "8%", "7%", "9%", "6%", "7%"]
+
+
 def build(pg: Playground):
     gr.Markdown(asset("library.md"))
     table = gr.Dataframe(library_rows(pg.library) or None, headers=LIBRARY_HEADERS, interactive=False, wrap=True,
                          label="Prefixes: each score with the held-out set (split and n) it was measured on, and its "
-                               "95% interval", elem_id="lib-table")
+                               "95% interval", elem_id="lib-table", column_widths=LIBRARY_WIDTHS)
     with gr.Row():
         pick = gr.Dropdown(pg.library.names(), label="Prefix", elem_id="lib-pick", scale=2)
         refresh_btn = gr.Button("Refresh", scale=1)

@@ -15,22 +15,24 @@ def shorten(text: str, most: int = 80) -> str:
     return text if len(text) <= most else text[:most - 1].rstrip() + "…"
 
 
-def card_html(o: SwitchOutput, answering: str) -> str:
-    """One output card: the prefix, its answer (or that it is still generating), the input it answers, its latency."""
+def card_html(o: SwitchOutput, answering: str, label: str | None = None) -> str:
+    """One output card: the prefix (shown as ``label``), its answer (or that it is still generating), the input it
+    answers, its latency."""
     if o.pending:
         state, out, lat = "pending", "<i>generating…</i>", "generating…"
     else:
         state, out = ("cut" if o.cut else "done"), esc(o.text) or "<i>(empty)</i>"
         lat = f"{1000 * o.seconds:.0f} ms" + (f" · cut at {o.budget} tokens (the answer budget)" if o.cut else "")
     return (f'<div class="pp-card pp-card-{state}" data-state="{state}" data-name="{esc(o.name)}">'
-            f'<div class="pp-card-name">{esc(o.name)}</div><div class="pp-card-out">{out}</div>'
+            f'<div class="pp-card-name">{esc(label or o.name)}</div><div class="pp-card-out">{out}</div>'
             f'<div class="pp-card-in" title="{esc(answering)}">answering: «{esc(shorten(answering))}»</div>'
             f'<div class="pp-card-lat">{lat}</div></div>')
 
 
-def cards_html(res: SwitchResult) -> str:
-    """Side-by-side output cards, each with the input it answers and its own latency, and the switch time."""
-    cards = "".join(card_html(o, res.input) for o in res.outputs)
+def cards_html(res: SwitchResult, labels: dict[str, str] | None = None) -> str:
+    """Side-by-side output cards, each with the input it answers and its own latency, and the switch time;
+    ``labels`` shows some prefixes under another name (the just-trained one by its task and time)."""
+    cards = "".join(card_html(o, res.input, (labels or {}).get(o.name)) for o in res.outputs)
     n, left = len(res.outputs), sum(o.pending for o in res.outputs)
     if left:
         how = f"generating: {n - left} of {n} finished"
@@ -73,15 +75,18 @@ def build(pg: Playground):
 
     @friendly
     def on_run(names, t, request: gr.Request):
-        for res in pg.switch_stream(key(request), names, t):  # a card fills in as its row finishes
-            yield cards_html(res)
+        k = key(request)
+        labels = {n: pg.prefix_label(k, n) for n in names or []}
+        for res in pg.switch_stream(k, names, t):  # a card fills in as its row finishes
+            yield cards_html(res, labels)
 
     # Runs on Enter or Run only: a run per keystroke would answer half-typed words and queue behind itself.
     gr.on([text.submit, run.click], on_run, [chosen, text], out, api_name="switch", concurrency_id="infer",
           concurrency_limit=pg.limits.concurrent_requests, trigger_mode="always_last", show_progress="minimal")
 
     def refresh(current, request: gr.Request):
-        names = [NO_PREFIX] + pg.prefix_choices(key(request))
-        return gr.update(choices=names, value=[n for n in (current or []) if n in names])
+        picks = [(NO_PREFIX, NO_PREFIX)] + pg.prefix_picks(key(request))  # the just-trained one by task and time
+        names = {n for _, n in picks}
+        return gr.update(choices=picks, value=[n for n in (current or []) if n in names])
 
     return refresh, [chosen], [chosen]

@@ -251,12 +251,12 @@ def test_training_reserves_each_step_and_each_evaluation(pg, monkeypatch):
 
 # ---- the run's cost, and the seed -------------------------------------------------------------
 def test_a_run_over_the_token_limit_is_refused_before_it_starts(pg):
-    # 100 scorings while training, then the model as is and the live prompts: instruction, + format, and two
-    # draws each of 4 and 8 examples (headline has no labels to score): 100 + 7 = 107
+    # the initialized prefix (step 0), 100 scorings while training, then the model as is and the live prompts:
+    # instruction, + format, and two draws each of 4 and 8 examples (headline has no labels to score): 1 + 100 + 7
     task = get_task("headline")
     heavy = TrainSettings(steps=100, batch_size=32, eval_every=1, eval_examples=100)
     with pytest.raises(PlaygroundError, match=r"about [\d,]+ token positions: training 100 steps x batch 32 .*"
-                                              r"held-out scoring 107 times.*limit is 120,000 per run "
+                                              r"held-out scoring 108 times \(before training, .*limit is 120,000 per run "
                                               r"\(--max-run-tokens\)\. Lower the steps"):
         pg.start_run("k", task, PrefixSettings(128), heavy)
     assert pg.sessions.peek("k") is None or pg.sessions.peek("k").run is None
