@@ -227,15 +227,24 @@ def read_train(out) -> dict:
     progress, loss_plot, _metric_plot, _summary, table = out
     m = re.search(r'data-state="(\w+)" data-step="(\d+)" data-total="(\d+)"', progress or "")
     rows = table.get("data", []) if isinstance(table, dict) else []
+    headers = table.get("headers", []) if isinstance(table, dict) else []
+    col = headers.index("prefix") if "prefix" in headers else 2
+    rows = [r for r in rows if not str(r[0]).startswith("score on all")]  # the row scoring each column on all n
     return {"state": m and m.group(1), "step": m and int(m.group(2)), "total": m and int(m.group(3)),
             "loss": (plot_ys(loss_plot) or [[]])[0],
-            "table": [[r[0], r[1], r[5]] for r in rows]}  # input, target, prefix's answer (with its mark)
+            "table": [[r[0], r[1], r[col]] for r in rows]}  # input, target, prefix's answer (with its mark)
+
+
+RUN_LABEL = re.compile(r"just trained: ([^,`]+), \d\d:\d\d")  # how the pickers name the just-trained prefix
 
 
 def read_attention(out) -> dict:
     msg = out[0] if isinstance(out, (list, tuple)) else out
     m = re.search(r"`(.+?)`: (\d+) virtual tokens", msg or "")
-    return {"msg": msg, "name": m and m.group(1), "virtual_tokens": m and int(m.group(2))}
+    name = m and (JUST_TRAINED if RUN_LABEL.fullmatch(m.group(1)) else m.group(1))
+    # the run's label carries the minute it started: a replay a minute later is the same prefix
+    return {"msg": RUN_LABEL.sub(r"just trained: \1", msg or ""), "name": name,
+            "virtual_tokens": m and int(m.group(2))}
 
 
 def read_switch(out) -> dict[str, str]:

@@ -8,6 +8,7 @@ guarded by locks because Gradio runs callbacks in worker threads.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import tempfile
@@ -270,17 +271,22 @@ class Playground:
                                  "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
         run = TrainingRun(task, prefix, ps, ts, plan=plan)
+        run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
         run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
         session.run = run
         return run
 
-    def score_start(self, run: TrainingRun) -> float:
-        """The initialized prefix's held-out metric, before any step: the curve's step 0 (counted in the run's plan)."""
-        task = run.task
-        examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
-        with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
-                                 "Scoring the held-out examples", "Use a task with shorter inputs."):
-            run.start_metric = evaluate(self.base, task, examples, prefix_method(run.prefix)).score
+    def score_start(self, run: TrainingRun) -> float | None:
+        """The held-out metric of the prefix as it started (a copy kept from start_run): the curve's step 0,
+        counted in the run's plan. Scored after training, beside the other held-out scorings: scored before,
+        the memory it leaves with the allocator would count against the first training step's share."""
+        if run.start_metric is None and run.start_prefix is not None:
+            task = run.task
+            examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
+            with self.budget.reserve(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
+                                     "Scoring the held-out examples", "Use a task with shorter inputs."):
+                run.start_metric = evaluate(self.base, task, examples, prefix_method(run.start_prefix)).score
+            run.start_prefix = None  # scored: nothing else needs it
         return run.start_metric
 
     def baselines_ready(self, run: TrainingRun) -> bool:

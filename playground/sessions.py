@@ -33,6 +33,7 @@ class TrainingRun:
     started: float = field(default_factory=time.perf_counter)
     wall_start: float = field(default_factory=time.time)  # the clock time it started (names the run in pickers)
     start_metric: float | None = None  # the held-out metric of the initialized prefix (step 0), once scored
+    start_prefix: Prefix | None = None  # a copy of the prefix as it started, until its step 0 is scored
     state: str = "running"  # "running", "finished" or "stopped"
     discarded: bool = False  # its session is gone (tab closed, connection dropped, idle): nobody will see more
     baselines: dict[str, float] = field(default_factory=dict)  # held-out metric of the model as is and each prompt

@@ -284,14 +284,11 @@ def build(pg: Playground) -> TrainTab:
             return (loss_figure(run.records, ts.steps),
                     metric_figure(run.records, label, ts.steps, lines, run.start_metric, held))
 
-        warm = f"scoring the prefix before training (step 0) on {run.held_out_n} held-out examples"
+        warm = "warming up"
         if ps.init == "demos":
             k_ = ps.init_shots
             warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
         yield progress_html(run, warm), *charts(), None, None
-        if not run.cancel.is_set():
-            start = pg.score_start(run)
-            yield progress_html(run, f"before training: {100 * start:.1f}% · training"), *charts(), None, None
         for _ in pg.run_steps(run):
             yield progress_html(run), *charts(), gr.update(), gr.update()
         stopped = run.state == "stopped"
@@ -300,6 +297,10 @@ def build(pg: Playground) -> TrainTab:
                                  "scored yet for this task, so there is no comparison: let a run finish to see it"),
                    *charts(), None, None)
             return
+        if not stopped:  # step 0: the prefix as it started, from the copy kept when the run began
+            yield (progress_html(run, f"scoring the prefix as it started (step 0) on {run.held_out_n} held-out "
+                                 "examples", "scoring"), gr.update(), gr.update(), None, None)
+            pg.score_start(run)
         yield (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
                              "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
                gr.update(), gr.update(), None, None)

@@ -208,9 +208,12 @@ def test_switch_between_saved_prefixes(page, library):
     assert not picker.get_by_label("(no prefix)", exact=True).is_checked()
     for box in picker.get_by_role("checkbox").all():
         box.set_checked(box.evaluate("e => e.closest('label').innerText.trim()") in want)
-    mine = picker.get_by_label(re.compile(r"^just trained: capitals, \d\d:\d\d$"))  # this run, by task and time
-    wait_until(lambda: all(picker.get_by_label(n, exact=True).is_checked() for n in want)
-               and mine.count() == 1 and not mine.is_checked(), what="alpha and beta chosen")
+    def mine() -> list[bool]:  # this run's box, named by its task and the time it started: ticked or not
+        boxes = [(b.evaluate("e => e.closest('label').innerText.trim()"), b) for b in picker.get_by_role("checkbox").all()]
+        return [b.is_checked() for t, b in boxes if re.fullmatch(r"just trained: capitals, \d\d:\d\d", t)]
+
+    wait_until(lambda: all(picker.get_by_label(n, exact=True).is_checked() for n in want) and mine() == [False],
+               what="alpha and beta chosen")
     page.locator("#sw-input textarea").fill("Iceland")
     cards = page.locator("#pp-switch .pp-card")
     finished = page.locator('#pp-switch .pp-card:not([data-state="pending"])')
