@@ -87,7 +87,7 @@ def library_rows(library: Library, owner: str | None = None) -> list[list]:
                else "yours" if library.owned_by(e, owner) else "")
         rows.append([e.name, *(score_cell(m, k) for k in SCORES), held_out(m) if scored else "–", measure(m),
                      str(c.get("task", "?")), c.get("num_virtual_tokens", "?"), str(c.get("base_model", "?")),
-                     who, str(c.get("saved_at", ""))[:19]])
+                     who, str(c.get("saved_at", ""))[:16].replace("T", " ")])  # date and minute: wraps between them
     return rows
 
 

@@ -21,7 +21,7 @@ def visible(on: bool) -> dict:
 
 
 # Set widths (in LIBRARY_HEADERS' order, the scores widest) keep eleven columns on a 1280 px screen, no sideways scroll.
-LIBRARY_WIDTHS = ["9%", "13%", "12%", "12%", "9%", "8%", "8%", "7%", "9%", "6%", "7%"]
+LIBRARY_WIDTHS = ["9%", "13%", "11%", "11%", "8%", "8%", "8%", "7%", "9%", "8%", "8%"]
 
 
 def build(pg: Playground):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -103,7 +105,7 @@ def test_library_rows_and_inspect(pg):
         assert mine[col] == f"{100 * m[k]:.1f}% (95% interval {100 * lo:.0f}–{100 * hi:.0f}%)"
     assert mine["held out on"] == "validation, n = 4" and mine["measure"] == "exact match"
     assert [mine[c] for c in ("task", "virtual tokens", "base model", "owner")] == ["sentiment", 4, pg.base.name, ""]
-    assert len(mine["saved (UTC)"]) == 19
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", mine["saved (UTC)"])  # date and minute, a space between
     plain = dict(zip(LIBRARY_HEADERS, rows["plain"]))
     assert plain["virtual tokens"] == 3  # no metrics on its card: nothing made up
     assert [plain[c] for c in LIBRARY_HEADERS[1:6]] == ["–"] * 5
