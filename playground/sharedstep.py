@@ -7,12 +7,15 @@ masked, and its real tokens take positions P_i, P_i + 1, ... exactly as alone. E
 the mean cross-entropy over its own rows' target tokens (``losses.head_loss``), so its value and
 its gradient equal the run trained alone: a row never attends to another run's prefix (masked
 keys get a softmax weight of exactly 0), so no gradient crosses from one run to another.
-``tests/unit/test_shared_step.py`` checks both against ``losses.target_loss`` run by run.
+``tests/unit/test_shared_step.py`` checks both against ``losses.target_loss`` run by run, and
+checks that runs trained step by step together (``shared_step``, each with its own optimizer)
+end with the same losses and the same prefix as each trained alone by ``training.train``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,9 @@ from transformers import DynamicCache
 from .losses import head_loss
 from .models import BaseModel
 from .prefix import Prefix
+from .prompts import PromptFormat, pad_right
+from .tasks import Task
+from .training import TrainSettings, batches
 
 
 @dataclass
@@ -75,3 +81,45 @@ def shared_losses(base: BaseModel, runs: list[RunBatch], backbone: torch.nn.Modu
         out.append(head_loss(head, hidden[rows], labels[rows]))
         start = rows.stop
     return out
+
+
+@dataclass
+class SharedRun:
+    """One run trained in shared steps: its prefix, its own data order and its own optimizer, set up as
+    ``training.train`` sets up a run alone (the same encoding, batch order and AdamW)."""
+
+    prefix: Prefix
+    encoded: list[tuple[list[int], list[int]]]  # (ids, labels) per training example
+    order: Iterator[list[int]]  # index batches, as training.batches draws them from the run's seed
+    opt: torch.optim.Optimizer
+    losses: list[float] = field(default_factory=list)  # one per step taken
+
+    @classmethod
+    def start(cls, base: BaseModel, prefix: Prefix, task: Task, settings: TrainSettings) -> "SharedRun":
+        settings.validate()
+        fmt = PromptFormat.for_tokenizer(base.tokenizer)
+        encoded = [fmt.encode_example(e.input, e.target, "prefix") for e in task.split("train")]
+        params = [p for p in prefix.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        order = batches(len(encoded), min(settings.batch_size, len(encoded)), settings.seed)
+        return cls(prefix, encoded, order, opt)
+
+    def next_batch(self, pad_id: int) -> RunBatch:
+        idx = next(self.order)
+        ids, mask, labels = pad_right([self.encoded[i][0] for i in idx], pad_id, [self.encoded[i][1] for i in idx])
+        return RunBatch(self.prefix, ids, mask, labels)
+
+
+def shared_step(base: BaseModel, runs: list[SharedRun]) -> list[float]:
+    """One training step of every run, in one forward and one backward (fp32); returns each run's loss.
+
+    Each optimizer steps on its own prefix's gradient, which is that run's alone (see ``shared_losses``).
+    """
+    losses = shared_losses(base, [r.next_batch(base.tokenizer.pad_token_id) for r in runs])
+    for r in runs:
+        r.opt.zero_grad(set_to_none=True)
+    torch.stack(losses).sum().backward()  # the sum: each prefix's gradient is its own run's loss's
+    for r, loss in zip(runs, losses):
+        r.opt.step()
+        r.losses.append(loss.item())
+    return [r.losses[-1] for r in runs]

@@ -59,3 +59,26 @@ def test_a_run_shares_nothing_with_its_neighbours(tiny_llama):
             p.add_(torch.randn_like(p))
     assert torch.allclose(shared_losses(tiny_llama, second)[0], base_loss, atol=1e-6)
     assert shared_losses(tiny_llama, []) == []
+
+
+def test_runs_trained_together_end_as_each_trained_alone(tiny_llama):
+    """Three steps of two runs in shared steps == training.train on each alone (fp32): losses and prefixes."""
+    from playground.methods import prefix_method
+    from playground.sharedstep import SharedRun, shared_step
+    from playground.training import TrainSettings, train
+
+    specs = [(PrefixSettings(5, "random"), "sentiment", TrainSettings(1e-2, 3, 4, 0, 0, 4, "fp32")),
+             (PrefixSettings(7, "random", prefix_projection=True, encoder_hidden_size=16), "topic",
+              TrainSettings(3e-2, 3, 2, 1, 0, 4, "fp32"))]
+    together = [SharedRun.start(tiny_llama, create_prefix(tiny_llama, ps, seed=i), get_task(t), ts)
+                for i, (ps, t, ts) in enumerate(specs)]
+    for _ in range(3):
+        shared_step(tiny_llama, together)
+    for i, ((ps, t, ts), run) in enumerate(zip(specs, together)):
+        alone = create_prefix(tiny_llama, ps, seed=i)
+        losses = [r.loss for r in train(tiny_llama, prefix_method(alone), get_task(t), ts)]
+        assert run.losses == pytest.approx(losses, rel=1e-5, abs=1e-6)
+        for a, b in zip(run.prefix.parameters(), alone.parameters()):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+        assert any(not torch.equal(a, b) for a, b in zip(run.prefix.parameters(),
+                                                         create_prefix(tiny_llama, ps, seed=i).parameters()))
