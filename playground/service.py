@@ -243,7 +243,7 @@ class Playground:
     def _baseline_evals(self, task: Task, eval_examples: int) -> int:
         """Held-out scorings of the model as is and the prompts that a run on ``task`` will start: none once
         the class has them for its held-out set (they are computed once and shared)."""
-        examples = task.split(held_out_split(task))[:eval_examples]
+        examples = _held_out(task, eval_examples)
         return 0 if _baselines_key(task, examples) in self._baselines else baseline_evaluations(task, LIVE)
 
     def _reserver(self, plan: RunPlan):
@@ -272,7 +272,7 @@ class Playground:
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
         run = TrainingRun(task, prefix, ps, ts, plan=plan)
         run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
-        run.held_out_n = len(task.split(held_out_split(task))[: ts.eval_examples])
+        run.held_out_n = len(_held_out(task, ts.eval_examples))
         session.run = run
         return run
 
@@ -282,7 +282,7 @@ class Playground:
         the memory it leaves with the allocator would count against the first training step's share."""
         if run.start_metric is None and run.start_prefix is not None:
             task = run.task
-            examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
+            examples = _held_out(task, run.train_settings.eval_examples)
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
                 run.start_metric = evaluate(self.base, task, examples, prefix_method(run.start_prefix)).score
@@ -291,7 +291,7 @@ class Playground:
 
     def baselines_ready(self, run: TrainingRun) -> bool:
         """Whether the prompts this run is compared with are scored already (for this task and held-out set)."""
-        examples = run.task.split(held_out_split(run.task))[: run.train_settings.eval_examples]
+        examples = _held_out(run.task, run.train_settings.eval_examples)
         return _baselines_key(run.task, examples) in self._baselines
 
     def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
@@ -330,7 +330,7 @@ class Playground:
         if run.discarded:  # the tab closed mid-run: scoring it would only take the CPU from the class
             raise PlaygroundError("This session was closed, and its run was discarded.")
         task = run.task
-        examples = task.split(held_out_split(task))[: run.train_settings.eval_examples]
+        examples = _held_out(task, run.train_settings.eval_examples)
         held = self.baselines(task, examples, progress)
         last = run.records[-1] if run.records else None
         if last is not None and last.predictions is not None and last.eval_seconds is not None:
@@ -654,6 +654,11 @@ class Playground:
                 return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()
+
+
+def _held_out(task: Task, n: int) -> list:
+    """The first ``n`` examples of the split a run's metric is measured on: the run, its step 0, the prompts."""
+    return task.split(held_out_split(task))[:n]
 
 
 def _baselines_key(task: Task, examples) -> tuple:

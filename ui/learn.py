@@ -2,6 +2,7 @@
 
 import gradio as gr
 
+from playground.busy import busier
 from playground.figures import kv_cache_figure, overhead_figure
 from playground.metrics import METRIC_LABELS
 from playground.overhead import fit_overhead
@@ -43,7 +44,7 @@ def build_overhead(pg: Playground) -> None:
     def on_run(progress=gr.Progress()):
         before = pg.load()
         points = pg.overhead(progress=lambda frac, msg: progress(frac, desc=msg))
-        load = max(before, pg.load(), key=lambda x: x.average)
+        load = busier(before, pg.load())
         fit = fit_overhead(points)[0]
         first, last = points[0], points[-1]  # P = 0 and the largest P, at one prompt length
         ms = lambda s: f"{1000 * s:.1f}"  # noqa: E731
@@ -87,7 +88,7 @@ def build_kv_caches(pg: Playground) -> None:
     def on_run(choice, progress=gr.Progress()):
         before = pg.load()
         rows = pg.kv_caches(choice, progress=lambda frac, msg: progress(frac, desc=msg))
-        busy = max(before, pg.load(), key=lambda x: x.average).note()
+        busy = busier(before, pg.load()).note()
         label = METRIC_LABELS.get(rows[0].metric, rows[0].metric)
         first = rows[0]
         msg = (f"**{BUILTIN[choice].title}**: {first.n} {first.split} examples, answered one query at a time by "
