@@ -28,6 +28,8 @@ SUITE = {
     "attention_latency": ("attention_latency.py", [], ["--repeats", "3"]),
     "cold_start": ("cold_start.py", ["--repeats", "3"], ["--repeats", "1"]),
     "peak_memory": ("peak_memory.py", ["--steps", "20"], ["--steps", "3"]),
+    "class_load": ("class_load.py", ["--students", "10"],
+                   ["--students", "2", "--steps", "2", "--eval-examples", "4", "--switchers", "1"]),
 }
 
 
