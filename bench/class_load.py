@@ -131,10 +131,35 @@ def peak_rss_mb() -> float:
     return math.nan
 
 
+def warm_up(base, shipped_src: Path, mode: str) -> float:
+    """One short run and one Switch in ``mode``, untimed, so that the first class measured does not pay the
+    first forward, backward and generation alone. Returns its seconds."""
+    from playground.prefix import PrefixSettings
+    from playground.tasks import get_task
+    from playground.training import TrainSettings
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="class-load-") as tmp:
+        pg = make_playground(base, shipped_src, Path(tmp), mode)
+        try:
+            run = pg.start_run("warm-up", get_task("sentiment"), PrefixSettings(),
+                               TrainSettings(steps=1, eval_every=0, eval_examples=2))
+            for _ in pg.run_steps(run):
+                pass
+            pg.score_start(run)
+            pg.switch("warm-up", [*pg.switch_defaults(2), NO_PREFIX], SENTENCE)
+            pg.close_session("warm-up")
+        finally:
+            if callable(getattr(pg, "close", None)):
+                pg.close()
+    return time.perf_counter() - t0
+
+
 def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) -> dict:
     """One class in one mode; returns its figures (``summarize``) and the raw logs."""
     import torch
 
+    from playground.busy import machine_load
     from playground.prefix import PrefixSettings
     from playground.tasks import get_task
     from playground.training import TrainSettings
@@ -145,6 +170,7 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     rss_reset = reset_peak_rss()
+    load_before = machine_load()  # 1-minute average: other jobs, and the tail of this benchmark's previous mode
     with tempfile.TemporaryDirectory(prefix="class-load-") as tmp:
         pg = make_playground(base, shipped_src, Path(tmp), mode)
         try:
@@ -182,7 +208,9 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
                     run = pg.start_run(key, get_task("sentiment"), PrefixSettings(), ts)
                     if stop.is_set():
                         run.cancel.set()
-                    for _ in pg.run_steps(run):
+                    for rec in pg.run_steps(run):
+                        if rec is None:  # a heartbeat while waiting (none are asked for): not a curve point
+                            continue
                         s.first_point = s.first_point if s.first_point is not None else clock()
                         s.steps += 1
                     if run.state == "finished" and not stop.is_set():
@@ -245,6 +273,7 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
     rep = summarize(log, cfg)
     rep.update(mode=mode, students=cfg.students, timed_out=timed_out, stragglers=stragglers, wall_s=round(wall, 1),
                peak_rss_mb=round(peak_rss_mb(), 1), rss_reset=rss_reset, switch_names=names,
+               load_before=asdict(load_before), busy_note=load_before.note(),
                student_logs=[asdict(s) for s in log.students], switch_latencies_s=log.switches)
     if cuda:
         rep["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -334,7 +363,13 @@ def main() -> int:
 
     base = load_model(device=args.device, dtype=args.dtype)
     print(machine(), f"| model on {base.device}, {base.dtype}", flush=True)
+    for mode in args.modes:
+        if mode == "workers" or has_scheduler_flag():
+            print(f"warm-up, {mode} (one step and one Switch, untimed): {warm_up(base, SHIPPED, mode):.1f} s",
+                  flush=True)
     runs, failed, lines = [], [], []
+    head = {"command": " ".join(["bench/class_load.py", *sys.argv[1:]]), "machine": machine(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     for n in args.students:
         cfg = ClassConfig(n, args.steps, args.batch_size, args.eval_examples, args.switchers, args.press_window,
                           timeout=args.timeout)
@@ -350,10 +385,13 @@ def main() -> int:
             runs.append(r)
             by[mode] = r
             print(mode_line(r), flush=True)
+            if r["busy_note"]:
+                print("   before it:", r["busy_note"])
             for e in r["errors"][:10]:
                 print("   error:", e)
             if r["timed_out"] or r["errors"] or r["runs_finished"] < n:
                 failed.append(f"{mode} at {n}")
+            write_json(args.out, {**head, "failed": failed, "runs": runs})  # kept even if a later mode is killed
         if "scheduler" in by:
             lines.append((n, by.get("workers"), by["scheduler"]))
     summary = {}
@@ -370,9 +408,7 @@ def main() -> int:
             print(ratio_line(n, r))
     if not any(w is not None for _, w, _ in lines):
         print("scheduler/workers: no ratio (both modes are needed)")
-    write_json(args.out, {"command": " ".join(["bench/class_load.py", *sys.argv[1:]]), "machine": machine(),
-                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "failed": failed,
-                          **summary, "runs": runs})
+    write_json(args.out, {**head, "failed": failed, **summary, "runs": runs})
     return 1 if failed else 0
 
 
