@@ -266,12 +266,14 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
             wall = clock()
             for k in [*(f"student-{i}" for i in range(cfg.students)), *(f"switcher-{j}" for j in range(cfg.switchers))]:
                 pg.close_session(k)
+            sessions_left = len(pg.sessions)
         finally:
             if callable(getattr(pg, "close", None)):
                 pg.close()
     log.errors[:0] = [f"student {s.index}: {s.error}" for s in log.students if s.error]
     rep = summarize(log, cfg)
     rep.update(mode=mode, students=cfg.students, timed_out=timed_out, stragglers=stragglers, wall_s=round(wall, 1),
+               sessions_left=sessions_left,
                peak_rss_mb=round(peak_rss_mb(), 1), rss_reset=rss_reset, switch_names=names,
                load_before=asdict(load_before), busy_note=load_before.note(),
                student_logs=[asdict(s) for s in log.students], switch_latencies_s=log.switches)

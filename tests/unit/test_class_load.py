@@ -49,12 +49,13 @@ def test_every_student_finishes_and_the_counts_add_up(tiny_llama, shipped, mode)
     assert 0 < rep["first_point"]["p50_s"] <= rep["first_point"]["p95_s"] <= rep["first_point"]["max_s"]
     assert math.isfinite(rep["examples_per_s"]) and rep["examples_per_s"] > 0
     assert rep["peak_rss_mb"] > 0 and rep["mode"] == mode
+    assert rep["sessions_left"] == 0  # every student's and switcher's session was closed
 
 
 def test_a_deadline_stops_the_class_and_reports_it(tiny_llama, shipped):
     # presses spread over 5 s, a 0.5 s deadline: some students had not even pressed when it came
     rep = run_mode(tiny_llama, shipped, small_class(press_window=5.0, timeout=0.5), "workers", say=lambda *_: None)
-    assert rep["timed_out"] and rep["stragglers"] == 0
+    assert rep["timed_out"] and rep["stragglers"] == 0 and rep["sessions_left"] == 0
     assert rep["runs_finished"] < STUDENTS
     assert sum(s["pressed"] is None for s in rep["student_logs"]) >= 1
 
