@@ -20,6 +20,7 @@ from .errors import PlaygroundError
 from .experiments import LAB_GRIDS, lab_settings, plan, run_one, subsample
 from .methods import MethodSettings, added_positions, default_init, default_learning_rate
 from .models import BaseModel, autocast_dtype
+from .scheduler import Scheduler
 from .tasks import Task
 from .training import StepRecord, TrainSettings, held_out_split
 
@@ -34,8 +35,11 @@ class CompareLab:
     """
 
     def __init__(self, base: BaseModel, max_steps: int = 60, max_eval_examples: int = 100,
-                 max_ablation_steps: int = 600, budget: MemoryBudget | None = None):
+                 max_ablation_steps: int = 600, budget: MemoryBudget | None = None,
+                 scheduler: Scheduler | None = None):
         self.base, self.max_steps, self.max_eval_examples = base, max_steps, max_eval_examples
+        # the model's owner: each step of a comparison takes a turn, between the class's training ticks
+        self.scheduler = scheduler or Scheduler(base, direct=True)
         self.budget = budget  # the server's memory budget: each method's run holds its share while it trains
         self.max_ablation_steps = max_ablation_steps  # one ablation's grid in all: about 5 min of CPU training
         self._cancel: dict[str, threading.Event] = {}
@@ -57,7 +61,8 @@ class CompareLab:
                 if (lr := default_learning_rate(n, ms.init)) is not None:  # None: the instruction prompt
                     ts = replace(ts, learning_rate=lr)
                 with self._hold(task, *self._positions(task, ms), ts):
-                    for item in run_method(self.base, task, ms, ts, cancel=cancel):
+                    work = run_method(self.base, task, ms, ts, cancel=cancel)
+                    for item in self.scheduler.stepwise(key, work, f"the comparison's {n}"):
                         yield n, item
         finally:
             self._end(key, cancel)
@@ -85,7 +90,7 @@ class CompareLab:
                 data = subsample(task, spec.train_examples, spec.seed) if spec.train_examples else task
                 with self._hold(task, *self._positions(data, spec.method, spec.seed), TrainSettings(
                         steps=s.steps, batch_size=s.batch_size, eval_every=0, eval_examples=s.eval_examples,
-                        precision=s.precision)):
+                        precision=s.precision)), self.scheduler.turn(key, "an ablation run"):
                     run = run_one(self.base, task, spec, s, cancel)
                 if run is None:  # stopped mid-run: a partial run would skew the mean, so it is dropped
                     return

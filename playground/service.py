@@ -24,22 +24,33 @@ from .baselines import LIVE, BaselineResult, paired, strongest
 from .baselines import evaluations as baseline_evaluations
 from .baselines import measure as measure_baselines
 from .baselines import specs as baseline_specs
-from .budget import RunPlan, attention_bytes, eval_bytes, generate_bytes, plan_run, process_budget
+from .budget import (
+    EVAL_BATCH,
+    RunPlan,
+    attention_bytes,
+    eval_bytes,
+    generate_bytes,
+    plan_run,
+    process_budget,
+    train_step_bytes,
+)
 from .busy import Load, busier, machine_load
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
-from .generate import stream_texts_mixed
+from .generate import answer_text, ran_out
 from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_prefixes
 from .lab import CompareLab
 from .library import Library, files_stamp
 from .methods import BareMethod, added_positions, prefix_method
-from .metrics import METRICS
+from .metrics import METRICS, score
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, sized
 from .prompts import PromptFormat
+from .scheduler import Scheduler, SchedulerSettings, Wait
 from .sessions import SessionStore, TrainingRun
+from .sharedstep import SharedRun
 from .tasks import Task, get_task, read_table, user_task
 from .training import StepRecord, TrainSettings, held_out_split, train
 
@@ -144,12 +155,18 @@ class _Cached:
 class Playground:
     """The app's engine facade; ``app.py`` wires its methods to components."""
 
-    def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None):
+    def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None, scheduled: bool = True):
+        """``scheduled=False`` runs each caller's model work in its own thread (one worker per session), the
+        way the app ran before its scheduler; kept to measure the scheduler against (bench/class_load.py)."""
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
         self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes)
         self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
-        # the Compare tab's runner: the same step and held-out limits, the same memory budget
-        self.lab = CompareLab(base, self.limits.max_steps, self.limits.max_eval_examples, budget=self.budget)
+        self.scheduled = scheduled
+        self.scheduler = Scheduler(base, scheduler_settings(base, self.budget.room, self.limits), self.budget,
+                                   direct=not scheduled)  # all model work goes through it
+        # the Compare tab's runner: the same step and held-out limits, the same memory budget and scheduler
+        self.lab = CompareLab(base, self.limits.max_steps, self.limits.max_eval_examples, budget=self.budget,
+                              scheduler=self.scheduler)
         self.on_drop: Callable[[list[str]], None] | None = None  # the app's hook after sessions are freed
         self.sessions.on_drop = self._dropped  # idle or evicted sessions: their comparisons stop too
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
@@ -268,9 +285,10 @@ class Playground:
         text = {"task": task.instruction, "text": ps.init_text}.get(ps.init, "")
         n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"]) + ps.num_virtual_tokens + 32
         with self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
-                                 "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
+                                 "Shorten the init text."), self.scheduler.turn(key, "initializing a prefix"), \
+                self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
-        run = TrainingRun(task, prefix, ps, ts, plan=plan)
+        run = TrainingRun(task, prefix, ps, ts, plan=plan, key=key)
         run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
         run.held_out_n = len(_held_out(task, ts.eval_examples))
         session.run = run
@@ -285,7 +303,7 @@ class Playground:
             examples = _held_out(task, run.train_settings.eval_examples)
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
-                run.start_metric = evaluate(self.base, task, examples, prefix_method(run.start_prefix)).score
+                run.start_metric = self._evaluate(run.key, task, examples, run.start_prefix).score
             run.start_prefix = None  # scored: nothing else needs it
         return run.start_metric
 
@@ -294,18 +312,74 @@ class Playground:
         examples = _held_out(run.task, run.train_settings.eval_examples)
         return _baselines_key(run.task, examples) in self._baselines
 
-    def run_steps(self, run: TrainingRun) -> Iterator[StepRecord]:
-        """Train, recording each step on the run; ends early when the run's Stop is pressed."""
+    def run_steps(self, run: TrainingRun, heartbeat: float | None = None) -> Iterator[StepRecord | None]:
+        """Train, recording each step on the run; ends early when the run's Stop is pressed.
+
+        With ``heartbeat`` (seconds), also yields None that often while the run waits for the model, so a
+        page can show its place in line (``waiting``)."""
         try:
             # sized once, in start_run (the plan tokenizes the whole training split)
             plan = run.plan or self._plan(run.task, run.prefix_settings, run.train_settings)
-            for rec in train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
-                             reserve=self._reserver(plan)):
-                run.records.append(rec)
+            steps = (self._scheduled_steps(run, heartbeat) if self.scheduled else
+                     train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
+                           reserve=self._reserver(plan)))
+            for rec in steps:
+                if rec is not None:
+                    run.records.append(rec)
                 yield rec
         finally:  # cut short by Stop, an error, or the consumer going away: "stopped", not "finished"
             run.state = ("stopped" if run.cancel.is_set() or run.steps_done < run.train_settings.steps
                          else "finished")
+
+    def _scheduled_steps(self, run: TrainingRun, heartbeat: float | None) -> Iterator[StepRecord | None]:
+        """``training.train``'s loop with each step riding in the scheduler's shared training ticks: the same
+        data order, optimizer, precision and held-out scoring, and the same losses (tests/unit/test_scheduler.py)."""
+        ts, task = run.train_settings, run.task
+        shared = SharedRun.start(self.base, run.prefix, task, ts)
+        amp = autocast_dtype(self.base, ts.precision)
+        held_out = _held_out(task, ts.eval_examples)
+        trained = 0.0
+        for step in range(1, ts.steps + 1):
+            if run.cancel.is_set():
+                return
+            ticket = self.scheduler.submit_step(run.key, shared, amp)
+            while not ticket.wait(heartbeat):
+                if run.cancel.is_set() and ticket.withdraw():
+                    return
+                yield None
+            loss, dt = ticket.result()
+            trained += dt
+            rows = min(ts.batch_size, len(shared.encoded))
+            rec = StepRecord(step, loss, trained, rows / max(dt, 1e-9))
+            if step == ts.steps or run.cancel.is_set() or (ts.eval_every and step % ts.eval_every == 0):
+                r = self._evaluate(run.key, task, held_out, run.prefix)
+                rec.metric, rec.predictions, rec.eval_seconds = r.score, r.predictions, r.seconds
+            yield rec
+
+    def _evaluate(self, key: str, task: Task, examples, prefix: Prefix) -> EvalResult:
+        """``evaluation.evaluate`` of a prefix, its answers decoded in the scheduler's shared loop (chunks of
+        EVAL_BATCH rows); the same answers as alone."""
+        if not self.scheduled:
+            return evaluate(self.base, task, examples, prefix_method(prefix))
+        t0 = time.perf_counter()
+        fmt = PromptFormat.for_tokenizer(self.base.tokenizer)
+        preds = [""] * len(examples)
+        for start in range(0, len(examples), EVAL_BATCH):
+            chunk = examples[start:start + EVAL_BATCH]
+            prompts = [fmt.encode_prompt(e.input, "prefix", task.instruction) for e in chunk]
+            for i, ids in self.scheduler.generate(key, prompts, [prefix] * len(chunk),
+                                                  [task.max_new_tokens] * len(chunk), fmt.stop_ids):
+                preds[start + i] = answer_text(fmt, ids)
+        s = score(task.metric, preds, [e.target for e in examples])
+        return EvalResult("prefix", task.metric, s, len(examples), time.perf_counter() - t0, preds)
+
+    def waiting(self, key: str) -> Wait | None:
+        """This session's place in the scheduler's line (None: nothing waiting)."""
+        return self.scheduler.waiting(key)
+
+    def close(self) -> None:
+        """Stop the scheduler's worker (work still waiting gets a clear error)."""
+        self.scheduler.close()
 
     def baselines(self, task: Task, examples, progress=None) -> HeldOut:
         """The model as is and the prompting baselines (``baselines.LIVE``: the instruction, + format, few-shot
@@ -319,7 +393,8 @@ class Playground:
                 H = max(added_positions(self.base, ms, task.instruction, train, seed)[0]
                         for _, _, ms, draws in baseline_specs(task, LIVE) for seed in range(draws))
                 with self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
-                                         "the prompts on the held-out examples", "Use a task with shorter inputs."):
+                                         "the prompts on the held-out examples", "Use a task with shorter inputs."), \
+                        self.scheduler.turn("", "scoring the prompts without training"):
                     bare = evaluate(self.base, task, examples, BareMethod())
                     prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress)
                     self._baselines[key] = HeldOut(bare, prompts)
@@ -338,7 +413,7 @@ class Playground:
         else:  # stopped between evaluations: score the prefix as it is now
             with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                                      "Scoring the held-out examples", "Use a task with shorter inputs."):
-                r = evaluate(self.base, task, examples, prefix_method(run.prefix))
+                r = self._evaluate(run.key, task, examples, run.prefix)
             preds, score, seconds = r.predictions, r.score, r.seconds
             if last is not None:
                 last.metric, last.predictions, last.eval_seconds = score, preds, seconds
@@ -484,7 +559,7 @@ class Playground:
             P = prefix.num_virtual_tokens
             with self.budget.reserve(attention_bytes(self.base, T, P), f"The attention view of {T:,} prompt tokens "
                                      f"behind {P} virtual tokens", "Shorten the prompt, or pick a prefix with "
-                                     "fewer virtual tokens."):
+                                     "fewer virtual tokens."), self.scheduler.turn(key, "an attention view"):
                 out[n] = prefix_attention(self.base, prefix, text)
         return out
 
@@ -534,8 +609,10 @@ class Playground:
                                  "Pick fewer prefixes, or shorten the prompt."):
             t1, load = time.perf_counter(), machine_load()
             yield snapshot()
-            rows = stream_texts_mixed(self.base, [text] * len(chosen), list(chosen.values()), budgets, modes)
-            for finished, (i, answer, cut) in enumerate(rows, start=1):
+            prompts = [fmt.encode_prompt(text, m) for m in modes]
+            rows = self.scheduler.generate(key, prompts, list(chosen.values()), budgets, fmt.stop_ids)
+            for finished, (i, ids) in enumerate(rows, start=1):
+                answer, cut = answer_text(fmt, ids), ran_out(ids, budgets[i], fmt.stop_ids)
                 outs[i] = SwitchOutput(outs[i].name, answer + "…" if cut else answer, time.perf_counter() - t1,
                                        cut=cut, budget=budgets[i])
                 last = finished == len(chosen)  # the timings are all in: say if the machine was busy meanwhile
@@ -619,7 +696,8 @@ class Playground:
         if not self._overhead_lock.acquire(blocking=False):
             raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
         try:
-            with self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""):
+            with self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""), \
+                    self.scheduler.turn("", "the overhead measurement"):
                 return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
         finally:
             self._overhead_lock.release()
@@ -650,10 +728,23 @@ class Playground:
         if not self._overhead_lock.acquire(blocking=False):
             raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
         try:
-            with self.budget.reserve(need, "The key/value cache measurement", "Pick a task with shorter inputs."):
+            with self.budget.reserve(need, "The key/value cache measurement", "Pick a task with shorter inputs."), \
+                    self.scheduler.turn("", "the key/value cache measurement"):
                 return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()
+
+
+def scheduler_settings(base: BaseModel, room_bytes: int, limits: Limits) -> SchedulerSettings:
+    """The scheduler's token budgets from the memory budget and the model's shapes: the positions a training
+    tick (or the decode loop) may hold so that its estimated peak fits in ``room_bytes``."""
+    amp = autocast_dtype(base, "auto")
+    B, T, P = 8, 64, 16  # a typical row: its cost per position
+    per_train = train_step_bytes(base, B, T, P, T, amp) / (B * (P + T))
+    per_decode = generate_bytes(base, EVAL_BATCH, T, P, 32) / (EVAL_BATCH * (P + T + 32))
+    return SchedulerSettings(token_budget=max(1, int(room_bytes / per_train)),
+                             decode_positions=max(1, int(room_bytes / per_decode)),
+                             max_waiting=limits.max_waiting_per_session)
 
 
 def _held_out(task: Task, n: int) -> list:

@@ -42,6 +42,7 @@ class TrainingRun:
     summary: list[dict] = field(default_factory=list)  # one row per way of answering, with its cost
     held_out_n: int = 0  # examples behind the held-out metric
     plan: RunPlan | None = None  # the run sized in tokens and bytes before it started (its memory reservations)
+    key: str = ""  # the session that started it (its turn in the scheduler's round-robin)
 
     @property
     def steps_done(self) -> int:

@@ -26,7 +26,7 @@ from .models import BaseModel
 from .prefix import Prefix
 from .prompts import PromptFormat, pad_right
 from .tasks import Task
-from .training import TrainSettings, batches
+from .training import TrainSettings, batches, bf16_backbone
 
 
 @dataclass
@@ -110,12 +110,20 @@ class SharedRun:
         return RunBatch(self.prefix, ids, mask, labels)
 
 
-def shared_step(base: BaseModel, runs: list[SharedRun]) -> list[float]:
-    """One training step of every run, in one forward and one backward (fp32); returns each run's loss.
+def shared_step(base: BaseModel, runs: list[SharedRun], batches: list[RunBatch] | None = None,
+                amp: torch.dtype | None = None) -> list[float]:
+    """One training step of every run, in one forward and one backward; returns each run's loss.
 
-    Each optimizer steps on its own prefix's gradient, which is that run's alone (see ``shared_losses``).
+    ``batches``: each run's batch (default: its next one). ``amp``: the autocast dtype, as
+    ``training.train`` uses it (None: plain fp32); an fp32 model under bf16 autocast uses the bf16
+    twin of the backbone, as ``training.train`` does. Each optimizer steps on its own prefix's
+    gradient, which is that run's alone (see ``shared_losses``).
     """
-    losses = shared_losses(base, [r.next_batch(base.tokenizer.pad_token_id) for r in runs])
+    if batches is None:
+        batches = [r.next_batch(base.tokenizer.pad_token_id) for r in runs]
+    backbone = bf16_backbone(base) if amp == torch.bfloat16 and base.dtype == torch.float32 else None
+    with torch.autocast(base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        losses = shared_losses(base, batches, backbone)
     for r in runs:
         r.opt.zero_grad(set_to_none=True)
     torch.stack(losses).sum().backward()  # the sum: each prefix's gradient is its own run's loss's

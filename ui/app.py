@@ -129,7 +129,7 @@ def build_demo(pg):
     from playground.memory import trim
     from playground.report import model_rows
     from ui import attention, compare, learn, library, switch, train
-    from ui.common import key, log
+    from ui.common import key, log, slots
     from ui.fairness import cap_waiting
 
     b = pg.base
@@ -185,7 +185,7 @@ def build_demo(pg):
         pg.sessions.start_sweeper(every_s=min(60.0, pg.sessions.ttl_s / 4))
     # Every event that does work goes through the queue: api_open=False refuses /run/ for them.
     # What stays outside (queue=False) only reads lists, does arithmetic or sets a Stop flag.
-    demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=pg.limits.concurrent_requests,
+    demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=slots(pg, "infer"),
                api_open=False)
     cap_waiting(demo._queue, pg.limits.max_waiting_per_session, on_join=pg.sessions.touch)
     return demo
@@ -211,7 +211,9 @@ def launch_options(pg, logins: list[tuple[str, str]]) -> dict:
                 "teacher gave you.", max_file_size=f"{pg.limits.max_upload_mb}mb",
                 # FastAPI's own /openapi.json would describe the API to anyone; Gradio serves its own behind
                 # the login. SSR and static workers would serve requests outside the guard.
-                app_kwargs={"middleware": [guard], "openapi_url": None}, ssr_mode=False, num_workers=0)
+                app_kwargs={"middleware": [guard], "openapi_url": None}, ssr_mode=False, num_workers=0,
+                # a thread per event in the queue: with the scheduler they wait on it, they do not compute
+                max_threads=max(40, pg.limits.queue_size + 8))
 
 
 def make_library(args: argparse.Namespace):

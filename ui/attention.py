@@ -6,7 +6,7 @@ import gradio as gr
 from playground.figures import head_figure, layer_figure, query_token_figure, virtual_token_figure
 from playground.service import JUST_TRAINED, Playground
 
-from .common import asset_sections, friendly, key
+from .common import asset_sections, friendly, key, slots
 
 NONE = "(none)"
 DEFAULT_PREFIX = "sentiment"  # the shipped prefix that the opening prompt (a movie review) is a task for
@@ -47,7 +47,7 @@ def build(pg: Playground):
 
     outs = [status, *figs]
     run.click(on_run, [prompt, first, second], outs, concurrency_id="infer",
-              concurrency_limit=pg.limits.concurrent_requests, api_name="attention")
+              concurrency_limit=slots(pg, "infer"), api_name="attention")
     prompt.submit(on_run, [prompt, first, second], outs, concurrency_id="infer")
 
     def on_pick(name, p, s, request: gr.Request):

@@ -82,3 +82,12 @@ def owner(request: gr.Request | None) -> str:
 
 def esc(x) -> str:
     return html.escape(str(x))
+
+
+def slots(pg, kind: str) -> int:
+    """Gradio's concurrency limit for an event group ("train" or "infer"). With the scheduler, every request
+    in the queue may reach it (it batches and orders their model work itself, round-robin by session); without
+    it, each running event computes in its own thread, so only a few run at once."""
+    if getattr(pg, "scheduled", False):
+        return pg.limits.queue_size
+    return pg.limits.concurrent_trainings if kind == "train" else pg.limits.concurrent_requests

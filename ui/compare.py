@@ -20,7 +20,7 @@ from playground.report import (
 from playground.service import Playground
 from playground.tasks import BUILTIN, get_task
 
-from .common import asset_sections, esc, friendly, key
+from .common import asset_sections, esc, friendly, key, slots
 
 
 def status_html(done: list[str], now: str = "", state: str = "running", note: str = "") -> str:
@@ -122,7 +122,7 @@ def build(pg: Playground) -> None:
             yield (status_html(done, "done", "finished", note), *figures(), table_rows(results, pg.base))
 
     run.click(on_run, [task, methods, steps, every, n_eval], [status, by_step, by_time, loss, table],
-              concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")
+              concurrency_id="train", concurrency_limit=slots(pg, "train"), show_progress="hidden")
 
     def on_stop(request: gr.Request):
         pg.lab.stop(key(request))
@@ -192,5 +192,5 @@ def build_ablations(pg: Playground, on_stop) -> None:
                                    "stopped"), gr.update(), gr.update(), gr.update())
 
     a_run.click(on_ablate, [a_task, study, a_steps, seeds], [a_status, a_plot, a_curves, a_table],
-                concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings, show_progress="hidden")
+                concurrency_id="train", concurrency_limit=slots(pg, "train"), show_progress="hidden")
     a_stop.click(on_stop, None, None, queue=False)

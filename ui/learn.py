@@ -11,7 +11,7 @@ from playground.report import model_rows
 from playground.service import Playground
 from playground.tasks import BUILTIN
 
-from .common import asset, asset_sections, friendly
+from .common import asset, asset_sections, friendly, slots
 
 
 def build(pg: Playground) -> gr.Dataframe:
@@ -61,7 +61,7 @@ def build_overhead(pg: Playground) -> None:
         note = load.note()
         return msg + (f"\n\n⚠ {note}" if note else ""), overhead_figure(points)
 
-    run.click(on_run, None, [status, plot], concurrency_id="infer", concurrency_limit=pg.limits.concurrent_requests)
+    run.click(on_run, None, [status, plot], concurrency_id="infer", concurrency_limit=slots(pg, "infer"))
 
 
 KV_HEADERS = ["way of prompting", "cached positions (computed once)", "prompt tokens per query",
@@ -101,4 +101,4 @@ def build_kv_caches(pg: Playground) -> None:
         return msg, kv_cache_figure(rows, label), data
 
     run.click(on_run, task, [status, plot, table], concurrency_id="infer",
-              concurrency_limit=pg.limits.concurrent_requests)
+              concurrency_limit=slots(pg, "infer"))

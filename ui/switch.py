@@ -8,7 +8,7 @@ import gradio as gr
 from playground.service import NO_PREFIX, Playground, SwitchOutput, SwitchResult
 from playground.tasks import BUILTIN
 
-from .common import asset, esc, friendly, key
+from .common import asset, esc, friendly, key, slots
 
 
 def shorten(text: str, most: int = 80) -> str:
@@ -82,7 +82,7 @@ def build(pg: Playground):
 
     # Runs on Enter or Run only: a run per keystroke would answer half-typed words and queue behind itself.
     gr.on([text.submit, run.click], on_run, [chosen, text], out, api_name="switch", concurrency_id="infer",
-          concurrency_limit=pg.limits.concurrent_requests, trigger_mode="always_last", show_progress="minimal")
+          concurrency_limit=slots(pg, "infer"), trigger_mode="always_last", show_progress="minimal")
 
     def refresh(current, request: gr.Request):
         picks = [(NO_PREFIX, NO_PREFIX)] + pg.prefix_picks(key(request))  # the just-trained one by task and time

@@ -17,7 +17,7 @@ from playground.sessions import TrainingRun
 from playground.tasks import BUILTIN, get_task
 from playground.training import PRECISIONS, TrainSettings, held_out_split
 
-from .common import asset_sections, esc, friendly, key, owner
+from .common import asset_sections, esc, friendly, key, owner, slots
 
 UPLOAD = "upload"
 INITS = {"task text": "task", "custom text": "text", "training examples": "demos", "random": "random"}
@@ -289,7 +289,12 @@ def build(pg: Playground) -> TrainTab:
             k_ = ps.init_shots
             warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
         yield progress_html(run, warm), *charts(), None, None
-        for _ in pg.run_steps(run):
+        for rec in pg.run_steps(run, heartbeat=1.0):
+            if rec is None:  # waiting for the scheduler: say where this learner stands in line
+                wait = pg.waiting(k)
+                note = wait.note() if wait else warm
+                yield progress_html(run, note), gr.update(), gr.update(), gr.update(), gr.update()
+                continue
             yield progress_html(run), *charts(), gr.update(), gr.update()
         stopped = run.state == "stopped"
         if stopped and not pg.baselines_ready(run):  # Stop means stop: no minutes of scoring the prompts first
@@ -315,7 +320,7 @@ def build(pg: Playground) -> TrainTab:
 
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
                                eval_n, precision, init_shots], [progress, loss_plot, metric_plot, summary, table],
-                    concurrency_id="train", concurrency_limit=pg.limits.concurrent_trainings,
+                    concurrency_id="train", concurrency_limit=slots(pg, "train"),
                     show_progress="hidden", api_name="train")
 
     def on_stop(request: gr.Request):

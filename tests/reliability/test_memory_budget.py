@@ -295,7 +295,7 @@ def test_a_prompt_past_the_token_cap_is_refused_before_any_model_work(pg, monkey
         raise AssertionError("the model ran on a prompt over the token cap")
 
     monkeypatch.setattr(service_mod, "prefix_attention", never)
-    monkeypatch.setattr(service_mod, "stream_texts_mixed", never)
+    monkeypatch.setattr(pg.scheduler, "generate", never)
     pg.library.save("p", create_prefix(pg.base, PrefixSettings(4, "random"), seed=1), {})
     text = digits(2000)
     assert len(text) <= pg.limits.max_prompt_chars

@@ -7,11 +7,12 @@ import os
 import pytest
 import torch
 
-import playground.service as service_mod
 from playground.attention import PrefixAttention
 from playground.errors import PlaygroundError
 from playground.figures import layer_figure
+from playground.generate import answer_text, ran_out
 from playground.methods import answer, prefix_method
+from playground.prompts import PromptFormat
 from playground.service import JUST_TRAINED, NO_PREFIX
 from playground.tasks import get_task
 
@@ -49,25 +50,28 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     save_random(pg, "p")
     text = "  A warm and funny film. "
     calls = []
-    real = service_mod.stream_texts_mixed
+    real = pg.scheduler.generate
+    fmt = PromptFormat.for_tokenizer(pg.base.tokenizer)
 
-    def spy(base, inputs, prefixes, max_new_tokens=16, modes=None, **kw):
-        c = dict(inputs=inputs, prefixes=prefixes, budgets=max_new_tokens, modes=modes, out={})
+    def spy(key, prompts, prefixes, budgets, stop_ids=()):
+        c = dict(key=key, prompts=prompts, prefixes=prefixes, budgets=budgets, out={})
         calls.append(c)
-        for i, said, cut in real(base, inputs, prefixes, max_new_tokens, modes, **kw):
-            c["out"][i] = said + "…" if cut else said
-            yield i, said, cut
+        for i, ids in real(key, prompts, prefixes, budgets, stop_ids):
+            said = answer_text(fmt, ids)
+            c["out"][i] = said + "…" if ran_out(ids, budgets[i], fmt.stop_ids) else said
+            yield i, ids
 
-    monkeypatch.setattr(service_mod, "stream_texts_mixed", spy)
+    monkeypatch.setattr(pg.scheduler, "generate", spy)
     res = pg.switch("k", [NO_PREFIX, JUST_TRAINED, "p", "p"], text)
     assert [o.name for o in res.outputs] == [NO_PREFIX, JUST_TRAINED, "p"]
     assert all(isinstance(o.text, str) and o.seconds >= 0 and not o.pending for o in res.outputs)
     assert 0 <= res.switch_seconds <= res.total_seconds and res.done and res.input == text.strip()
-    # One mixed batch, a row per name, each behind its own prefix with its task's answer budget capped by the limit.
+    # One request to the scheduler's decode loop, a row per name, each behind its own prefix with its task's
+    # answer budget capped by the limit.
     assert len(calls) == 1 and res.batched
     c = calls[0]
     n = min(get_task("sentiment").max_new_tokens, LIMITS["max_new_tokens"])
-    assert c["inputs"] == [text.strip()] * 3 and c["modes"] == ["base", "prefix", "prefix"]
+    assert c["key"] == "k" and c["prompts"] == [fmt.encode_prompt(text.strip(), m) for m in ("base", "prefix", "prefix")]
     assert c["budgets"] == [LIMITS["max_new_tokens"], n, n]
     assert [o.budget for o in res.outputs] == c["budgets"]
     assert c["prefixes"][0] is None and c["prefixes"][1] is run.prefix

@@ -9,11 +9,12 @@ import torch
 
 import playground.service as service_mod
 from playground.errors import PlaygroundError
+from playground.library import Library
 from playground.peft_folder import CARD_FILE
-from playground.service import JUST_TRAINED
+from playground.service import JUST_TRAINED, Limits, Playground
 from playground.tasks import get_task
 
-from .support import emb, ps, rec, trained, ts
+from .support import LIMITS, emb, ps, rec, trained, ts
 
 
 def test_a_run_records_every_step_and_finishes(pg):
@@ -49,11 +50,31 @@ def test_a_run_that_ends_abruptly_is_not_marked_finished(pg):
 
 
 def test_a_run_whose_training_fails_is_not_marked_finished(pg, monkeypatch):
+    """The second training tick fails (in the scheduler's thread): the error reaches the run, which stops."""
+    import playground.scheduler as scheduler_mod
+
+    real, calls = scheduler_mod.shared_step, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return real(*a, **k)
+
+    monkeypatch.setattr(scheduler_mod, "shared_step", failing)
+    run = pg.start_run("k", get_task("sentiment"), ps(), ts(steps=4))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(pg.run_steps(run))
+    assert run.state == "stopped" and run.steps_done == 1 and not run.cancel.is_set()
+
+
+def test_without_the_scheduler_a_failing_run_is_not_marked_finished_either(tiny_llama, tmp_path, monkeypatch):
     def failing(base, prefix, task, settings, cancel=None, reserve=None):
         yield rec(1)
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(service_mod, "train", failing)
+    pg = Playground(tiny_llama, Library(tmp_path / "lib"), Limits(**LIMITS), scheduled=False)
     run = pg.start_run("k", get_task("sentiment"), ps(), ts(steps=4))
     with pytest.raises(RuntimeError, match="out of memory"):
         list(pg.run_steps(run))

@@ -1,0 +1,439 @@
+"""One scheduler owns the model: every learner's work, batched, taken in turn, inside a memory budget.
+
+A class shares one frozen model. Run as one worker thread per browser session, the students'
+torch calls fight over the same cores and the rest wait in a first-come queue. Here a single
+worker thread runs all model work, in ticks:
+
+- **Training steps ride together.** Each waiting run's next step joins one forward/backward
+  (``sharedstep.shared_step``): every row behind its own run's prefix, each run with its own
+  optimizer, and its loss and gradient exactly what it would be alone (tested).
+- **Generation and held-out scoring share one decode loop** (``decodeloop.DecodeLoop``):
+  requests join between decode steps and leave when they end, as serving engines batch
+  continuously. Switch and every student's evaluation chunks decode together.
+- **Everything else takes a turn** (an attention view, a measurement, the prompts' baselines,
+  a Compare lab step): the caller's own thread runs it while the worker waits, so it has the
+  model to itself, which a timing needs anyway.
+
+Fair share: work is taken round-robin by session (the session served longest ago first), so a
+student who submits a lot does not starve the others, and every active run makes a step in each
+pass over the waiting runs. A session may have at most ``max_waiting`` items waiting. Size: each
+item is sized in token positions before it is queued; one larger than a tick may hold is refused
+with a message, and a tick never holds more than ``token_budget`` positions of training or
+``decode_positions`` of generation (both derived from the memory budget and the model's shapes
+by ``service``). Ticks are also kept short (``slice_s`` of measured work) so that a Switch
+answer is never stuck behind a whole class's training step.
+
+Why our own and not a serving engine: vLLM and S-LoRA schedule inference only; none batches
+training steps of many adapters. The queue itself is small (a list and a condition variable);
+Gradio's queue stays in front of it for the web requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, TypeVar
+
+import torch
+
+from .budget import MemoryBudget, train_step_bytes
+from .decodeloop import DecodeLoop
+from .errors import PlaygroundError
+from .generate import greedy_mixed_rows
+from .models import BaseModel
+from .prefix import Prefix
+from .sharedstep import RunBatch, SharedRun, shared_step
+
+T = TypeVar("T")
+EWMA = 0.3  # weight of the newest measurement in the running averages of tick times
+
+
+@dataclass
+class SchedulerSettings:
+    """How the scheduler slices the model's time and memory."""
+
+    token_budget: int = 60_000  # token positions one training tick may hold (rows x (virtual + prompt + target))
+    decode_positions: int = 200_000  # key/value positions the shared decode loop may hold (rows x cache length)
+    slice_s: float = 0.5  # seconds of training a tick aims at before generation gets its turn
+    max_waiting: int = 3  # items one session may have waiting at once
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Where a session's waiting work stands: sessions ahead of it and the estimated wait."""
+
+    ahead: int
+    eta_s: float
+
+    def note(self) -> str:
+        who = "nobody" if self.ahead == 0 else f"{self.ahead} learner{'s' if self.ahead != 1 else ''}"
+        return f"waiting for the model: {who} ahead of you, about {max(1, round(self.eta_s))} s"
+
+
+class _Item:
+    _seq = itertools.count()
+
+    def __init__(self, key: str, kind: str, tokens: int):
+        self.key, self.kind, self.tokens = key, kind, tokens
+        self.seq = next(self._seq)
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class Ticket:
+    """A training step waiting for its tick: ``wait`` for it, then read ``result``."""
+
+    def __init__(self, item: _Item, scheduler: "Scheduler"):
+        self._item, self._scheduler = item, scheduler
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._item.done.wait(timeout)
+
+    def result(self) -> tuple[float, float]:
+        """(this run's loss, the tick's seconds); raises what the tick raised."""
+        self._item.done.wait()
+        if self._item.error is not None:
+            raise self._item.error
+        return self._item.result  # type: ignore[return-value]
+
+    def withdraw(self) -> bool:
+        """Take the step back if no tick has taken it yet (the run was stopped)."""
+        return self._scheduler._withdraw(self._item)
+
+
+class _Train(_Item):
+    def __init__(self, key: str, tokens: int, run: SharedRun, batch: RunBatch, amp: torch.dtype | None):
+        super().__init__(key, "train", tokens)
+        self.run, self.batch, self.amp = run, batch, amp
+
+
+class _Gen(_Item):
+    def __init__(self, key: str, tokens: int, prompts, prefixes, budgets, stop_ids):
+        super().__init__(key, "generate", tokens)
+        self.prompts, self.prefixes, self.budgets, self.stop_ids = prompts, prefixes, budgets, stop_ids
+        self.rows: queue.Queue = queue.Queue()  # (row index, ids) as rows end, or an exception
+        self.left = len(prompts)
+
+
+class _Turn(_Item):
+    def __init__(self, key: str, what: str):
+        super().__init__(key, "turn", 0)
+        self.what = what
+        self.released = threading.Event()
+
+
+class Scheduler:
+    """The one owner of the model's time. ``direct=True``: no worker, every call runs in its caller's
+    thread as it would without a scheduler (the "one worker per session" path, kept for comparison)."""
+
+    def __init__(self, base: BaseModel, settings: SchedulerSettings | None = None,
+                 budget: MemoryBudget | None = None, direct: bool = False):
+        self.base, self.settings, self.budget, self.direct = base, settings or SchedulerSettings(), budget, direct
+        self._cond = threading.Condition()
+        self._train: list[_Train] = []
+        self._gen: list[_Gen] = []
+        self._turns: list[_Turn] = []
+        self._running: list[_Gen] = []  # generation requests inside the decode loop
+        self._served: dict[str, float] = {}  # session -> when it was last served (round-robin order)
+        self._loop: DecodeLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
+        # measured, for the waiting estimates and the benchmark
+        self.train_rate: float | None = None  # training token positions per second
+        self.tick_s: float | None = None  # seconds per training tick
+        self.step_s: float | None = None  # seconds per decode step
+        self.ticks = 0
+        self.tick_runs: list[int] = []  # runs per training tick
+        self.decode_steps = 0
+        self.decode_rows: list[int] = []  # rows per decode step
+
+    # ---- Submitting work ------------------------------------------------------------------------
+    def submit_step(self, key: str, run: SharedRun, amp: torch.dtype | None = None) -> Ticket:
+        """Queue one training step of ``run`` (its next batch); it joins the next training tick."""
+        batch = run.next_batch(self.base.tokenizer.pad_token_id)
+        rows, T = batch.ids.shape
+        tokens = rows * (run.prefix.num_virtual_tokens + T)
+        item = _Train(key, tokens, run, batch, amp)
+        if self.direct or self._holding():
+            self._run_train([item])
+            return Ticket(item, self)
+        self._check(tokens, self.settings.token_budget, f"A training step of {rows} examples x "
+                    f"{run.prefix.num_virtual_tokens + T} positions", "Lower the batch size or num_virtual_tokens.")
+        self._submit(item, self._train)
+        return Ticket(item, self)
+
+    def generate(self, key: str, prompts: list[list[int]], prefixes: list[Prefix | None], budgets: list[int],
+                 stop_ids: tuple[int, ...] = ()) -> Iterator[tuple[int, list[int]]]:
+        """Greedy answer ids of each prompt behind its prefix, as (row index, ids) in finishing order.
+
+        The rows join the shared decode loop; each gets exactly what it would alone (tested)."""
+        if self.direct or self._holding():
+            yield from greedy_mixed_rows(self.base, prompts, prefixes, budgets, stop_ids)
+            return
+        tokens = sum((p.num_virtual_tokens if p is not None else 0) + len(x) + b
+                     for x, p, b in zip(prompts, prefixes, budgets, strict=True))
+        self._check(tokens, self.settings.decode_positions, f"Answering {len(prompts)} prompts at once",
+                    "Pick fewer prefixes, or shorten the prompt.")
+        item = _Gen(key, tokens, prompts, prefixes, budgets, stop_ids)
+        self._submit(item, self._gen)
+        got = 0
+        try:
+            while got < len(prompts):
+                row = item.rows.get()
+                if isinstance(row, BaseException):
+                    raise row
+                got += 1
+                yield row
+        finally:
+            if got < len(prompts):  # the caller went away: its rows leave the loop
+                self._withdraw(item)
+
+    @contextmanager
+    def turn(self, key: str, what: str = ""):
+        """The model to this thread alone while the body runs, once the session's turn comes."""
+        if self.direct or self._holding():
+            yield
+            return
+        item = _Turn(key, what)
+        self._submit(item, self._turns)
+        try:
+            item.done.wait()
+            if item.error is not None:
+                raise item.error
+            self._local.turn = True
+            yield
+        finally:
+            self._local.turn = False
+            if not self._withdraw(item):
+                item.released.set()
+
+    def stepwise(self, key: str, steps: Iterator[T], what: str = "") -> Iterator[T]:
+        """``steps`` advanced one item per turn: a long job (a Compare lab run) interleaved with the class."""
+        while True:
+            with self.turn(key, what):
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+            yield item
+
+    # ---- What the page shows --------------------------------------------------------------------
+    def waiting(self, key: str) -> Wait | None:
+        """This session's place in line, or None when it has nothing waiting."""
+        with self._cond:
+            queue_ = self._order(self._train + self._gen + self._turns)
+            mine = next((i for i, it in enumerate(queue_) if it.key == key), None)
+            if mine is None:
+                return None
+            ahead = queue_[:mine]
+            tokens = sum(it.tokens for it in ahead if it.kind == "train") + queue_[mine].tokens
+            rate, tick = self.train_rate or 2000.0, self.tick_s or 1.0
+            eta = tokens / rate + tick + (self.step_s or 0.05) * 8 * len(self._running)
+            return Wait(len({it.key for it in ahead}), eta)
+
+    def load(self) -> dict:
+        """Counts for a status line or a benchmark: waiting items by kind, rows decoding, ticks so far."""
+        with self._cond:
+            return {"train": len(self._train), "generate": len(self._gen), "turn": len(self._turns),
+                    "decoding": sum(len(g.prompts) for g in self._running), "ticks": self.ticks,
+                    "decode_steps": self.decode_steps}
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # ---- Internals ------------------------------------------------------------------------------
+    def _holding(self) -> bool:
+        return getattr(self._local, "turn", False) or threading.current_thread() is self._thread
+
+    @staticmethod
+    def _check(tokens: int, cap: int, what: str, fix: str) -> None:
+        if tokens > cap:
+            raise PlaygroundError(f"{what} would take {tokens:,} token positions, more than this server lets one "
+                                  f"batch hold ({cap:,}, from --memory-budget-mb). {fix}")
+
+    def _submit(self, item: _Item, into: list) -> None:
+        with self._cond:
+            if self._closed:
+                raise PlaygroundError("The server is shutting down. Reload the page in a minute.")
+            mine = sum(1 for lst in (self._train, self._gen, self._turns) for it in lst if it.key == item.key)
+            if item.key and mine >= self.settings.max_waiting:
+                raise PlaygroundError(f"You already have {mine} requests waiting for the model (the limit is "
+                                      f"{self.settings.max_waiting} per learner). Wait for them to finish.")
+            into.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="model-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _withdraw(self, item: _Item) -> bool:
+        """Remove a waiting item (True), or a generation's rows from the decode loop; False if it already ran."""
+        with self._cond:
+            for lst in (self._train, self._gen, self._turns):
+                if item in lst:
+                    lst.remove(item)
+                    return True
+            if isinstance(item, _Gen) and item in self._running:
+                item.left = -1  # the worker drops its rows at the next step
+            return False
+
+    def _order(self, items: list) -> list:
+        """Round-robin: the session served longest ago first, then arrival order."""
+        return sorted(items, key=lambda it: (self._served.get(it.key, 0.0), it.seq))
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._closed or self._train or self._gen or self._turns or self._running):
+                    self._cond.wait()
+                if self._closed:
+                    self._fail_all(PlaygroundError("The server is shutting down. Reload the page in a minute."))
+                    return
+            if self._gen or self._running:
+                self._decode_slice()
+            if self._train:
+                self._train_tick()
+            if self._turns:
+                self._grant_turn()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for it in self._train + self._turns:
+            it.finish(error=error)
+        for g in self._gen + self._running:
+            g.rows.put(error)
+        self._train, self._gen, self._turns, self._running = [], [], [], []
+
+    # training ticks
+    def _train_tick(self) -> None:
+        with self._cond:
+            order = self._order(self._train)
+            # a tick aims at slice_s of measured work, at least one run, never over the token budget
+            cap = self.settings.token_budget
+            if self.train_rate:
+                cap = min(cap, max(1, int(self.train_rate * self.settings.slice_s)))
+            take, total = [], 0
+            for it in order:
+                if take and total + it.tokens > cap:
+                    break
+                take.append(it)
+                total += it.tokens
+            for it in take:
+                self._train.remove(it)
+        t0 = time.perf_counter()
+        self._run_train(take)
+        dt = time.perf_counter() - t0
+        now = time.monotonic()
+        with self._cond:
+            for it in take:
+                self._served[it.key] = now
+            self.ticks += 1
+            self.tick_runs.append(len(take))
+            self.train_rate = _ewma(self.train_rate, total / max(dt, 1e-6))
+            self.tick_s = _ewma(self.tick_s, dt)
+
+    def _run_train(self, items: list[_Train]) -> None:
+        t0 = time.perf_counter()
+        try:
+            for amp in dict.fromkeys(it.amp for it in items):  # one forward per autocast dtype
+                group = [it for it in items if it.amp == amp]
+                rows = sum(it.batch.ids.shape[0] for it in group)
+                T = max(it.batch.ids.shape[1] for it in group)
+                P = max(it.run.prefix.num_virtual_tokens for it in group)
+                need = train_step_bytes(self.base, rows, T, P, T, amp)
+                hold = (self.budget.reserve(need, f"A training step of {len(group)} runs together",
+                                            "Lower the batch size.") if self.budget else _nothing())
+                with hold:
+                    losses = shared_step(self.base, [it.run for it in group], [it.batch for it in group], amp)
+                dt = time.perf_counter() - t0
+                for it, loss in zip(group, losses):
+                    it.finish((loss, dt))
+        except Exception as exc:  # the tick's runs all get the error; the others go on
+            for it in items:
+                if not it.done.is_set():
+                    it.finish(error=exc)
+
+    # the shared decode loop
+    def _decode_slice(self) -> None:
+        t0 = time.perf_counter()
+        while True:
+            self._admit()
+            with self._cond:
+                for g in [g for g in self._running if g.left < 0]:  # withdrawn by their callers
+                    self._loop.drop(g)
+                    self._running.remove(g)
+                if not self._running:
+                    return
+            s0 = time.perf_counter()
+            try:
+                ended = self._loop.step()
+            except Exception as exc:
+                with self._cond:
+                    for g in self._running:
+                        g.rows.put(exc)
+                    self._running = []
+                    self._loop = None
+                return
+            with self._cond:
+                self.decode_steps += 1
+                self.decode_rows.append(sum(len(g.prompts) for g in self._running))
+                self.step_s = _ewma(self.step_s, time.perf_counter() - s0)
+                for g, i, ids in ended:
+                    g.rows.put((i, ids))
+                    if g.left > 0:
+                        g.left -= 1
+                    if g.left == 0:
+                        self._running.remove(g)
+                        self._served[g.key] = time.monotonic()
+                other_work = bool(self._train or self._turns)
+            if other_work and time.perf_counter() - t0 >= self.settings.slice_s:
+                return
+
+    def _admit(self) -> None:
+        """Waiting generation requests join the loop, round-robin, while its positions fit."""
+        with self._cond:
+            if not self._gen:
+                return
+            if self._loop is None:
+                self._loop = DecodeLoop(self.base)
+            held = sum(g.tokens for g in self._running)
+            for g in self._order(self._gen):
+                if self._running and held + g.tokens > self.settings.decode_positions:
+                    break
+                self._gen.remove(g)
+                self._running.append(g)
+                held += g.tokens
+                self._loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
+
+    # turns
+    def _grant_turn(self) -> None:
+        with self._cond:
+            if not self._turns:
+                return
+            item = self._order(self._turns)[0]
+            self._turns.remove(item)
+        item.finish()
+        item.released.wait()
+        with self._cond:
+            self._served[item.key] = time.monotonic()
+
+
+def _ewma(old: float | None, new: float) -> float:
+    return new if old is None else (1 - EWMA) * old + EWMA * new
+
+
+@contextmanager
+def _nothing():
+    yield

@@ -1,0 +1,227 @@
+"""The scheduler that owns the model: shared training ticks and a shared decode loop give each learner exactly
+what they would get alone, in round-robin turns, within a per-learner cap and the token budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from playground.errors import PlaygroundError
+from playground.generate import greedy_mixed
+from playground.library import Library
+from playground.prefix import PrefixSettings, create_prefix
+from playground.prompts import PromptFormat
+from playground.scheduler import Scheduler, SchedulerSettings
+from playground.service import NO_PREFIX, Limits, Playground
+from playground.sharedstep import SharedRun
+from playground.tasks import get_task
+from playground.training import TrainSettings
+
+pytestmark = pytest.mark.unit
+
+LIMITS = dict(max_steps=10, max_batch_size=8, max_virtual_tokens=8, max_eval_examples=8, max_new_tokens=6,
+              max_prompt_chars=200, max_switch_prefixes=4)
+RUNS = [  # three students: different tasks, prefix lengths (one through the MLP), batch sizes and seeds
+    ("sentiment", PrefixSettings(4, "task"), TrainSettings(1e-2, 4, 4, 0, 2, 4, "fp32")),
+    ("topic", PrefixSettings(6, "random", prefix_projection=True, encoder_hidden_size=16),
+     TrainSettings(3e-2, 4, 2, 1, 0, 4, "fp32")),
+    ("capitals", PrefixSettings(3, "random"), TrainSettings(2e-2, 4, 3, 2, 3, 5, "fp32")),
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_threads):
+    torch.set_num_threads(1)
+
+
+def playground(base, tmp_path, scheduled: bool, name: str) -> Playground:
+    pg = Playground(base, Library(tmp_path / name), Limits(**LIMITS), scheduled=scheduled)
+    return pg
+
+
+def train_class(pg: Playground) -> list:
+    """Every student presses Train at once (a thread each, as the web server's workers); returns their runs."""
+    runs = [pg.start_run(f"s{i}", get_task(t), p, s) for i, (t, p, s) in enumerate(RUNS)]
+    errors = []
+
+    def go(run):
+        try:
+            list(pg.run_steps(run))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and all(not t.is_alive() for t in threads)
+    return runs
+
+
+def test_runs_trained_in_shared_ticks_end_as_each_trained_alone(tiny_llama, tmp_path):
+    """Whatever else shares a tick, a run's losses, held-out answers and prefix equal training.train alone (fp32)."""
+    together = playground(tiny_llama, tmp_path, True, "a")
+    try:
+        shared = train_class(together)
+        assert max(together.scheduler.tick_runs) > 1  # runs really did share ticks
+        assert together.scheduler.decode_steps > 0  # and their evaluations went through the shared decode loop
+    finally:
+        together.close()
+    alone = playground(tiny_llama, tmp_path, False, "b")
+    for i, (t, p, s) in enumerate(RUNS):
+        run = alone.start_run(f"s{i}", get_task(t), p, s)
+        recs = list(alone.run_steps(run))
+        mine = shared[i].records
+        assert [r.loss for r in mine] == pytest.approx([r.loss for r in recs], rel=1e-5, abs=1e-6)
+        assert [r.metric for r in mine] == [r.metric for r in recs]
+        assert [r.predictions for r in mine] == [r.predictions for r in recs]
+        for a, b in zip(shared[i].prefix.parameters(), run.prefix.parameters()):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+        assert shared[i].state == run.state == "finished"
+
+
+def test_switch_through_the_decode_loop_gives_the_tokens_of_each_prefix_alone(tiny_llama, tmp_path):
+    pgs = [playground(tiny_llama, tmp_path, s, n) for s, n in ((True, "a"), (False, "b"))]
+    for pg in pgs:
+        for i, n in enumerate((2, 5)):
+            prefix = create_prefix(tiny_llama, PrefixSettings(n, "random"), seed=i)
+            with torch.no_grad():
+                for p in prefix.parameters():
+                    p.mul_(8.0)  # far from init, so the rows differ
+            pg.library.save(f"p{i}", prefix, {"task": "sentiment"})
+    names = ["p0", "p1", NO_PREFIX]
+    try:
+        got = [pg.switch("k", names, "the cat sat on the mat") for pg in pgs]
+        assert [o.text for o in got[0].outputs] == [o.text for o in got[1].outputs]
+        assert [o.cut for o in got[0].outputs] == [o.cut for o in got[1].outputs]
+        assert pgs[0].scheduler.decode_steps > 0 and pgs[1].scheduler.decode_steps == 0
+    finally:
+        pgs[0].close()
+
+
+def test_requests_that_arrive_while_others_decode_join_the_running_batch(tiny_llama):
+    """Four learners' generations at once: the loop holds rows of several requests in one step, and each
+    request's ids are what greedy_mixed gives it alone."""
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    prefixes = [create_prefix(tiny_llama, PrefixSettings(n, "random"), seed=n) for n in (2, 3, 4, 5)]
+    prompts = [fmt.encode_prompt(x, "prefix") for x in ("hi", "a longer input here", "le chat", "one two three")]
+    sched = Scheduler(tiny_llama)
+    results: dict[int, list] = {}
+
+    def ask(i):
+        results[i] = sorted(sched.generate(f"s{i}", [prompts[i]] * 2, [prefixes[i], None], [6, 3 + i]))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        sched.close()
+    for i in range(4):
+        alone = greedy_mixed(tiny_llama, [prompts[i]] * 2, [prefixes[i], None], [6, 3 + i])
+        assert [ids for _, ids in results[i]] == alone
+    assert max(sched.decode_rows) > 2  # more than one request's rows decoded together
+
+
+def hold(sched: Scheduler, key: str = "holder"):
+    """Take the model in a thread and keep it until the returned event is set (the queue builds up meanwhile)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def body():
+        with sched.turn(key):
+            taken.set()
+            release.wait(30)
+
+    threading.Thread(target=body, daemon=True).start()
+    assert taken.wait(30)
+    return release
+
+
+def wait_for(cond, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_turns_go_round_robin_by_session_so_a_busy_learner_does_not_starve_the_others(tiny_llama):
+    sched = Scheduler(tiny_llama, SchedulerSettings(max_waiting=3))
+    order: list[str] = []
+    release = hold(sched)
+
+    def take(key, label):
+        with sched.turn(key):
+            order.append(label)
+
+    threads = []
+    for key, label in (("A", "A1"), ("A", "A2"), ("A", "A3"), ("B", "B1")):  # A floods first, then B asks once
+        threads.append(threading.Thread(target=take, args=(key, label)))
+        threads[-1].start()
+        wait_for(lambda n=len(threads): sched.load()["turn"] == n, "items queued")
+    wait = sched.waiting("B")
+    assert wait is not None and wait.ahead == 1 and "1 learner ahead" in wait.note()
+    assert sched.waiting("nobody") is None
+    release.set()
+    for t in threads:
+        t.join(timeout=30)
+    sched.close()
+    assert order == ["A1", "B1", "A2", "A3"]  # B is served right after A's first, not after all of A's
+
+
+def test_a_learner_may_have_only_so_many_items_waiting(tiny_llama):
+    sched = Scheduler(tiny_llama, SchedulerSettings(max_waiting=2))
+    release = hold(sched)
+    done = []
+
+    def take():
+        with sched.turn("A"):
+            done.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sched.load()["turn"] == 2, "two items queued")
+    with pytest.raises(PlaygroundError, match="2 requests waiting .* limit is 2 per learner"):
+        with sched.turn("A"):
+            pass
+    with sched.turn("holder"):  # the holder's nested call runs at once: it already has the model
+        pass
+    release.set()
+    for t in threads:
+        t.join(timeout=30)
+    sched.close()
+    assert len(done) == 2
+
+
+def test_work_larger_than_a_tick_may_hold_is_refused_before_it_waits(tiny_llama):
+    sched = Scheduler(tiny_llama, SchedulerSettings(token_budget=50, decode_positions=40))
+    run = SharedRun.start(tiny_llama, create_prefix(tiny_llama, PrefixSettings(8, "random")), get_task("headline"),
+                          TrainSettings(batch_size=8))
+    with pytest.raises(PlaygroundError, match=r"token positions, more than this server lets one batch hold \(50"):
+        sched.submit_step("k", run)
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    with pytest.raises(PlaygroundError, match="Pick fewer prefixes, or shorten the prompt"):
+        list(sched.generate("k", [fmt.encode_prompt("a sentence of some length", "base")] * 3, [None] * 3, [8] * 3))
+    assert sched.load() == {"train": 0, "generate": 0, "turn": 0, "decoding": 0, "ticks": 0, "decode_steps": 0}
+
+
+def test_a_stopped_run_takes_back_its_waiting_step(tiny_llama, tmp_path):
+    pg = playground(tiny_llama, tmp_path, True, "a")
+    run = pg.start_run("k", get_task("sentiment"), PrefixSettings(3, "random"), TrainSettings(steps=3, batch_size=2, eval_examples=4))
+    release = hold(pg.scheduler)
+    try:
+        steps = pg.run_steps(run, heartbeat=0.05)
+        assert next(steps) is None  # waiting: a heartbeat, and the page can show its place in line
+        assert pg.waiting("k").ahead == 0
+        run.cancel.set()
+        assert list(steps) == []
+        assert run.state == "stopped" and pg.scheduler.load()["train"] == 0
+    finally:
+        release.set()
+        pg.close()
