@@ -171,6 +171,7 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
         torch.cuda.reset_peak_memory_stats()
     rss_reset = reset_peak_rss()
     load_before = machine_load()  # 1-minute average: other jobs, and the tail of this benchmark's previous mode
+    sched = None  # the scheduler's own counts (scheduler mode)
     with tempfile.TemporaryDirectory(prefix="class-load-") as tmp:
         pg = make_playground(base, shipped_src, Path(tmp), mode)
         try:
@@ -267,6 +268,7 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
             for k in [*(f"student-{i}" for i in range(cfg.students)), *(f"switcher-{j}" for j in range(cfg.switchers))]:
                 pg.close_session(k)
             sessions_left = len(pg.sessions)
+            sched = pg.scheduler.stats() if mode == "scheduler" else None
         finally:
             if callable(getattr(pg, "close", None)):
                 pg.close()
@@ -276,7 +278,7 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
                sessions_left=sessions_left,
                peak_rss_mb=round(peak_rss_mb(), 1), rss_reset=rss_reset, switch_names=names,
                load_before=asdict(load_before), busy_note=load_before.note(),
-               student_logs=[asdict(s) for s in log.students], switch_latencies_s=log.switches)
+               student_logs=[asdict(s) for s in log.students], switch_latencies_s=log.switches, scheduler=sched)
     if cuda:
         rep["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return rep
@@ -313,7 +315,10 @@ def mode_line(r: dict) -> str:
             f"max {f['max_s']:.1f} s (n={f['n']}); finished p50 {d['p50_s']:.1f} p95 {d['p95_s']:.1f} max "
             f"{d['max_s']:.1f} s (n={d['n']}); switch p50 {w['p50_s']:.2f} p95 {w['p95_s']:.2f} s (n={w['n']}); "
             f"{r['examples_per_s']:.1f} examples/s; peak RSS {r['peak_rss_mb']:.0f} MB; errors {len(r['errors'])}"
-            + ("; TIMED OUT" if r["timed_out"] else ""))
+            + ("; TIMED OUT" if r["timed_out"] else "")
+            + (f"\n      scheduler: {r['scheduler']['ticks']} training ticks, {r['scheduler']['runs_per_tick']:.1f} runs "
+               f"per tick (most {r['scheduler']['most_runs_in_a_tick']}), {r['scheduler']['decode_steps']} decode steps, "
+               f"{r['scheduler']['rows_per_decode_step']:.1f} rows per step" if r.get("scheduler") else ""))
 
 
 def ratios(workers: dict, sched: dict) -> dict:

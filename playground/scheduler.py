@@ -58,7 +58,8 @@ class SchedulerSettings:
 
     token_budget: int = 60_000  # token positions one training tick may hold (rows x (virtual + prompt + target))
     decode_positions: int = 200_000  # key/value positions the shared decode loop may hold (rows x cache length)
-    slice_s: float = 0.5  # seconds of training a tick aims at before generation gets its turn
+    slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
+    decode_slice_s: float = 1.0  # seconds the decode loop runs on while other work waits: answers are interactive
     max_waiting: int = 3  # items one session may have waiting at once
 
 
@@ -121,6 +122,7 @@ class _Gen(_Item):
         super().__init__(key, "generate", tokens)
         self.prompts, self.prefixes, self.budgets, self.stop_ids = prompts, prefixes, budgets, stop_ids
         self.rows: queue.Queue = queue.Queue()  # (row index, ids) as rows end, or an exception
+        self.prefill = sum(len(x) + (p.num_virtual_tokens if p is not None else 0) for x, p in zip(prompts, prefixes))
         self.left = len(prompts)
 
 
@@ -241,6 +243,15 @@ class Scheduler:
             eta = tokens / rate + tick + (self.step_s or 0.05) * 8 * len(self._running)
             return Wait(len({it.key for it in ahead}), eta)
 
+    def stats(self) -> dict:
+        """What the scheduler measured so far: ticks, runs per tick, decode steps, rows per step, and times."""
+        with self._cond:
+            ticks, rows = list(self.tick_runs), list(self.decode_rows)
+            return {"ticks": self.ticks, "runs_per_tick": sum(ticks) / max(1, len(ticks)),
+                    "most_runs_in_a_tick": max(ticks, default=0), "tick_s": self.tick_s,
+                    "train_positions_per_s": self.train_rate, "decode_steps": self.decode_steps,
+                    "rows_per_decode_step": sum(rows) / max(1, len(rows)), "decode_step_s": self.step_s}
+
     def load(self) -> dict:
         """Counts for a status line or a benchmark: waiting items by kind, rows decoding, ticks so far."""
         with self._cond:
@@ -302,12 +313,16 @@ class Scheduler:
                 if self._closed:
                     self._fail_all(PlaygroundError("The server is shutting down. Reload the page in a minute."))
                     return
+            # one round: the waiting turns (short ones all go), the decode loop, then one training tick;
+            # each part yields after about a slice when the others have work waiting
+            t0 = time.perf_counter()
+            while self._turns and (time.perf_counter() - t0 < self.settings.slice_s
+                                   or not (self._train or self._gen or self._running)):
+                self._grant_turn()
             if self._gen or self._running:
                 self._decode_slice()
             if self._train:
                 self._train_tick()
-            if self._turns:
-                self._grant_turn()
 
     def _fail_all(self, error: BaseException) -> None:
         for it in self._train + self._turns:
@@ -398,7 +413,7 @@ class Scheduler:
                         self._running.remove(g)
                         self._served[g.key] = time.monotonic()
                 other_work = bool(self._train or self._turns)
-            if other_work and time.perf_counter() - t0 >= self.settings.slice_s:
+            if other_work and time.perf_counter() - t0 >= self.settings.decode_slice_s:
                 return
 
     def _admit(self) -> None:
@@ -409,12 +424,19 @@ class Scheduler:
             if self._loop is None:
                 self._loop = DecodeLoop(self.base)
             held = sum(g.tokens for g in self._running)
+            # chunked admission, as serving engines cap the prompt tokens of one step: a flood of evaluation
+            # chunks joins over several steps instead of stalling the rows already decoding behind one prefill
+            cap = max(256, int((self.train_rate or 4000.0) * self.settings.slice_s / 2))
+            prefill = 0
             for g in self._order(self._gen):
                 if self._running and held + g.tokens > self.settings.decode_positions:
+                    break
+                if prefill and prefill + g.prefill > cap:
                     break
                 self._gen.remove(g)
                 self._running.append(g)
                 held += g.tokens
+                prefill += g.prefill
                 self._loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
 
     # turns
