@@ -123,8 +123,11 @@ class CompareLab:
         held = task.split(held_out_split(task))[: ts.eval_examples]
         plan = plan_run(self.base, task, P, ts.steps, ts.batch_size, ts.eval_every, ts.eval_examples,
                         autocast_dtype(self.base, ts.precision), held, extra_tokens)
-        return self.budget.reserve(max(plan.step_bytes, plan.eval_bytes), "This comparison's training",
-                                   "Use fewer held-out examples.")
+        need, what, fix = max(plan.step_bytes, plan.eval_bytes), "This comparison's training", "Use fewer held-out examples."
+        if not self.scheduler.direct:  # only the turn holder uses memory: refuse what never fits, hold nothing
+            self.budget.check(need, what, fix)
+            return contextlib.nullcontext()
+        return self.budget.reserve(need, what, fix)
 
     def _check_budget(self, steps: int, eval_examples: int, cli: str) -> None:
         if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):

@@ -367,11 +367,10 @@ class Scheduler:
                 rows = sum(it.batch.ids.shape[0] for it in group)
                 T = max(it.batch.ids.shape[1] for it in group)
                 P = max(it.run.prefix.num_virtual_tokens for it in group)
-                need = train_step_bytes(self.base, rows, T, P, T, amp)
-                hold = (self.budget.reserve(need, f"A training step of {len(group)} runs together",
-                                            "Lower the batch size.") if self.budget else _nothing())
-                with hold:
-                    losses = shared_step(self.base, [it.run for it in group], [it.batch for it in group], amp)
+                if self.budget is not None:  # sized by the token budget; never waits on a caller's memory
+                    self.budget.check(train_step_bytes(self.base, rows, T, P, T, amp),
+                                      f"A training step of {len(group)} runs together", "Lower the batch size.")
+                losses = shared_step(self.base, [it.run for it in group], [it.batch for it in group], amp)
                 dt = time.perf_counter() - t0
                 for it, loss in zip(group, losses):
                     it.finish((loss, dt))
@@ -455,7 +454,3 @@ class Scheduler:
 def _ewma(old: float | None, new: float) -> float:
     return new if old is None else (1 - EWMA) * old + EWMA * new
 
-
-@contextmanager
-def _nothing():
-    yield

@@ -8,6 +8,7 @@ guarded by locks because Gradio runs callbacks in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -284,9 +285,10 @@ class Playground:
         # a "demos" init once on its num_virtual_tokens tokens.
         text = {"task": task.instruction, "text": ps.init_text}.get(ps.init, "")
         n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"]) + ps.num_virtual_tokens + 32
-        with self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
-                                 "Shorten the init text."), self.scheduler.turn(key, "initializing a prefix"), \
-                self._lock:  # create_prefix wraps the shared model
+        # the turn first: memory is reserved only by whoever holds the model (see _hold)
+        with self.scheduler.turn(key, "initializing a prefix"), \
+                self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
+                                    "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
         run = TrainingRun(task, prefix, ps, ts, plan=plan, key=key)
         run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
@@ -301,8 +303,8 @@ class Playground:
         if run.start_metric is None and run.start_prefix is not None:
             task = run.task
             examples = _held_out(task, run.train_settings.eval_examples)
-            with self.budget.reserve(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
-                                     "Scoring the held-out examples", "Use a task with shorter inputs."):
+            with self._hold(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
+                            "Scoring the held-out examples", "Use a task with shorter inputs."):
                 run.start_metric = self._evaluate(run.key, task, examples, run.start_prefix).score
             run.start_prefix = None  # scored: nothing else needs it
         return run.start_metric
@@ -373,6 +375,19 @@ class Playground:
         s = score(task.metric, preds, [e.target for e in examples])
         return EvalResult("prefix", task.metric, s, len(examples), time.perf_counter() - t0, preds)
 
+    def _hold(self, nbytes: int, what: str, fix: str):
+        """Memory for work that the scheduler's worker does for a caller (held-out scoring, Switch).
+
+        Without the scheduler: a reservation for as long as the body runs. With it: refused up front when it
+        could never fit, and nothing held meanwhile. The scheduler sizes its shared batches against the budget
+        itself, and a caller that held memory while queued for the model would starve the very batches it
+        waits for. So with the scheduler only the thread that holds the model reserves (a turn), and
+        reservations never wait on each other."""
+        if not self.scheduled:
+            return self.budget.reserve(nbytes, what, fix)
+        self.budget.check(nbytes, what, fix)
+        return contextlib.nullcontext()
+
     def waiting(self, key: str) -> Wait | None:
         """This session's place in the scheduler's line (None: nothing waiting)."""
         return self.scheduler.waiting(key)
@@ -392,9 +407,9 @@ class Playground:
                 train = task.split("train")
                 H = max(added_positions(self.base, ms, task.instruction, train, seed)[0]
                         for _, _, ms, draws in baseline_specs(task, LIVE) for seed in range(draws))
-                with self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
-                                         "the prompts on the held-out examples", "Use a task with shorter inputs."), \
-                        self.scheduler.turn("", "scoring the prompts without training"):
+                with self.scheduler.turn("", "scoring the prompts without training"), \
+                        self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
+                                            "the prompts on the held-out examples", "Use a task with shorter inputs."):
                     bare = evaluate(self.base, task, examples, BareMethod())
                     prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress)
                     self._baselines[key] = HeldOut(bare, prompts)
@@ -411,8 +426,8 @@ class Playground:
         if last is not None and last.predictions is not None and last.eval_seconds is not None:
             preds, score, seconds = last.predictions, last.metric, last.eval_seconds
         else:  # stopped between evaluations: score the prefix as it is now
-            with self.budget.reserve(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
-                                     "Scoring the held-out examples", "Use a task with shorter inputs."):
+            with self._hold(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
+                            "Scoring the held-out examples", "Use a task with shorter inputs."):
                 r = self._evaluate(run.key, task, examples, run.prefix)
             preds, score, seconds = r.predictions, r.score, r.seconds
             if last is not None:
@@ -557,9 +572,10 @@ class Playground:
         for n in names:
             prefix = self.get_prefix(key, n)
             P = prefix.num_virtual_tokens
-            with self.budget.reserve(attention_bytes(self.base, T, P), f"The attention view of {T:,} prompt tokens "
-                                     f"behind {P} virtual tokens", "Shorten the prompt, or pick a prefix with "
-                                     "fewer virtual tokens."), self.scheduler.turn(key, "an attention view"):
+            with self.scheduler.turn(key, "an attention view"), \
+                    self.budget.reserve(attention_bytes(self.base, T, P), f"The attention view of {T:,} prompt tokens "
+                                        f"behind {P} virtual tokens", "Shorten the prompt, or pick a prefix with "
+                                        "fewer virtual tokens."):
                 out[n] = prefix_attention(self.base, prefix, text)
         return out
 
@@ -605,7 +621,7 @@ class Playground:
             return SwitchResult(list(outs), switch_s, time.perf_counter() - t0, input=text, busy_note=note)
 
         # Held until the last row finishes, the pauses between snapshots included: the cache lives that long.
-        with self.budget.reserve(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
+        with self._hold(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
                                  "Pick fewer prefixes, or shorten the prompt."):
             t1, load = time.perf_counter(), machine_load()
             yield snapshot()
@@ -696,8 +712,8 @@ class Playground:
         if not self._overhead_lock.acquire(blocking=False):
             raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
         try:
-            with self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""), \
-                    self.scheduler.turn("", "the overhead measurement"):
+            with self.scheduler.turn("", "the overhead measurement"), \
+                    self.budget.reserve(generate_bytes(self.base, 1, T, max(Ps), new), "The overhead measurement", ""):
                 return measure_overhead(self.base, Ps, (T,), new_tokens=new, repeats=2, progress=progress)
         finally:
             self._overhead_lock.release()
@@ -728,8 +744,8 @@ class Playground:
         if not self._overhead_lock.acquire(blocking=False):
             raise PlaygroundError("Another measurement is running on this server. Try again in a few seconds.")
         try:
-            with self.budget.reserve(need, "The key/value cache measurement", "Pick a task with shorter inputs."), \
-                    self.scheduler.turn("", "the key/value cache measurement"):
+            with self.scheduler.turn("", "the key/value cache measurement"), \
+                    self.budget.reserve(need, "The key/value cache measurement", "Pick a task with shorter inputs."):
                 return measure_caches(self.base, task, prefix, examples, split, progress=progress)
         finally:
             self._overhead_lock.release()

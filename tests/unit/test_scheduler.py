@@ -225,3 +225,29 @@ def test_a_stopped_run_takes_back_its_waiting_step(tiny_llama, tmp_path):
     finally:
         release.set()
         pg.close()
+
+
+def test_work_queued_for_the_model_holds_no_memory_while_it_waits(tiny_llama, tmp_path):
+    """A caller that reserved memory and then waited for the model would starve the shared batches it waits for
+    (a class's reservations fill the budget and the worker's batch can't start): with the scheduler, scoring and
+    Switch are only checked against the budget up front, and a turn reserves once it holds the model."""
+    pg = playground(tiny_llama, tmp_path, True, "a")
+    pg.library.save("p", create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=1), {"task": "sentiment"})
+    run = pg.start_run("k", get_task("sentiment"), PrefixSettings(3, "random"), TrainSettings(steps=1, batch_size=2,
+                                                                                               eval_examples=4))
+    release = hold(pg.scheduler)
+    done = []
+    threads = [threading.Thread(target=lambda: done.append(pg.score_start(run))),
+               threading.Thread(target=lambda: done.append(pg.switch("s", ["p", NO_PREFIX], "a fine film"))),
+               threading.Thread(target=lambda: done.append(pg.attention("a", "a fine film", ["p"])))]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: sum(pg.scheduler.load()[k] for k in ("generate", "turn")) == 3, "three callers queued")
+        assert pg.budget.used == 0  # nobody holds memory while queued
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+        pg.close()
+    assert len(done) == 3 and pg.budget.used == 0
