@@ -58,6 +58,7 @@ class SchedulerSettings:
 
     token_budget: int = 60_000  # token positions one training tick may hold (rows x (virtual + prompt + target))
     decode_positions: int = 200_000  # key/value positions the shared decode loop may hold (rows x cache length)
+    tick_bytes: int = 0  # the estimated peak a training tick may reach (budget.train_step_bytes); 0: no cap
     slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
     decode_slice_s: float = 1.0  # seconds the decode loop runs on while other work waits: answers are interactive
     max_waiting: int = 3  # items one session may have waiting at once
@@ -169,8 +170,12 @@ class Scheduler:
         if self.direct or self._holding():
             self._run_train([item])
             return Ticket(item, self)
-        self._check(tokens, self.settings.token_budget, f"A training step of {rows} examples x "
-                    f"{run.prefix.num_virtual_tokens + T} positions", "Lower the batch size or num_virtual_tokens.")
+        what = f"A training step of {rows} examples x {run.prefix.num_virtual_tokens + T} positions"
+        fix = "Lower the batch size or num_virtual_tokens."
+        self._check(tokens, self.settings.token_budget, what, fix)
+        if self._too_big(rows, T, run.prefix.num_virtual_tokens, amp):
+            raise PlaygroundError(f"{what} would need more memory than this server lets one batch take "
+                                  f"({self.settings.tick_bytes / 2**20:,.0f} MB, from --memory-budget-mb). {fix}")
         self._submit(item, self._train)
         return Ticket(item, self)
 
@@ -339,12 +344,14 @@ class Scheduler:
             cap = self.settings.token_budget
             if self.train_rate:
                 cap = min(cap, max(1, int(self.train_rate * self.settings.slice_s)))
-            take, total = [], 0
+            take, total, rows, T, P = [], 0, 0, 0, 0
             for it in order:
-                if take and total + it.tokens > cap:
+                r, t = it.batch.ids.shape
+                p = it.run.prefix.num_virtual_tokens
+                if take and (total + it.tokens > cap or self._too_big(rows + r, max(T, t), max(P, p), it.amp)):
                     break
                 take.append(it)
-                total += it.tokens
+                total, rows, T, P = total + it.tokens, rows + r, max(T, t), max(P, p)
             for it in take:
                 self._train.remove(it)
         t0 = time.perf_counter()
@@ -364,12 +371,6 @@ class Scheduler:
         try:
             for amp in dict.fromkeys(it.amp for it in items):  # one forward per autocast dtype
                 group = [it for it in items if it.amp == amp]
-                rows = sum(it.batch.ids.shape[0] for it in group)
-                T = max(it.batch.ids.shape[1] for it in group)
-                P = max(it.run.prefix.num_virtual_tokens for it in group)
-                if self.budget is not None:  # sized by the token budget; never waits on a caller's memory
-                    self.budget.check(train_step_bytes(self.base, rows, T, P, T, amp),
-                                      f"A training step of {len(group)} runs together", "Lower the batch size.")
                 losses = shared_step(self.base, [it.run for it in group], [it.batch for it in group], amp)
                 dt = time.perf_counter() - t0
                 for it, loss in zip(group, losses):
@@ -378,6 +379,11 @@ class Scheduler:
             for it in items:
                 if not it.done.is_set():
                     it.finish(error=exc)
+
+    def _too_big(self, rows: int, T: int, P: int, amp: torch.dtype | None) -> bool:
+        """Whether a tick of ``rows`` rows padded to T behind P virtual tokens would pass ``tick_bytes``."""
+        cap = self.settings.tick_bytes
+        return bool(cap) and train_step_bytes(self.base, rows, T, P, T, amp) > cap
 
     # the shared decode loop
     def _decode_slice(self) -> None:

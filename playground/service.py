@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
+import torch
+
 from .archive import export_zip, stage_upload
 from .attention import PrefixAttention, prefix_attention
 from .baselines import LIVE, BaselineResult, paired, strongest
@@ -752,15 +754,22 @@ class Playground:
 
 
 def scheduler_settings(base: BaseModel, room_bytes: int, limits: Limits) -> SchedulerSettings:
-    """The scheduler's token budgets from the memory budget and the model's shapes: the positions a training
-    tick (or the decode loop) may hold so that its estimated peak fits in ``room_bytes``."""
+    """The scheduler's budgets from the memory its batches may take and the model's shapes.
+
+    On the CPU the batches' activations live in the process's memory: ``room_bytes``, what the memory
+    budget (--memory-budget-mb) leaves beside the model. On a GPU they live in the device's memory, which
+    the process budget does not count: half of what the device has free at start (the allocator's cache
+    and other processes get the rest). The token budgets are that room over a typical row's cost per
+    position (batch 8 x 64 tokens behind 16 virtual ones)."""
     amp = autocast_dtype(base, "auto")
-    B, T, P = 8, 64, 16  # a typical row: its cost per position
+    room = room_bytes
+    if base.device.type == "cuda":
+        room = torch.cuda.mem_get_info(base.device)[0] // 2
+    B, T, P = 8, 64, 16
     per_train = train_step_bytes(base, B, T, P, T, amp) / (B * (P + T))
     per_decode = generate_bytes(base, EVAL_BATCH, T, P, 32) / (EVAL_BATCH * (P + T + 32))
-    return SchedulerSettings(token_budget=max(1, int(room_bytes / per_train)),
-                             decode_positions=max(1, int(room_bytes / per_decode)),
-                             max_waiting=limits.max_waiting_per_session)
+    return SchedulerSettings(token_budget=max(1, int(room / per_train)), decode_positions=max(1, int(room / per_decode)),
+                             tick_bytes=max(1, room), max_waiting=limits.max_waiting_per_session)
 
 
 def _held_out(task: Task, n: int) -> list:

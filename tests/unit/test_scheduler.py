@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -251,3 +252,24 @@ def test_work_queued_for_the_model_holds_no_memory_while_it_waits(tiny_llama, tm
             t.join(timeout=60)
         pg.close()
     assert len(done) == 3 and pg.budget.used == 0
+
+
+def test_a_tick_never_takes_more_runs_than_its_memory_cap_allows(tiny_llama, tmp_path):
+    """tick_bytes (from the memory budget) caps a tick's estimated peak: with room for about one run's step, the
+    runs of a class take their steps one per tick (and still each gets exactly its own result)."""
+    from playground.budget import train_step_bytes
+
+    one = train_step_bytes(tiny_llama, 2, 128, 3, 128, None)  # a run of batch 2, longer than any sentiment row
+    sched = Scheduler(tiny_llama, SchedulerSettings(tick_bytes=int(one * 1.5)))
+    runs = [SharedRun.start(tiny_llama, create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=i),
+                            get_task("sentiment"), TrainSettings(batch_size=2, seed=i)) for i in range(3)]
+    release = hold(sched)
+    tickets = [sched.submit_step(f"s{i}", r) for i, r in enumerate(runs)]
+    release.set()
+    assert all(np.isfinite(t.result()[0]) for t in tickets)
+    sched.close()
+    assert sched.tick_runs and max(sched.tick_runs) < 3
+    big = SharedRun.start(tiny_llama, create_prefix(tiny_llama, PrefixSettings(8, "random")), get_task("headline"),
+                          TrainSettings(batch_size=8))
+    with pytest.raises(PlaygroundError, match="more memory than this server lets one batch take"):
+        Scheduler(tiny_llama, SchedulerSettings(tick_bytes=one // 4)).submit_step("k", big)
