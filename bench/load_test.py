@@ -101,6 +101,7 @@ class Call:
     ended: float | None = None
     error: str | None = None
     positions: list[list] = field(default_factory=list)  # [position, queue size] as announced; 1 = next
+    places: list[list] = field(default_factory=list)  # [learners ahead, estimated s]: the scheduler's line, as shown
 
     @property
     def latency(self) -> float:
@@ -157,6 +158,8 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - gr.Error arrives as AppError; every error is recorded
             c.error = f"{type(exc).__name__}: {exc}"
         c.ended = run.clock()
+        if job is not None and action == "train":  # the progress bar says where the run stands in the model's line
+            c.places = scheduler_places(job)
         for u in status_updates(job) if job is not None else []:
             if u.code == Status.IN_QUEUE and u.rank is not None:
                 c.positions.append([u.rank + 1, u.queue_size])
@@ -187,6 +190,24 @@ def picker_endpoints(config: dict) -> dict[str, str]:
         if isinstance(d.get("api_name"), str) and first in ("att-prefix", "sw-choice"):
             found.setdefault("attention" if first == "att-prefix" else "switch", "/" + d["api_name"])
     return found
+
+
+PLACE = re.compile(r"waiting for the model: (nobody|(\d+) learners?) ahead of you, about (\d+) s")
+
+
+def scheduler_places(job) -> list[list]:
+    """[learners ahead, estimated seconds] each time the Train stream showed the run waiting for the model."""
+    places = []
+    try:
+        outs = job.outputs()
+    except Exception:  # noqa: BLE001 - a failed call has no outputs to read
+        return places
+    for out in outs:
+        first = out[0] if isinstance(out, (list, tuple)) and out else out
+        m = PLACE.search(html.unescape(first)) if isinstance(first, str) else None
+        if m:
+            places.append([int(m.group(2) or 0), int(m.group(3))])
+    return places
 
 
 def status_updates(job) -> list:
@@ -574,6 +595,8 @@ def queue_summary(calls: list[Call], action: str) -> dict:
             "max_queue_size": max((q or 0 for c in cs for _, q in c.positions), default=0),
             "first_positions": sorted((c.positions[0][0] for c in shown), reverse=True),
             "positions_never_rose": all(all(a[0] >= b[0] for a, b in zip(c.positions, c.positions[1:])) for c in shown),
+            "shown_a_place": sum(1 for c in cs if c.places),
+            "max_ahead": max((a for c in cs for a, _ in c.places), default=0),
             "longest_wait_s": max((c.wait for c in cs), default=0.0)}
 
 
@@ -595,6 +618,8 @@ def report_text(rep: dict) -> str:
              f"train queue: {q['shown_a_position']}/{q['calls']} were shown a position, {q['waited_over_1s']} waited "
              f"over 1 s, highest position {q['max_position']} (queue size up to {q['max_queue_size']}), longest wait "
              f"{q['longest_wait_s']:.1f} s, positions only went down: {q['positions_never_rose']}",
+             f"the model's line (the scheduler): {q['shown_a_place']}/{q['calls']} runs were shown their place while "
+             f"waiting for a step, up to {q['max_ahead']} learners ahead",
              f"server RSS: idle {rep['rss_idle_mb']:.0f} MB, peak {rep['rss_peak_mb']:.0f} MB, after the class "
              f"{rep['rss_after_class_mb']:.0f} MB, after sessions closed {rep['rss_final_mb']:.0f} MB "
              f"({rep['sessions_freed']} sessions freed)",

@@ -60,7 +60,8 @@ class SchedulerSettings:
     decode_positions: int = 200_000  # key/value positions the shared decode loop may hold (rows x cache length)
     tick_bytes: int = 0  # the estimated peak a training tick may reach (budget.train_step_bytes); 0: no cap
     slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
-    decode_slice_s: float = 1.0  # seconds the decode loop runs on while other work waits: answers are interactive
+    decode_slice_s: float = 1.0  # seconds the decode loop runs on while other work waits
+    interactive_slice_s: float = 3.0  # ... while a learner's answer (Switch) is decoding: it is being watched
     max_waiting: int = 3  # items one session may have waiting at once
 
 
@@ -123,6 +124,7 @@ class _Gen(_Item):
         super().__init__(key, "generate", tokens)
         self.prompts, self.prefixes, self.budgets, self.stop_ids = prompts, prefixes, budgets, stop_ids
         self.rows: queue.Queue = queue.Queue()  # (row index, ids) as rows end, or an exception
+        self.interactive = False
         self.prefill = sum(len(x) + (p.num_virtual_tokens if p is not None else 0) for x, p in zip(prompts, prefixes))
         self.left = len(prompts)
 
@@ -180,10 +182,12 @@ class Scheduler:
         return Ticket(item, self)
 
     def generate(self, key: str, prompts: list[list[int]], prefixes: list[Prefix | None], budgets: list[int],
-                 stop_ids: tuple[int, ...] = ()) -> Iterator[tuple[int, list[int]]]:
+                 stop_ids: tuple[int, ...] = (), interactive: bool = False) -> Iterator[tuple[int, list[int]]]:
         """Greedy answer ids of each prompt behind its prefix, as (row index, ids) in finishing order.
 
-        The rows join the shared decode loop; each gets exactly what it would alone (tested)."""
+        The rows join the shared decode loop; each gets exactly what it would alone (tested).
+        ``interactive``: a learner is watching the answer appear (Switch), not waiting for a score: it joins
+        the loop ahead of scoring chunks, and the loop keeps the model longer while it decodes."""
         if self.direct or self._holding():
             yield from greedy_mixed_rows(self.base, prompts, prefixes, budgets, stop_ids)
             return
@@ -192,6 +196,7 @@ class Scheduler:
         self._check(tokens, self.settings.decode_positions, f"Answering {len(prompts)} prompts at once",
                     "Pick fewer prefixes, or shorten the prompt.")
         item = _Gen(key, tokens, prompts, prefixes, budgets, stop_ids)
+        item.interactive = interactive
         self._submit(item, self._gen)
         got = 0
         try:
@@ -418,7 +423,9 @@ class Scheduler:
                         self._running.remove(g)
                         self._served[g.key] = time.monotonic()
                 other_work = bool(self._train or self._turns)
-            if other_work and time.perf_counter() - t0 >= self.settings.decode_slice_s:
+                watched = any(g.interactive for g in self._running)
+            limit = self.settings.interactive_slice_s if watched else self.settings.decode_slice_s
+            if other_work and time.perf_counter() - t0 >= limit:
                 return
 
     def _admit(self) -> None:
@@ -433,7 +440,7 @@ class Scheduler:
             # chunks joins over several steps instead of stalling the rows already decoding behind one prefill
             cap = max(256, int((self.train_rate or 4000.0) * self.settings.slice_s / 2))
             prefill = 0
-            for g in self._order(self._gen):
+            for g in sorted(self._order(self._gen), key=lambda g: not g.interactive):  # answers first, then RR
                 if self._running and held + g.tokens > self.settings.decode_positions:
                     break
                 if prefill and prefill + g.prefill > cap:

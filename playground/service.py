@@ -82,8 +82,11 @@ class Limits:
     max_prompt_tokens: int = _limit(256, "tokens in an Attention or Switch input (digits and unusual characters "
                                     "take a token each or more)")
     max_switch_prefixes: int = _limit(8, "prefixes compared side by side in Switch")
-    concurrent_trainings: int = _limit(2, "training runs at once (Train and Compare); the rest wait in order")
-    concurrent_requests: int = _limit(4, "attention, switch and library calls at once")
+    concurrent_trainings: int = _limit(2, "Train and Compare events computing at once without the scheduler (kept "
+                                       "for bench/class_load.py's comparison); the app's scheduler takes every "
+                                       "queued event and batches the class's steps itself")
+    concurrent_requests: int = _limit(4, "attention, switch and library events at once without the scheduler (as "
+                                      "above)")
     queue_size: int = _limit(64, "requests that may wait in the queue; beyond it a polite 'queue full'")
     max_upload_mb: int = _limit(64, "largest file a browser may upload, in MB")
     # Memory and cost: every model call is sized in tokens before it runs.
@@ -628,7 +631,7 @@ class Playground:
             t1, load = time.perf_counter(), machine_load()
             yield snapshot()
             prompts = [fmt.encode_prompt(text, m) for m in modes]
-            rows = self.scheduler.generate(key, prompts, list(chosen.values()), budgets, fmt.stop_ids)
+            rows = self.scheduler.generate(key, prompts, list(chosen.values()), budgets, fmt.stop_ids, interactive=True)
             for finished, (i, ids) in enumerate(rows, start=1):
                 answer, cut = answer_text(fmt, ids), ran_out(ids, budgets[i], fmt.stop_ids)
                 outs[i] = SwitchOutput(outs[i].name, answer + "…" if cut else answer, time.perf_counter() - t1,

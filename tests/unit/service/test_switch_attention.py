@@ -53,10 +53,10 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     real = pg.scheduler.generate
     fmt = PromptFormat.for_tokenizer(pg.base.tokenizer)
 
-    def spy(key, prompts, prefixes, budgets, stop_ids=()):
-        c = dict(key=key, prompts=prompts, prefixes=prefixes, budgets=budgets, out={})
+    def spy(key, prompts, prefixes, budgets, stop_ids=(), interactive=False):
+        c = dict(key=key, prompts=prompts, prefixes=prefixes, budgets=budgets, interactive=interactive, out={})
         calls.append(c)
-        for i, ids in real(key, prompts, prefixes, budgets, stop_ids):
+        for i, ids in real(key, prompts, prefixes, budgets, stop_ids, interactive):
             said = answer_text(fmt, ids)
             c["out"][i] = said + "…" if ran_out(ids, budgets[i], fmt.stop_ids) else said
             yield i, ids
@@ -71,6 +71,7 @@ def test_switch_answers_once_per_name_with_the_right_prefix(pg, monkeypatch):
     assert len(calls) == 1 and res.batched
     c = calls[0]
     n = min(get_task("sentiment").max_new_tokens, LIMITS["max_new_tokens"])
+    assert c["interactive"]  # a learner watches it: it goes ahead of scoring chunks
     assert c["key"] == "k" and c["prompts"] == [fmt.encode_prompt(text.strip(), m) for m in ("base", "prefix", "prefix")]
     assert c["budgets"] == [LIMITS["max_new_tokens"], n, n]
     assert [o.budget for o in res.outputs] == c["budgets"]
