@@ -150,6 +150,7 @@ class Scheduler:
         self._running: list[_Gen] = []  # generation requests inside the decode loop
         self._served: dict[str, float] = {}  # session -> when it was last served (round-robin order)
         self._loop: DecodeLoop | None = None
+        self._bulk_at = float("-inf")  # when a scoring chunk last joined the decode loop
         self._thread: threading.Thread | None = None
         self._closed = False
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
@@ -440,11 +441,19 @@ class Scheduler:
             # chunks joins over several steps instead of stalling the rows already decoding behind one prefill
             cap = max(256, int((self.train_rate or 4000.0) * self.settings.slice_s / 2))
             prefill = 0
+            # while an answer is being watched, scoring chunks join at most once per decode slice: each one's
+            # prefill would otherwise slow every step of the answer
+            watched = any(g.interactive for g in self._running)
+            bulk_ok = not watched or time.perf_counter() - self._bulk_at >= self.settings.decode_slice_s
             for g in sorted(self._order(self._gen), key=lambda g: not g.interactive):  # answers first, then RR
                 if self._running and held + g.tokens > self.settings.decode_positions:
                     break
                 if prefill and prefill + g.prefill > cap:
                     break
+                if not g.interactive:
+                    if not bulk_ok:
+                        break
+                    self._bulk_at = time.perf_counter()
                 self._gen.remove(g)
                 self._running.append(g)
                 held += g.tokens
