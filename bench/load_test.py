@@ -60,6 +60,12 @@ from bench.hostile_student import hostile_student  # noqa: E402
 TASKS = ("sentiment", "topic", "fr_en", "headline", "shout", "capitals")
 JUST_TRAINED, NO_PREFIX, NONE = "(just trained)", "(no prefix)", "(none)"  # as playground.service / ui.attention
 ACTIONS = ("connect", "train", "refresh", "attention", "switch")
+# How far a replayed run's losses may be from the same run under load. The app trains under bf16 autocast where
+# the hardware is fast at it, and the scheduler pads a run's rows to the longest row of its shared tick: bf16
+# kernels round differently for another shape, and the gap compounds over the steps (0.4% after 3 steps, measured;
+# 8 bits of mantissa are 0.4%). Another student's rows or prefix leaking in would move the loss by far more (tasks
+# differ by tens of percent). In fp32 a run in a shared tick equals the run alone (tests/unit/test_scheduler.py).
+LOSS_RTOL = 2e-2
 RESULTS = ROOT / "bench" / "results" / "load_test.json"
 
 
@@ -538,7 +544,7 @@ def _replay(cfg: LoadConfig, url: str, run: LoadRun, students: list[Student], se
         diff = max((abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a["train"]["loss"], b["train"]["loss"])),
                    default=math.inf)
         problem = []
-        if len(a["train"]["loss"]) != len(b["train"]["loss"]) or diff > 1e-3:
+        if len(a["train"]["loss"]) != len(b["train"]["loss"]) or diff > LOSS_RTOL:
             problem.append(f"loss {a['train']['loss']} under load vs {b['train']['loss']} alone")
         if a["train"]["table"] != b["train"]["table"]:
             problem.append("a different before/after table")

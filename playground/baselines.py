@@ -19,11 +19,12 @@ needs at query time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, ContextManager
 
 from .evaluation import evaluate
 from .fewshot import STYLES
@@ -122,8 +123,11 @@ def specs(task: Task, settings: BaselineSettings = BaselineSettings()) -> list[t
 
 def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
             settings: BaselineSettings = BaselineSettings(),
-            progress: Callable[[float, str], None] | None = None) -> list[BaselineResult]:
-    """Every baseline of ``specs`` on ``examples`` (from ``split``), each draw scored by the task's metric."""
+            progress: Callable[[float, str], None] | None = None,
+            around: Callable[[], ContextManager] | None = None) -> list[BaselineResult]:
+    """Every baseline of ``specs`` on ``examples`` (from ``split``), each draw scored by the task's metric.
+
+    ``around()``, when given, wraps each draw's model work (a server's turn with the model, say)."""
     train, fn = task.split("train"), METRICS[task.metric]
     todo = specs(task, settings)
     total, done, out = sum(d for *_, d in todo), 0, []
@@ -132,8 +136,9 @@ def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
         for seed in range(draws):
             if progress:
                 progress(done / total, f"{label}" + (f", draw {seed + 1} of {draws}" if draws > 1 else ""))
-            method = create_method(base, ms, task.instruction, seed, train)
-            r = evaluate(base, task, examples, method)
+            with around() if around is not None else contextlib.nullcontext():
+                method = create_method(base, ms, task.instruction, seed, train)
+                r = evaluate(base, task, examples, method)
             scores.append(r.score)
             per.append([fn(p, e.target) for p, e in zip(r.predictions, examples)])
             secs.append(r.seconds)

@@ -412,11 +412,17 @@ class Playground:
                 train = task.split("train")
                 H = max(added_positions(self.base, ms, task.instruction, train, seed)[0]
                         for _, _, ms, draws in baseline_specs(task, LIVE) for seed in range(draws))
-                with self.scheduler.turn("", "scoring the prompts without training"), \
-                        self.budget.reserve(eval_bytes(self.base, task, examples, H), "Scoring the base model and "
-                                            "the prompts on the held-out examples", "Use a task with shorter inputs."):
-                    bare = evaluate(self.base, task, examples, BareMethod())
-                    prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress)
+                # one turn per scoring (the model as is, each prompt's each draw): the class's training goes
+                # on between them instead of waiting for the whole set
+                def turn():
+                    return self.scheduler.turn("", "scoring the prompts without training")
+
+                with self._hold(eval_bytes(self.base, task, examples, H), "Scoring the base model and the prompts "
+                                "on the held-out examples", "Use a task with shorter inputs."):
+                    with turn():
+                        bare = evaluate(self.base, task, examples, BareMethod())
+                    prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress,
+                                                around=turn)
                     self._baselines[key] = HeldOut(bare, prompts)
             return self._baselines[key]
 
