@@ -192,8 +192,8 @@ def wide_csv(url: str, rep: HostileReport, workdir: Path, seed: int) -> None:
     client = _client(url)
     try:
         _call(client, "/on_file", handle_file(str(path)))
-        _, _, status = _call(client, "/on_use", handle_file(str(path)), "input", "target", "Copy the digits.",
-                             "exact_match")
+        status = _call(client, "/on_use", handle_file(str(path)), "input", "target", "Copy the digits.",
+                       "exact_match")[2]  # the outputs: task, preview, status, then the cleared run's
         rep.add("wide_csv_upload", "served", status)
         for batch in (8, 2):  # batch 8 as the tester did, then the batch the server's budget allows
             try:
