@@ -39,10 +39,7 @@ def high_water_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    # fp32: a run trained in the scheduler's shared ticks then equals the same run replayed alone exactly, so the
-    # replays check isolation with no tolerance (under bf16 autocast the tick's padding changes the rounding)
-    cfg = LoadConfig(students=STUDENTS, steps=STEPS, timeout=RUN_TIMEOUT_S, replay=2, cleanup_wait=CLEANUP_WAIT_S,
-                     precision="fp32")
+    cfg = LoadConfig(students=STUDENTS, steps=STEPS, timeout=RUN_TIMEOUT_S, replay=2, cleanup_wait=CLEANUP_WAIT_S)
     hwm, stop = {}, load_test.stop_app
 
     def read_then_stop(proc):  # the harness stops the server at the end of the run: read its peak first
