@@ -324,16 +324,24 @@ class Scheduler:
                 if self._closed:
                     self._fail_all(PlaygroundError("The server is shutting down. Reload the page in a minute."))
                     return
-            # one round: the waiting turns (short ones all go), the decode loop, then one training tick;
-            # each part yields after about a slice when the others have work waiting
-            t0 = time.perf_counter()
-            while self._turns and (time.perf_counter() - t0 < self.settings.slice_s
-                                   or not (self._train or self._gen or self._running)):
-                self._grant_turn()
-            if self._gen or self._running:
-                self._decode_slice()
-            if self._train:
-                self._train_tick()
+            try:
+                self._round()
+            except Exception as exc:  # a fault of the scheduler itself: every waiting caller hears of it, none hangs
+                with self._cond:
+                    self._fail_all(exc)
+                    self._loop = None
+
+    def _round(self) -> None:
+        """The waiting turns (short ones all go), the decode loop, then one training tick; each part yields
+        after about a slice when the others have work waiting."""
+        t0 = time.perf_counter()
+        while self._turns and (time.perf_counter() - t0 < self.settings.slice_s
+                               or not (self._train or self._gen or self._running)):
+            self._grant_turn()
+        if self._gen or self._running:
+            self._decode_slice()
+        if self._train:
+            self._train_tick()
 
     def _fail_all(self, error: BaseException) -> None:
         for it in self._train + self._turns:
@@ -455,10 +463,14 @@ class Scheduler:
                         break
                     self._bulk_at = time.perf_counter()
                 self._gen.remove(g)
+                try:
+                    self._loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
+                except ValueError as exc:  # a malformed request (an empty prompt): its caller hears why
+                    g.rows.put(exc)
+                    continue
                 self._running.append(g)
                 held += g.tokens
                 prefill += g.prefill
-                self._loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
 
     # turns
     def _grant_turn(self) -> None:

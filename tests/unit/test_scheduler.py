@@ -273,3 +273,16 @@ def test_a_tick_never_takes_more_runs_than_its_memory_cap_allows(tiny_llama, tmp
                           TrainSettings(batch_size=8))
     with pytest.raises(PlaygroundError, match="more memory than this server lets one batch take"):
         Scheduler(tiny_llama, SchedulerSettings(tick_bytes=one // 4)).submit_step("k", big)
+
+
+def test_a_malformed_request_fails_alone_and_the_scheduler_goes_on(tiny_llama):
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    sched = Scheduler(tiny_llama)
+    try:
+        with pytest.raises(ValueError, match="empty prompt"):
+            list(sched.generate("a", [[]], [None], [3]))
+        prompt = fmt.encode_prompt("hi", "base")
+        assert [ids for _, ids in sched.generate("b", [prompt], [None], [3])] == greedy_mixed(tiny_llama, [prompt],
+                                                                                               [None], 3)
+    finally:
+        sched.close()
