@@ -253,6 +253,13 @@ class MemoryBudget:
                 f"(--memory-budget-mb {self.limit // MB:,}, of which the model and the app hold "
                 f"{self.held / MB:,.0f} MB) leaves {max(0, self.room) / MB:,.0f} MB for work. {fix}")
 
+    def tidy(self) -> None:
+        """Hand what the calls freed back to the system (at most every ``trim_every_s``), so it does not count
+        against the next call's share; after each reservation, and after each round of the scheduler's work."""
+        if self.track_rss and time.monotonic() - self._trimmed >= self.trim_every_s:
+            self._trimmed = time.monotonic()
+            trim()
+
     @contextmanager
     def reserve(self, nbytes: int, what: str, fix: str):
         """Hold ``nbytes`` while the body runs; wait for room first (at most ``wait_s``)."""
@@ -277,9 +284,7 @@ class MemoryBudget:
         try:
             yield
         finally:
-            if self.track_rss and time.monotonic() - self._trimmed >= self.trim_every_s:
-                self._trimmed = time.monotonic()
-                trim()  # what the call freed goes back to the system, not into the next call's share
+            self.tidy()
             with self._cond:
                 self.used -= nbytes
                 self._cond.notify_all()

@@ -326,6 +326,8 @@ class Scheduler:
                     return
             try:
                 self._round()
+                if self.budget is not None:
+                    self.budget.tidy()  # hand what the round freed back to the system (at most every few s)
             except Exception as exc:  # a fault of the scheduler itself: every waiting caller hears of it, none hangs
                 with self._cond:
                     self._fail_all(exc)

@@ -770,13 +770,16 @@ def scheduler_settings(base: BaseModel, room_bytes: int, limits: Limits) -> Sche
     the process budget does not count: half of what the device has free at start (the allocator's cache
     and other processes get the rest). The token budgets are that room over a typical row's cost per
     position (batch 8 x 64 tokens behind 16 virtual ones)."""
-    amp = autocast_dtype(base, "auto")
     room = room_bytes
-    if base.device.type == "cuda":
-        room = torch.cuda.mem_get_info(base.device)[0] // 2
     B, T, P = 8, 64, 16
-    per_train = train_step_bytes(base, B, T, P, T, amp) / (B * (P + T))
-    per_decode = generate_bytes(base, EVAL_BATCH, T, P, 32) / (EVAL_BATCH * (P + T + 32))
+    try:
+        amp = autocast_dtype(base, "auto")
+        if base.device.type == "cuda":
+            room = torch.cuda.mem_get_info(base.device)[0] // 2
+        per_train = train_step_bytes(base, B, T, P, T, amp) / (B * (P + T))
+        per_decode = generate_bytes(base, EVAL_BATCH, T, P, 32) / (EVAL_BATCH * (P + T + 32))
+    except (AttributeError, TypeError):  # a model without the usual shapes in its config: the defaults
+        return SchedulerSettings(max_waiting=limits.max_waiting_per_session)
     return SchedulerSettings(token_budget=max(1, int(room / per_train)), decode_positions=max(1, int(room / per_decode)),
                              tick_bytes=max(1, room), max_waiting=limits.max_waiting_per_session)
 

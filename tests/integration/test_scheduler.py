@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,24 @@ def test_a_class_in_shared_ticks_gets_what_each_student_gets_alone(real, tmp_pat
         try:
             runs = [pg.start_run(f"s{i}", get_task(t), p, s) for i, (t, p, s) in enumerate(RUNS)]
             switch = {}
+            taken, release = threading.Event(), threading.Event()
+
+            def holder():  # keeps the model while both runs queue their first step, so they share a tick
+                with pg.scheduler.turn("holder"):
+                    taken.set()
+                    release.wait(60)
+
+            threading.Thread(target=holder, daemon=True).start()
+            assert taken.wait(60)
             threads = [threading.Thread(target=lambda r=r: list(pg.run_steps(r))) for r in runs]
             threads.append(threading.Thread(target=lambda: switch.update(
                 out=pg.switch("w", [*pg.switch_defaults(2), NO_PREFIX], "The film was slow but the end was lovely."))))
             for t in threads:
                 t.start()
+            deadline = time.monotonic() + 60
+            while scheduled and pg.scheduler.load()["train"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            release.set()
             for t in threads:
                 t.join(timeout=600)
             assert all(r.state == "finished" for r in runs)

@@ -229,7 +229,12 @@ def test_the_budget_follows_what_the_process_really_holds(monkeypatch):
         assert b.held == 650 * MB and b.used == 300 * MB
 
 
-def test_training_reserves_each_step_and_each_evaluation(pg, monkeypatch):
+def test_training_reserves_each_step_and_each_evaluation(tiny_llama, tmp_path, monkeypatch):
+    """Without the scheduler (one worker per session) each step and each scoring reserves its share; with it,
+    only the thread that holds the model reserves (tests/unit/test_scheduler.py)."""
+    pg = Playground(tiny_llama, Library(tmp_path / "lib"), Limits(max_steps=10, max_batch_size=8,
+                                                                   max_virtual_tokens=8, max_eval_examples=8),
+                    scheduled=False)
     seen = []
     real = pg.budget.reserve
 
