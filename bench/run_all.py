@@ -26,6 +26,7 @@ SUITE = {
     "mixed_batch": ("mixed_batch.py", [], ["--tokens", "6", "--repeats", "1"]),
     "prefix_overhead": ("prefix_overhead.py", [], ["--new-tokens", "4", "--repeats", "1"]),
     "attention_latency": ("attention_latency.py", [], ["--repeats", "3"]),
+    "attention_batch": ("attention_batch.py", [], ["--views", "1", "4", "--repeats", "1"]),
     "cold_start": ("cold_start.py", ["--repeats", "3"], ["--repeats", "1"]),
     "peak_memory": ("peak_memory.py", ["--steps", "20"], ["--steps", "3"]),
     "class_load": ("class_load.py", ["--students", "10"],

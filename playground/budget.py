@@ -79,15 +79,16 @@ def _layer_no_grad(g: Geometry, B: int, T: int, K: int, b: int) -> int:
     return max(att, mlp) + 4 * B * T * g.hidden * b + CALL_OVERHEAD_MB * MB
 
 
-def attention_bytes(base: BaseModel, T: int, P: int) -> int:
-    """Peak of one Attention view: a [1, T] prompt behind P virtual tokens, weights reduced layer by layer.
+def attention_bytes(base: BaseModel, T: int, P: int, B: int = 1) -> int:
+    """Peak of B Attention views in one forward: [B, T] prompts behind up to P virtual tokens, weights
+    reduced layer by layer.
 
-    Kept for the result: [layer, head, q_pos, P] weights plus the shares.
+    Kept for the result: [layer, head, q_pos, P] weights plus the shares, per view.
     """
     g = Geometry.of(base)
     b = torch.finfo(base.dtype).bits // 8
     kept = g.layers * g.heads * T * (P + 2) * 4
-    return int(SAFETY * (_layer_no_grad(g, 1, T, P + T, b) + kept + g.vocab * 4))
+    return int(SAFETY * (_layer_no_grad(g, B, T, P + T, b) + B * (kept + g.vocab * 4)))
 
 
 def generate_bytes(base: BaseModel, B: int, T: int, P: int, new_tokens: int) -> int:

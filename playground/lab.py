@@ -39,7 +39,7 @@ class CompareLab:
                  scheduler: Scheduler | None = None):
         self.base, self.max_steps, self.max_eval_examples = base, max_steps, max_eval_examples
         # the model's owner: each step of a comparison takes a turn, between the class's training ticks
-        self.scheduler = scheduler or Scheduler(base, direct=True)
+        self.scheduler = scheduler or Scheduler(base, budget=budget, direct=True)
         self.budget = budget  # the server's memory budget: each method's run holds its share while it trains
         self.max_ablation_steps = max_ablation_steps  # one ablation's grid in all: about 5 min of CPU training
         self._cancel: dict[str, threading.Event] = {}
@@ -123,11 +123,8 @@ class CompareLab:
         held = task.split(held_out_split(task))[: ts.eval_examples]
         plan = plan_run(self.base, task, P, ts.steps, ts.batch_size, ts.eval_every, ts.eval_examples,
                         autocast_dtype(self.base, ts.precision), held, extra_tokens)
-        need, what, fix = max(plan.step_bytes, plan.eval_bytes), "This comparison's training", "Use fewer held-out examples."
-        if not self.scheduler.direct:  # only the turn holder uses memory: refuse what never fits, hold nothing
-            self.budget.check(need, what, fix)
-            return contextlib.nullcontext()
-        return self.budget.reserve(need, what, fix)
+        return self.scheduler.hold(max(plan.step_bytes, plan.eval_bytes), "This comparison's training",
+                                   "Use fewer held-out examples.")
 
     def _check_budget(self, steps: int, eval_examples: int, cli: str) -> None:
         if not (isinstance(steps, int) and 1 <= steps <= self.max_steps):

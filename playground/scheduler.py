@@ -7,11 +7,18 @@ worker thread runs all model work, in ticks:
 - **Training steps ride together.** Each waiting run's next step joins one forward/backward
   (``sharedstep.shared_step``): every row behind its own run's prefix, each run with its own
   optimizer, and its loss and gradient exactly what it would be alone (tested).
-- **Generation and held-out scoring share one decode loop** (``decodeloop.DecodeLoop``):
+- **Generation and held-out scoring decode continuously** (``decodeloop.DecodeLoop``):
   requests join between decode steps and leave when they end, as serving engines batch
-  continuously. Switch and every student's evaluation chunks decode together.
-- **Everything else takes a turn** (an attention view, a measurement, the prompts' baselines,
-  a Compare lab step): the caller's own thread runs it while the worker waits, so it has the
+  continuously. Two loops: every student's scoring chunks decode together in one, and the
+  answers a learner is watching (Switch) in another, which goes first in every round. A
+  watched answer so never pays for the scoring rows' longer caches in each of its steps (on
+  2 CPU cores a step of 14 mixed rows took 0.16 s, a few answer rows alone a fraction of it):
+  the priority that serving engines give a request by preempting others.
+- **Attention views share a forward**: every waiting view (each ticked prefix of each
+  learner's request is a row) runs in one mixed-prefix forward whose hooks reduce each row to
+  its own prefix's columns (``attention.prefix_attention_many``), as alone (tested).
+- **Everything else takes a turn** (a measurement, the prompts' baselines, a Compare lab step,
+  creating a prefix): the caller's own thread runs it while the worker waits, so it has the
   model to itself, which a timing needs anyway.
 
 Fair share: work is taken round-robin by session (the session served longest ago first), so a
@@ -30,6 +37,7 @@ Gradio's queue stays in front of it for the web requests.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -40,12 +48,14 @@ from typing import Iterator, TypeVar
 
 import torch
 
-from .budget import MemoryBudget, train_step_bytes
+from .attention import AttentionRequest, PrefixAttention, prefix_attention_many
+from .budget import MemoryBudget, attention_bytes, train_step_bytes
 from .decodeloop import DecodeLoop
 from .errors import PlaygroundError
 from .generate import greedy_mixed_rows
 from .models import BaseModel
 from .prefix import Prefix
+from .prompts import PromptFormat
 from .sharedstep import RunBatch, SharedRun, shared_step
 
 T = TypeVar("T")
@@ -60,8 +70,8 @@ class SchedulerSettings:
     decode_positions: int = 200_000  # key/value positions the shared decode loop may hold (rows x cache length)
     tick_bytes: int = 0  # the estimated peak a training tick may reach (budget.train_step_bytes); 0: no cap
     slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
-    decode_slice_s: float = 1.0  # seconds the decode loop runs on while other work waits
-    interactive_slice_s: float = 3.0  # ... while a learner's answer (Switch) is decoding: it is being watched
+    decode_slice_s: float = 1.0  # seconds the scoring loop runs on while other work waits
+    interactive_slice_s: float = 3.0  # ... the watched answers' loop (Switch): a learner is waiting on every token
     max_waiting: int = 3  # items one session may have waiting at once
 
 
@@ -129,6 +139,12 @@ class _Gen(_Item):
         self.left = len(prompts)
 
 
+class _Attend(_Item):
+    def __init__(self, key: str, tokens: int, requests: list[AttentionRequest], lengths: list[int]):
+        super().__init__(key, "attention", tokens)
+        self.requests, self.lengths = requests, lengths  # lengths: each row's prompt tokens
+
+
 class _Turn(_Item):
     def __init__(self, key: str, what: str):
         super().__init__(key, "turn", 0)
@@ -147,10 +163,10 @@ class Scheduler:
         self._train: list[_Train] = []
         self._gen: list[_Gen] = []
         self._turns: list[_Turn] = []
-        self._running: list[_Gen] = []  # generation requests inside the decode loop
+        self._attend: list[_Attend] = []
+        self._running: list[_Gen] = []  # generation requests inside a decode loop
         self._served: dict[str, float] = {}  # session -> when it was last served (round-robin order)
-        self._loop: DecodeLoop | None = None
-        self._bulk_at = float("-inf")  # when a scoring chunk last joined the decode loop
+        self._loops: dict[bool, DecodeLoop] = {}  # interactive (watched answers) or not -> its decode loop
         self._thread: threading.Thread | None = None
         self._closed = False
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
@@ -162,6 +178,8 @@ class Scheduler:
         self.tick_runs: list[int] = []  # runs per training tick
         self.decode_steps = 0
         self.decode_rows: list[int] = []  # rows per decode step
+        self.attention_forwards = 0
+        self.attention_rows: list[int] = []  # views per attention forward
 
     # ---- Submitting work ------------------------------------------------------------------------
     def submit_step(self, key: str, run: SharedRun, amp: torch.dtype | None = None) -> Ticket:
@@ -211,6 +229,43 @@ class Scheduler:
             if got < len(prompts):  # the caller went away: its rows leave the loop
                 self._withdraw(item)
 
+    def attention(self, key: str, requests: list[AttentionRequest]) -> list[PrefixAttention]:
+        """Attention views, one per request; they share one forward with every other waiting view."""
+        if self.direct or self._holding():
+            return prefix_attention_many(self.base, requests)
+        if any(not r.text.strip() for r in requests):
+            raise PlaygroundError("The prompt is empty. Type a sentence to see where the model looks.")
+        lengths = [len(_encode(self.base, r)) for r in requests]
+        tokens = sum(n + r.prefix.num_virtual_tokens for n, r in zip(lengths, requests))
+        what = f"The attention view of {max(lengths, default=0):,} prompt tokens"
+        fix = "Shorten the prompt, or pick fewer prefixes."
+        # sized by its peak (attention_bytes): its weights grow with the square of the prompt, so a training
+        # step's cost per token position says little about it
+        if self._attention_too_big([requests], [lengths]):
+            raise PlaygroundError(f"{what} would need more memory than this server lets one batch take "
+                                  f"({self.settings.tick_bytes / 2**20:,.0f} MB, from --memory-budget-mb). {fix}")
+        item = _Attend(key, tokens, requests, lengths)
+        self._submit(item, self._attend)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]
+
+    def hold(self, nbytes: int, what: str, fix: str):
+        """Memory for work done for a caller outside a turn (held-out scoring, Switch, a Compare lab run).
+
+        Without the scheduler (``direct``): a reservation for as long as the body runs. With it: refused up
+        front when it could never fit, and nothing held meanwhile. The worker sizes its shared batches against
+        the budget itself, and a caller that held memory while queued for the model would starve the very
+        batches it waits for. So with the scheduler only the thread that holds the model reserves (a turn),
+        and reservations never wait on each other."""
+        if self.budget is None:
+            return contextlib.nullcontext()
+        if self.direct:
+            return self.budget.reserve(nbytes, what, fix)
+        self.budget.check(nbytes, what, fix)
+        return contextlib.nullcontext()
+
     @contextmanager
     def turn(self, key: str, what: str = ""):
         """The model to this thread alone while the body runs, once the session's turn comes."""
@@ -244,7 +299,7 @@ class Scheduler:
     def waiting(self, key: str) -> Wait | None:
         """This session's place in line, or None when it has nothing waiting."""
         with self._cond:
-            queue_ = self._order(self._train + self._gen + self._turns)
+            queue_ = self._order(self._train + self._gen + self._turns + self._attend)
             mine = next((i for i, it in enumerate(queue_) if it.key == key), None)
             if mine is None:
                 return None
@@ -258,15 +313,20 @@ class Scheduler:
         """What the scheduler measured so far: ticks, runs per tick, decode steps, rows per step, and times."""
         with self._cond:
             ticks, rows = list(self.tick_runs), list(self.decode_rows)
+            views = list(self.attention_rows)
             return {"ticks": self.ticks, "runs_per_tick": sum(ticks) / max(1, len(ticks)),
                     "most_runs_in_a_tick": max(ticks, default=0), "tick_s": self.tick_s,
                     "train_positions_per_s": self.train_rate, "decode_steps": self.decode_steps,
-                    "rows_per_decode_step": sum(rows) / max(1, len(rows)), "decode_step_s": self.step_s}
+                    "rows_per_decode_step": sum(rows) / max(1, len(rows)), "decode_step_s": self.step_s,
+                    "attention_forwards": self.attention_forwards,
+                    "views_per_attention_forward": sum(views) / max(1, len(views)),
+                    "most_views_in_a_forward": max(views, default=0)}
 
     def load(self) -> dict:
         """Counts for a status line or a benchmark: waiting items by kind, rows decoding, ticks so far."""
         with self._cond:
             return {"train": len(self._train), "generate": len(self._gen), "turn": len(self._turns),
+                    "attention": len(self._attend),
                     "decoding": sum(len(g.prompts) for g in self._running), "ticks": self.ticks,
                     "decode_steps": self.decode_steps}
 
@@ -291,7 +351,7 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise PlaygroundError("The server is shutting down. Reload the page in a minute.")
-            mine = sum(1 for lst in (self._train, self._gen, self._turns) for it in lst if it.key == item.key)
+            mine = sum(1 for lst in self._queues() for it in lst if it.key == item.key)
             if item.key and mine >= self.settings.max_waiting:
                 raise PlaygroundError(f"You already have {mine} requests waiting for the model (the limit is "
                                       f"{self.settings.max_waiting} per learner). Wait for them to finish.")
@@ -304,13 +364,16 @@ class Scheduler:
     def _withdraw(self, item: _Item) -> bool:
         """Remove a waiting item (True), or a generation's rows from the decode loop; False if it already ran."""
         with self._cond:
-            for lst in (self._train, self._gen, self._turns):
+            for lst in self._queues():
                 if item in lst:
                     lst.remove(item)
                     return True
             if isinstance(item, _Gen) and item in self._running:
                 item.left = -1  # the worker drops its rows at the next step
             return False
+
+    def _queues(self) -> tuple[list, ...]:
+        return self._train, self._gen, self._turns, self._attend
 
     def _order(self, items: list) -> list:
         """Round-robin: the session served longest ago first, then arrival order."""
@@ -319,7 +382,7 @@ class Scheduler:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not (self._closed or self._train or self._gen or self._turns or self._running):
+                while not (self._closed or any(self._queues()) or self._running):
                     self._cond.wait()
                 if self._closed:
                     self._fail_all(PlaygroundError("The server is shutting down. Reload the page in a minute."))
@@ -331,26 +394,32 @@ class Scheduler:
             except Exception as exc:  # a fault of the scheduler itself: every waiting caller hears of it, none hangs
                 with self._cond:
                     self._fail_all(exc)
-                    self._loop = None
+                    self._loops = {}
 
     def _round(self) -> None:
-        """The waiting turns (short ones all go), the decode loop, then one training tick; each part yields
-        after about a slice when the others have work waiting."""
+        """The watched answers, the waiting attention views (one forward), the turns (short ones all go), the
+        scoring loop, then one training tick; each part yields after about a slice when the others have work
+        waiting. A new watched answer cuts the turns and the scoring loop short (after the turn or decode step
+        under way), so it waits for at most one of them and one training tick before it decodes."""
+        self._decode_slice(interactive=True)
+        if self._attend:
+            self._attention_forward()
         t0 = time.perf_counter()
         while self._turns and (time.perf_counter() - t0 < self.settings.slice_s
-                               or not (self._train or self._gen or self._running)):
+                               or not (self._train or self._gen or self._running or self._attend)):
             self._grant_turn()
-        if self._gen or self._running:
-            self._decode_slice()
+            if self._answer_waiting():
+                break
+        self._decode_slice(interactive=False)
         if self._train:
             self._train_tick()
 
     def _fail_all(self, error: BaseException) -> None:
-        for it in self._train + self._turns:
+        for it in self._train + self._turns + self._attend:
             it.finish(error=error)
         for g in self._gen + self._running:
             g.rows.put(error)
-        self._train, self._gen, self._turns, self._running = [], [], [], []
+        self._train, self._gen, self._turns, self._attend, self._running = [], [], [], [], []
 
     # training ticks
     def _train_tick(self) -> None:
@@ -401,30 +470,36 @@ class Scheduler:
         cap = self.settings.tick_bytes
         return bool(cap) and train_step_bytes(self.base, rows, T, P, T, amp) > cap
 
-    # the shared decode loop
-    def _decode_slice(self) -> None:
+    # the decode loops
+    def _decode_slice(self, interactive: bool) -> None:
+        """Step the watched answers' loop (``interactive``) or the scoring loop until its rows end, or for its
+        slice when other work waits."""
+        limit = self.settings.interactive_slice_s if interactive else self.settings.decode_slice_s
         t0 = time.perf_counter()
         while True:
-            self._admit()
+            self._admit(interactive)
             with self._cond:
-                for g in [g for g in self._running if g.left < 0]:  # withdrawn by their callers
-                    self._loop.drop(g)
+                mine = [g for g in self._running if g.interactive == interactive]
+                for g in [g for g in mine if g.left < 0]:  # withdrawn by their callers
+                    self._loops[interactive].drop(g)
                     self._running.remove(g)
-                if not self._running:
+                    mine.remove(g)
+                if not mine:
                     return
+            loop = self._loops[interactive]
             s0 = time.perf_counter()
             try:
-                ended = self._loop.step()
+                ended = loop.step()
             except Exception as exc:
                 with self._cond:
-                    for g in self._running:
+                    for g in mine:
                         g.rows.put(exc)
-                    self._running = []
-                    self._loop = None
+                        self._running.remove(g)
+                    self._loops.pop(interactive, None)
                 return
             with self._cond:
                 self.decode_steps += 1
-                self.decode_rows.append(sum(len(g.prompts) for g in self._running))
+                self.decode_rows.append(sum(len(g.prompts) for g in mine))
                 self.step_s = _ewma(self.step_s, time.perf_counter() - s0)
                 for g, i, ids in ended:
                     g.rows.put((i, ids))
@@ -433,46 +508,96 @@ class Scheduler:
                     if g.left == 0:
                         self._running.remove(g)
                         self._served[g.key] = time.monotonic()
-                other_work = bool(self._train or self._turns)
-                watched = any(g.interactive for g in self._running)
-            limit = self.settings.interactive_slice_s if watched else self.settings.decode_slice_s
+                other_work = bool(self._train or self._turns or self._attend
+                                  or any(g.interactive != interactive for g in self._gen + self._running))
             if other_work and time.perf_counter() - t0 >= limit:
                 return
-
-    def _admit(self) -> None:
-        """Waiting generation requests join the loop, round-robin, while its positions fit."""
-        with self._cond:
-            if not self._gen:
+            if not interactive and self._answer_waiting():  # a learner is waiting on an answer: it goes first
                 return
-            if self._loop is None:
-                self._loop = DecodeLoop(self.base)
+
+    def _answer_waiting(self) -> bool:
+        with self._cond:
+            return any(g.interactive for g in self._gen)
+
+    def _admit(self, interactive: bool) -> None:
+        """Waiting generation requests of this loop join it, round-robin, while its positions fit."""
+        with self._cond:
+            waiting = [g for g in self._gen if g.interactive == interactive]
+            if not waiting:
+                return
+            loop = self._loops.get(interactive)
+            if loop is None:
+                loop = self._loops[interactive] = DecodeLoop(self.base)
             held = sum(g.tokens for g in self._running)
             # chunked admission, as serving engines cap the prompt tokens of one step: a flood of evaluation
             # chunks joins over several steps instead of stalling the rows already decoding behind one prefill
             cap = max(256, int((self.train_rate or 4000.0) * self.settings.slice_s / 2))
             prefill = 0
-            # while an answer is being watched, scoring chunks join at most once per decode slice: each one's
-            # prefill would otherwise slow every step of the answer
-            watched = any(g.interactive for g in self._running)
-            bulk_ok = not watched or time.perf_counter() - self._bulk_at >= self.settings.decode_slice_s
-            for g in sorted(self._order(self._gen), key=lambda g: not g.interactive):  # answers first, then RR
+            for g in self._order(waiting):
                 if self._running and held + g.tokens > self.settings.decode_positions:
                     break
                 if prefill and prefill + g.prefill > cap:
                     break
-                if not g.interactive:
-                    if not bulk_ok:
-                        break
-                    self._bulk_at = time.perf_counter()
                 self._gen.remove(g)
                 try:
-                    self._loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
+                    loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
                 except ValueError as exc:  # a malformed request (an empty prompt): its caller hears why
                     g.rows.put(exc)
                     continue
                 self._running.append(g)
                 held += g.tokens
                 prefill += g.prefill
+
+    # attention views
+    def _attention_too_big(self, batches: list[list[AttentionRequest]], lengths: list[list[int]]) -> bool:
+        """Whether these requests' views in one forward would pass ``tick_bytes``."""
+        cap = self.settings.tick_bytes
+        rows = [r for b in batches for r in b]
+        T = max((n for ls in lengths for n in ls), default=0)
+        P = max((r.prefix.num_virtual_tokens for r in rows), default=0)
+        return bool(cap) and attention_bytes(self.base, T, P, len(rows)) > cap
+
+    def _attention_forward(self) -> None:
+        """Every waiting view that fits (round-robin, at least one request) in one forward."""
+        with self._cond:
+            take: list[_Attend] = []
+            total = 0
+            for it in self._order(self._attend):
+                if take and (total + it.tokens > self.settings.token_budget or self._attention_too_big(
+                        [t.requests for t in take] + [it.requests], [t.lengths for t in take] + [it.lengths])):
+                    continue
+                take.append(it)
+                total += it.tokens
+            for it in take:
+                self._attend.remove(it)
+        try:
+            views = prefix_attention_many(self.base, [r for it in take for r in it.requests])
+        except PlaygroundError as exc:  # e.g. an empty prompt: told to its caller alone when it came alone
+            if len(take) > 1:
+                for it in take:  # each again on its own, so one bad request fails only itself
+                    self._attend_alone(it)
+            else:
+                take[0].finish(error=exc)
+        except Exception as exc:
+            for it in take:
+                it.finish(error=exc)
+        else:
+            start = 0
+            for it in take:
+                it.finish(views[start:start + len(it.requests)])
+                start += len(it.requests)
+        now = time.monotonic()
+        with self._cond:
+            self.attention_forwards += 1
+            self.attention_rows.append(sum(len(it.requests) for it in take))
+            for it in take:
+                self._served[it.key] = now
+
+    def _attend_alone(self, item: _Attend) -> None:
+        try:
+            item.finish(prefix_attention_many(self.base, item.requests))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            item.finish(error=exc)
 
     # turns
     def _grant_turn(self) -> None:
@@ -490,3 +615,7 @@ class Scheduler:
 def _ewma(old: float | None, new: float) -> float:
     return new if old is None else (1 - EWMA) * old + EWMA * new
 
+
+
+def _encode(base: BaseModel, r: AttentionRequest) -> list[int]:
+    return PromptFormat.for_tokenizer(base.tokenizer).encode_prompt(r.text, r.mode, r.instruction)

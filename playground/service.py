@@ -8,7 +8,6 @@ guarded by locks because Gradio runs callbacks in worker threads.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import os
@@ -22,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 
 from .archive import export_zip, stage_upload
-from .attention import PrefixAttention, prefix_attention
+from .attention import AttentionRequest, PrefixAttention, prefix_attention
 from .baselines import LIVE, BaselineResult, paired, strongest
 from .baselines import evaluations as baseline_evaluations
 from .baselines import measure as measure_baselines
@@ -290,7 +289,7 @@ class Playground:
         # a "demos" init once on its num_virtual_tokens tokens.
         text = {"task": task.instruction, "text": ps.init_text}.get(ps.init, "")
         n = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"]) + ps.num_virtual_tokens + 32
-        # the turn first: memory is reserved only by whoever holds the model (see _hold)
+        # the turn first: memory is reserved only by whoever holds the model (see Scheduler.hold)
         with self.scheduler.turn(key, "initializing a prefix"), \
                 self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
                                     "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
@@ -308,7 +307,7 @@ class Playground:
         if run.start_metric is None and run.start_prefix is not None:
             task = run.task
             examples = _held_out(task, run.train_settings.eval_examples)
-            with self._hold(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
+            with self.scheduler.hold(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
                             "Scoring the held-out examples", "Use a task with shorter inputs."):
                 run.start_metric = self._evaluate(run.key, task, examples, run.start_prefix).score
             run.start_prefix = None  # scored: nothing else needs it
@@ -380,19 +379,6 @@ class Playground:
         s = score(task.metric, preds, [e.target for e in examples])
         return EvalResult("prefix", task.metric, s, len(examples), time.perf_counter() - t0, preds)
 
-    def _hold(self, nbytes: int, what: str, fix: str):
-        """Memory for work that the scheduler's worker does for a caller (held-out scoring, Switch).
-
-        Without the scheduler: a reservation for as long as the body runs. With it: refused up front when it
-        could never fit, and nothing held meanwhile. The scheduler sizes its shared batches against the budget
-        itself, and a caller that held memory while queued for the model would starve the very batches it
-        waits for. So with the scheduler only the thread that holds the model reserves (a turn), and
-        reservations never wait on each other."""
-        if not self.scheduled:
-            return self.budget.reserve(nbytes, what, fix)
-        self.budget.check(nbytes, what, fix)
-        return contextlib.nullcontext()
-
     def waiting(self, key: str) -> Wait | None:
         """This session's place in the scheduler's line (None: nothing waiting)."""
         return self.scheduler.waiting(key)
@@ -417,7 +403,7 @@ class Playground:
                 def turn():
                     return self.scheduler.turn("", "scoring the prompts without training")
 
-                with self._hold(eval_bytes(self.base, task, examples, H), "Scoring the base model and the prompts "
+                with self.scheduler.hold(eval_bytes(self.base, task, examples, H), "Scoring the base model and the prompts "
                                 "on the held-out examples", "Use a task with shorter inputs."):
                     with turn():
                         bare = evaluate(self.base, task, examples, BareMethod())
@@ -437,7 +423,7 @@ class Playground:
         if last is not None and last.predictions is not None and last.eval_seconds is not None:
             preds, score, seconds = last.predictions, last.metric, last.eval_seconds
         else:  # stopped between evaluations: score the prefix as it is now
-            with self._hold(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
+            with self.scheduler.hold(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                             "Scoring the held-out examples", "Use a task with shorter inputs."):
                 r = self._evaluate(run.key, task, examples, run.prefix)
             preds, score, seconds = r.predictions, r.score, r.seconds
@@ -579,14 +565,18 @@ class Playground:
         if not names:
             raise PlaygroundError("Pick a prefix: the attention on the prefix needs one.")
         T = len(PromptFormat.for_tokenizer(self.base.tokenizer).encode_prompt(text, "prefix"))
+        prefixes = [self.get_prefix(key, n) for n in names]
+        P = max(p.num_virtual_tokens for p in prefixes)
+        what = (f"The attention view of {T:,} prompt tokens behind {P} virtual tokens"
+                + (f" for {len(names)} prefixes" if len(names) > 1 else ""))
+        fix = "Shorten the prompt, or pick fewer prefixes or a prefix with fewer virtual tokens."
+        if self.scheduled:  # one forward, shared with the other learners' waiting views
+            self.budget.check(attention_bytes(self.base, T, P, len(names)), what, fix)
+            views = self.scheduler.attention(key, [AttentionRequest(p, text) for p in prefixes])
+            return dict(zip(names, views))
         out = {}
-        for n in names:
-            prefix = self.get_prefix(key, n)
-            P = prefix.num_virtual_tokens
-            with self.scheduler.turn(key, "an attention view"), \
-                    self.budget.reserve(attention_bytes(self.base, T, P), f"The attention view of {T:,} prompt tokens "
-                                        f"behind {P} virtual tokens", "Shorten the prompt, or pick a prefix with "
-                                        "fewer virtual tokens."):
+        for n, prefix in zip(names, prefixes):
+            with self.budget.reserve(attention_bytes(self.base, T, prefix.num_virtual_tokens), what, fix):
                 out[n] = prefix_attention(self.base, prefix, text)
         return out
 
@@ -632,7 +622,7 @@ class Playground:
             return SwitchResult(list(outs), switch_s, time.perf_counter() - t0, input=text, busy_note=note)
 
         # Held until the last row finishes, the pauses between snapshots included: the cache lives that long.
-        with self._hold(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
+        with self.scheduler.hold(need, f"Answering {len(chosen)} prefixes at once on {T:,} prompt tokens",
                                  "Pick fewer prefixes, or shorten the prompt."):
             t1, load = time.perf_counter(), machine_load()
             yield snapshot()

@@ -65,3 +65,20 @@ def test_a_class_in_shared_ticks_gets_what_each_student_gets_alone(real, tmp_pat
         for x, y in zip(a.prefix.parameters(), b.prefix.parameters()):
             assert torch.allclose(x, y, atol=1e-5, rtol=1e-4)
     assert [o.text for o in sw_shared.outputs] == [o.text for o in sw_alone.outputs]
+
+
+def test_attention_views_in_one_forward_equal_each_view_alone_on_the_real_model(real):
+    """Shipped prefixes of different lengths and prompts of different lengths in one forward (fp32)."""
+    from playground.attention import AttentionRequest, prefix_attention, prefix_attention_many
+
+    lib = Library(ROOT / "prefixes")
+    names = [e.name for e in lib.entries()][:3]
+    prefixes = [lib.load(n, real) for n in names]
+    texts = ["A warm, funny film with a great cast.", "Iceland", "je cherche la gare ce soir"]
+    requests = [AttentionRequest(p, t) for p, t in zip(prefixes, texts)]
+    assert len({p.num_virtual_tokens for p in prefixes}) > 1 or len({len(t) for t in texts}) > 1
+    for got, r in zip(prefix_attention_many(real, requests), requests):
+        want = prefix_attention(real, r.prefix, r.text)
+        assert got.tokens == want.tokens
+        for field in ("weights", "head_share", "layer_share", "token_share"):
+            torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=1e-4, atol=1e-5, msg=field)

@@ -152,7 +152,7 @@ def test_work_too_big_for_the_budget_alone_is_refused_with_the_limit_and_the_fix
     short, long = "A fine film.", digits(200)  # under the 256-token prompt cap: the budget is what refuses it
     need = lambda text: attention_bytes(tiny_llama, len(fmt.encode_prompt(text, "prefix")), 4)  # noqa: E731
     assert need(long) > need(short)
-    pg.budget = MemoryBudget(1000 * MB + need(short), 1000 * MB, wait_s=0.2)  # room for the short prompt only
+    pg.budget = pg.scheduler.budget = MemoryBudget(1000 * MB + need(short), 1000 * MB, wait_s=0.2)  # room for the short prompt only
     assert set(pg.attention("k", short, [prefix_name])) == {prefix_name}
     with pytest.raises(PlaygroundError, match=r"would need about [\d,]+ MB .*--memory-budget-mb 1,0\d\d.*"
                                               r"Shorten the prompt"):
@@ -160,7 +160,7 @@ def test_work_too_big_for_the_budget_alone_is_refused_with_the_limit_and_the_fix
     assert pg.budget.used == 0
     with pytest.raises(PlaygroundError, match="Pick fewer prefixes, or shorten the prompt"):
         pg.switch("k", [prefix_name, "(no prefix)"], long)
-    pg.budget = MemoryBudget(1001 * MB, 1000 * MB)  # 1 MB of room
+    pg.budget = pg.scheduler.budget = MemoryBudget(1001 * MB, 1000 * MB)  # 1 MB of room
     with pytest.raises(PlaygroundError, match=r"A training step \(batch 8 x \d+ tokens.*Lower the batch size"):
         pg.start_run("k", get_task("sentiment"), PrefixSettings(4), TrainSettings(steps=2))
     assert pg.sessions.peek("k") is None or pg.sessions.peek("k").run is None
@@ -301,6 +301,7 @@ def test_a_prompt_past_the_token_cap_is_refused_before_any_model_work(pg, monkey
 
     monkeypatch.setattr(service_mod, "prefix_attention", never)
     monkeypatch.setattr(pg.scheduler, "generate", never)
+    monkeypatch.setattr(pg.scheduler, "attention", never)
     pg.library.save("p", create_prefix(pg.base, PrefixSettings(4, "random"), seed=1), {})
     text = digits(2000)
     assert len(text) <= pg.limits.max_prompt_chars

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from playground.attention import AttentionRequest, prefix_attention
 from playground.errors import PlaygroundError
 from playground.generate import greedy_mixed
 from playground.library import Library
@@ -209,7 +210,10 @@ def test_work_larger_than_a_tick_may_hold_is_refused_before_it_waits(tiny_llama)
     fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
     with pytest.raises(PlaygroundError, match="Pick fewer prefixes, or shorten the prompt"):
         list(sched.generate("k", [fmt.encode_prompt("a sentence of some length", "base")] * 3, [None] * 3, [8] * 3))
-    assert sched.load() == {"train": 0, "generate": 0, "turn": 0, "decoding": 0, "ticks": 0, "decode_steps": 0}
+    with pytest.raises(PlaygroundError, match=r"attention view of .* more memory than this server lets one batch take"):
+        Scheduler(tiny_llama, SchedulerSettings(tick_bytes=1)).attention("k", [AttentionRequest(run.prefix, "a film")])
+    assert sched.load() == {"train": 0, "generate": 0, "turn": 0, "attention": 0, "decoding": 0, "ticks": 0,
+                            "decode_steps": 0}
 
 
 def test_a_stopped_run_takes_back_its_waiting_step(tiny_llama, tmp_path):
@@ -244,7 +248,8 @@ def test_work_queued_for_the_model_holds_no_memory_while_it_waits(tiny_llama, tm
     try:
         for t in threads:
             t.start()
-        wait_for(lambda: sum(pg.scheduler.load()[k] for k in ("generate", "turn")) == 3, "three callers queued")
+        wait_for(lambda: sum(pg.scheduler.load()[k] for k in ("generate", "turn", "attention")) == 3,
+                 "three callers queued")
         assert pg.budget.used == 0  # nobody holds memory while queued
     finally:
         release.set()
@@ -286,3 +291,75 @@ def test_a_malformed_request_fails_alone_and_the_scheduler_goes_on(tiny_llama):
                                                                                                [None], 3)
     finally:
         sched.close()
+
+
+def test_attention_views_of_several_learners_share_one_forward_and_each_gets_its_own(tiny_llama):
+    """Three learners ask for attention views while the model is busy (one of them for two prefixes): the
+    four views run in one forward, and each learner gets exactly the views it would get alone."""
+    prefixes = [create_prefix(tiny_llama, PrefixSettings(n, "random"), seed=n) for n in (2, 4, 6)]
+    asks = {"a": [AttentionRequest(prefixes[0], "a fine film")],
+            "b": [AttentionRequest(prefixes[1], "le chat"), AttentionRequest(prefixes[2], "le chat")],
+            "c": [AttentionRequest(prefixes[2], "one two three four five")]}
+    sched = Scheduler(tiny_llama)
+    got: dict[str, list] = {}
+    release = hold(sched)
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, sched.attention(k, asks[k]))) for k in asks]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: sched.load()["attention"] == 3, "three learners' views queued")
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+        sched.close()
+    assert sched.stats()["attention_forwards"] == 1 and sched.stats()["most_views_in_a_forward"] == 4
+    for k, reqs in asks.items():
+        assert len(got[k]) == len(reqs)
+        for view, r in zip(got[k], reqs):
+            want = prefix_attention(tiny_llama, r.prefix, r.text)
+            assert view.tokens == want.tokens
+            torch.testing.assert_close(view.weights, want.weights, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(view.layer_share, want.layer_share, rtol=1e-5, atol=1e-6)
+    with pytest.raises(PlaygroundError, match="empty"):
+        Scheduler(tiny_llama).attention("d", [AttentionRequest(prefixes[0], "  ")])
+
+
+def test_a_watched_answer_decodes_ahead_of_the_scoring_rows_in_its_own_loop(tiny_llama):
+    """A Switch answer (interactive) queued beside a long scoring chunk is finished before the chunk's first
+    row ends: it decodes in its own small batch, first in the round, not behind the scoring rows' steps. Both
+    still get exactly their ids alone."""
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    prefix = create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=3)
+    chunk = [fmt.encode_prompt(f"review number {i} of the film", "prefix") for i in range(8)]
+    answer = [fmt.encode_prompt("the cat sat", "prefix")]
+    sched = Scheduler(tiny_llama)
+    events: list[str] = []
+    out: dict[str, list] = {}
+
+    def score():
+        rows = []
+        for r in sched.generate("scorer", chunk, [prefix] * 8, [40] * 8):
+            events.append("score row")
+            rows.append(r)
+        out["score"] = sorted(rows)
+
+    def watch():
+        out["answer"] = list(sched.generate("watcher", answer, [prefix], [4], interactive=True))
+        events.append("answer")
+
+    release = hold(sched)
+    threads = [threading.Thread(target=score), threading.Thread(target=watch)]
+    try:
+        threads[0].start()
+        wait_for(lambda: sched.load()["generate"] == 1, "the scoring chunk queued")
+        threads[1].start()
+        wait_for(lambda: sched.load()["generate"] == 2, "the answer queued")
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=120)
+        sched.close()
+    assert events[0] == "answer" and events.count("score row") == 8
+    assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
+    assert [ids for _, ids in out["score"]] == greedy_mixed(tiny_llama, chunk, [prefix] * 8, 40)
