@@ -6,8 +6,9 @@ When several learners open the Attention tab at once, the scheduler runs their w
 mixed-prefix forward (``attention.prefix_attention_many``): row i is learner i's prompt behind its
 own prefix, and each row is reduced to its own prefix's columns layer by layer. The anchor is what
 one learner's view costs today, run N times in turn (``prefix_attention``, itself one batch-of-one
-forward of the same code). The views cycle over the shipped prefixes (different virtual-token
-counts) and over prompts of different lengths, so the batch pays for its padding. Per N: the median
+forward of the same code). The views cycle over the shipped prefixes (20 virtual tokens each) and
+two freshly made ones of 8 and 32, and over prompts of different lengths, so the batch pays for
+its padding. Per N: the median
 seconds of each way (interleaved, after a warm-up), the spread (min to max), the ratio, and whether
 the shares are the same (atol 1e-5). The last line is the ratio at the largest N.
 """
@@ -53,14 +54,17 @@ def main() -> int:
     from playground.attention import AttentionRequest, prefix_attention, prefix_attention_many
     from playground.library import Library
     from playground.models import load_model
+    from playground.prefix import PrefixSettings, create_prefix
 
     setup()
     base = load_model(device=args.device)
     lib = Library(ROOT / "prefixes")
     prefixes = [lib.load(e.name, base) for e in lib.entries()]
+    prefixes[1:1] = [create_prefix(base, PrefixSettings(8, "random"), seed=1),
+                     create_prefix(base, PrefixSettings(32, "random"), seed=2)]
     rows = []
     print(f"{machine()}; {base.name} on {base.device.type} / {str(base.dtype).replace('torch.', '')}; "
-          f"shipped prefixes of {sorted({p.num_virtual_tokens for p in prefixes})} virtual tokens; "
+          f"prefixes of {sorted({p.num_virtual_tokens for p in prefixes})} virtual tokens; "
           f"{args.repeats} timed calls of each way per N, interleaved, after a warm-up")
     print()
     print("| views (learners) | N forwards, one view each: median s (min-max) | one forward: median s (min-max) "
