@@ -318,7 +318,16 @@ def mode_line(r: dict) -> str:
             + ("; TIMED OUT" if r["timed_out"] else "")
             + (f"\n      scheduler: {r['scheduler']['ticks']} training ticks, {r['scheduler']['runs_per_tick']:.1f} runs "
                f"per tick (most {r['scheduler']['most_runs_in_a_tick']}), {r['scheduler']['decode_steps']} decode steps, "
-               f"{r['scheduler']['rows_per_decode_step']:.1f} rows per step" if r.get("scheduler") else ""))
+               f"{r['scheduler']['rows_per_decode_step']:.1f} rows per step" + busy_text(r['scheduler'].get("busy_s"))
+               if r.get("scheduler") else ""))
+
+
+def busy_text(busy: dict | None) -> str:
+    """Where the model's time went: seconds per kind of work and its share of the busy time."""
+    if not busy:
+        return ""
+    total = sum(busy.values()) or 1.0
+    return "; model time: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f}%)" for k, v in busy.items())
 
 
 def ratios(workers: dict, sched: dict) -> dict:

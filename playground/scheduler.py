@@ -59,6 +59,7 @@ from .prompts import PromptFormat
 from .sharedstep import RunBatch, SharedRun, shared_step
 
 T = TypeVar("T")
+PARTS = ("answers", "attention", "turns", "scoring", "training")  # the kinds of work, in a round's order
 EWMA = 0.3  # weight of the newest measurement in the running averages of tick times
 
 
@@ -72,6 +73,7 @@ class SchedulerSettings:
     slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
     decode_slice_s: float = 1.0  # seconds the scoring loop runs on while other work waits
     interactive_slice_s: float = 3.0  # ... the watched answers' loop (Switch): a learner is waiting on every token
+    answer_share: float = 1 / 3  # the most of the model's time watched answers take while other work waits
     max_waiting: int = 3  # items one session may have waiting at once
 
 
@@ -167,6 +169,7 @@ class Scheduler:
         self._running: list[_Gen] = []  # generation requests inside a decode loop
         self._served: dict[str, float] = {}  # session -> when it was last served (round-robin order)
         self._loops: dict[bool, DecodeLoop] = {}  # interactive (watched answers) or not -> its decode loop
+        self._owed_until = 0.0  # until then the rest of the round is owed time after the answers' slice: uncut
         self._thread: threading.Thread | None = None
         self._closed = False
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
@@ -180,6 +183,7 @@ class Scheduler:
         self.decode_rows: list[int] = []  # rows per decode step
         self.attention_forwards = 0
         self.attention_rows: list[int] = []  # views per attention forward
+        self.busy_s = dict.fromkeys(PARTS, 0.0)  # seconds of the model's time each kind of work took
 
     # ---- Submitting work ------------------------------------------------------------------------
     def submit_step(self, key: str, run: SharedRun, amp: torch.dtype | None = None) -> Ticket:
@@ -320,7 +324,7 @@ class Scheduler:
                     "rows_per_decode_step": sum(rows) / max(1, len(rows)), "decode_step_s": self.step_s,
                     "attention_forwards": self.attention_forwards,
                     "views_per_attention_forward": sum(views) / max(1, len(views)),
-                    "most_views_in_a_forward": max(views, default=0)}
+                    "most_views_in_a_forward": max(views, default=0), "busy_s": dict(self.busy_s)}
 
     def load(self) -> dict:
         """Counts for a status line or a benchmark: waiting items by kind, rows decoding, ticks so far."""
@@ -397,22 +401,52 @@ class Scheduler:
                     self._loops = {}
 
     def _round(self) -> None:
-        """The watched answers, the waiting attention views (one forward), the turns (short ones all go), the
-        scoring loop, then one training tick; each part yields after about a slice when the others have work
-        waiting. A new watched answer cuts the turns and the scoring loop short (after the turn or decode step
-        under way), so it waits for at most one of them and one training tick before it decodes."""
-        self._decode_slice(interactive=True)
-        if self._attend:
-            self._attention_forward()
+        """The watched answers, then the rest: the waiting attention views (one forward), the turns (short ones
+        all go), the scoring loop and one training tick; each part yields after about a slice when the others
+        have work waiting. A new watched answer cuts the turns and the scoring loop short (after the turn or
+        decode step under way), so it waits for at most one of them and one training tick before it decodes.
+        But answers get at most ``answer_share`` of the model's time while other work waits: when they took A
+        seconds, the rest goes on, uncut, until it has had A x (1 - share) / share seconds, so a few learners
+        clicking Switch without pause cannot hold a class's scoring and training back (bench/class_load.py)."""
         t0 = time.perf_counter()
-        while self._turns and (time.perf_counter() - t0 < self.settings.slice_s
-                               or not (self._train or self._gen or self._running or self._attend)):
-            self._grant_turn()
-            if self._answer_waiting():
-                break
-        self._decode_slice(interactive=False)
+        with self._timed("answers"):
+            self._decode_slice(interactive=True)
+        share = min(max(self.settings.answer_share, 0.05), 1.0)
+        self._owed_until = time.perf_counter() + (time.perf_counter() - t0) * (1 - share) / share
+        while True:
+            self._rest()
+            with self._cond:
+                others = bool(self._train or self._turns or self._attend
+                              or any(not g.interactive for g in self._gen + self._running))
+            if not others or time.perf_counter() >= self._owed_until:
+                return
+
+    def _rest(self) -> None:
+        if self._attend:
+            with self._timed("attention"):
+                self._attention_forward()
+        t1 = time.perf_counter()
+        with self._timed("turns"):
+            while self._turns and (time.perf_counter() - t1 < self.settings.slice_s
+                                   or not (self._train or self._gen or self._running or self._attend)):
+                self._grant_turn()
+                if self._answer_waiting():
+                    break
+        with self._timed("scoring"):
+            self._decode_slice(interactive=False)
         if self._train:
-            self._train_tick()
+            with self._timed("training"):
+                self._train_tick()
+
+    @contextmanager
+    def _timed(self, part: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            with self._cond:
+                self.busy_s[part] += dt
 
     def _fail_all(self, error: BaseException) -> None:
         for it in self._train + self._turns + self._attend:
@@ -516,6 +550,9 @@ class Scheduler:
                 return
 
     def _answer_waiting(self) -> bool:
+        """A watched answer waits, and the rest of the round has had its share (so the answer may cut in)."""
+        if time.perf_counter() < self._owed_until:
+            return False
         with self._cond:
             return any(g.interactive for g in self._gen)
 
