@@ -7,15 +7,11 @@ instead of the row's own count would change its tokens.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-from peft import PeftModel
 
 from playground.decodeloop import DecodeLoop
 from playground.generate import greedy_mixed
-from playground.library import Library
-from tests.unit.test_mixed_batch import _peft_generate, _rows
+from tests.unit.test_mixed_batch import _peft_references, _rows
 
 INPUTS = ["hi", "the cat is black", "a much longer sentence about the weather in the hills today", "le chat",
           "rain again in the north"]
@@ -79,20 +75,7 @@ def test_staggered_joins_equal_plain_peft(tiny, tmp_path):
     first = {0: 0, 1: 1, 2: 3}  # the first prompt of each tag
     ended, _ = _run(DecodeLoop(tiny), joins)
     got = {first[tag] + k: ids for _, tag, k, ids in ended}
-    lib, named = Library(tmp_path), [i for i, p in enumerate(prefixes) if p is not None]
-    for i in named:
-        lib.save(f"p{i}", prefixes[i], {"task": "t"})
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(tiny.model), str(tmp_path / f"p{named[0]}"),
-                                           adapter_name=f"p{named[0]}")
-    for i in named[1:]:
-        peft_model.load_adapter(str(tmp_path / f"p{i}"), adapter_name=f"p{i}")
-    pad = tiny.tokenizer.pad_token_id
-    for i, (q, p) in enumerate(zip(prompts, prefixes)):
-        if p is None:
-            ref = _peft_generate(tiny.model, q, budgets[i], pad)
-        else:
-            peft_model.set_adapter(f"p{i}")
-            ref = _peft_generate(peft_model, q, budgets[i], pad)
+    for i, ref in enumerate(_peft_references(tiny, tmp_path, prompts, prefixes, budgets)):
         assert got[i] == ref, f"row {i} (P={LENGTHS[i]})"
     assert len({tuple(r) for r in got.values()}) == len(got)  # the prefixes steer the rows apart
 

@@ -58,27 +58,32 @@ def _peft_generate(model, prompt, n, pad_id, stop_ids=None):
     return out[0, len(prompt):].tolist()
 
 
+def _peft_references(base, tmp_path, prompts, prefixes, budgets) -> list[list[int]]:
+    """Plain PEFT's greedy ids per row: every prefix saved and loaded as an adapter of one PeftModel, one
+    set_adapter + generate per row (no prefix: the bare model)."""
+    lib, named = Library(tmp_path), [i for i, p in enumerate(prefixes) if p is not None]
+    for i in named:
+        lib.save(f"p{i}", prefixes[i], {"task": "t"})
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(tmp_path / f"p{named[0]}"),
+                                           adapter_name=f"p{named[0]}")
+    for i in named[1:]:
+        peft_model.load_adapter(str(tmp_path / f"p{i}"), adapter_name=f"p{i}")
+    pad = base.tokenizer.pad_token_id
+    refs = []
+    for i, (q, p) in enumerate(zip(prompts, prefixes)):
+        if p is not None:
+            peft_model.set_adapter(f"p{i}")
+        refs.append(_peft_generate(base.model if p is None else peft_model, q, budgets[i], pad))
+    return refs
+
+
 def test_mixed_batch_equals_each_row_alone_and_plain_peft(tiny, tmp_path):
     prompts, prefixes = _rows(tiny)
     mixed = greedy_mixed(tiny, prompts, prefixes, max_new_tokens=8)
     alone = [greedy_mixed(tiny, [q], [p], max_new_tokens=8)[0] for q, p in zip(prompts, prefixes)]
     assert mixed == alone and all(len(r) == 8 for r in mixed)
     assert len({tuple(r) for r in mixed}) == len(mixed)  # the prefixes steer the rows apart
-    # Plain PEFT: every prefix loaded as an adapter of one PeftModel, one set_adapter + generate per row.
-    lib, named = Library(tmp_path), [i for i, p in enumerate(prefixes) if p is not None]
-    for i in named:
-        lib.save(f"p{i}", prefixes[i], {"task": "t"})
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(tiny.model), str(tmp_path / f"p{named[0]}"),
-                                           adapter_name=f"p{named[0]}")
-    for i in named[1:]:
-        peft_model.load_adapter(str(tmp_path / f"p{i}"), adapter_name=f"p{i}")
-    pad = tiny.tokenizer.pad_token_id
-    for i, (q, p) in enumerate(zip(prompts, prefixes)):
-        if p is None:
-            ref = _peft_generate(tiny.model, q, 8, pad)
-        else:
-            peft_model.set_adapter(f"p{i}")
-            ref = _peft_generate(peft_model, q, 8, pad)
+    for i, ref in enumerate(_peft_references(tiny, tmp_path, prompts, prefixes, [8] * len(prompts))):
         assert mixed[i] == ref, f"row {i} (P={LENGTHS[i]})"
 
 
