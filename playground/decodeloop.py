@@ -116,12 +116,11 @@ class DecodeLoop:
         self._batch: _Batch | None = None  # the running rows' tensors; None when no row runs
 
     def join(self, tag: object, prompts: list[list[int]], prefixes: list[Prefix | None], budgets: list[int],
-             stop_ids: tuple[int, ...] = (), first: int = 0) -> None:
+             stop_ids: tuple[int, ...] = ()) -> None:
         """Queue rows (token-id prompts, as PromptFormat.encode_prompt gives) to enter at the next step().
 
-        tag identifies the caller's request; step() hands each row back as (tag, first + its index here, its
-        ids), so a request may join in parts. Row i gets at most budgets[i] new ids, ending at the first of
-        ``stop_ids`` (kept).
+        tag identifies the caller's request; step() hands each row back as (tag, its index here, its ids).
+        Row i gets at most budgets[i] new ids, ending at the first of ``stop_ids`` (kept).
         """
         B = len(prompts)
         if len(prefixes) != B or len(budgets) != B:
@@ -129,7 +128,7 @@ class DecodeLoop:
                              "give one prefix (or None) and one budget per prompt.")
         if any(not q for q in prompts):
             raise ValueError("An empty prompt has nothing to continue from: give every row at least one token.")
-        self._waiting += [_Row(tag, first + i, max(0, n), frozenset(stop_ids), list(q), p)
+        self._waiting += [_Row(tag, i, max(0, n), frozenset(stop_ids), list(q), p)
                           for i, (q, p, n) in enumerate(zip(prompts, prefixes, budgets))]
 
     @torch.inference_mode()

@@ -137,9 +137,7 @@ class _Gen(_Item):
         self.prompts, self.prefixes, self.budgets, self.stop_ids = prompts, prefixes, budgets, stop_ids
         self.rows: queue.Queue = queue.Queue()  # (row index, ids) as rows end, or an exception
         self.interactive = False
-        # each row's prefill positions; rows join the loop from ``joined`` on, a few per step when they are long
-        self.row_prefill = [len(x) + (p.num_virtual_tokens if p is not None else 0) for x, p in zip(prompts, prefixes)]
-        self.joined = 0
+        self.prefill = sum(len(x) + (p.num_virtual_tokens if p is not None else 0) for x, p in zip(prompts, prefixes))
         self.left = len(prompts)
 
 
@@ -373,9 +371,6 @@ class Scheduler:
             for lst in self._queues():
                 if item in lst:
                     lst.remove(item)
-                    if isinstance(item, _Gen) and item.joined:  # part of it is in the loop already
-                        item.left = -1
-                        return False
                     return True
             if isinstance(item, _Gen) and item in self._running:
                 item.left = -1  # the worker drops its rows at the next step
@@ -526,7 +521,7 @@ class Scheduler:
                 if not mine:
                     return
             loop = self._loops[interactive]
-            s0, rows = time.perf_counter(), loop.rows
+            s0 = time.perf_counter()
             try:
                 ended = loop.step()
             except Exception as exc:
@@ -538,7 +533,7 @@ class Scheduler:
                 return
             with self._cond:
                 self.decode_steps += 1
-                self.decode_rows.append(rows)
+                self.decode_rows.append(sum(len(g.prompts) for g in mine))
                 self.step_s = _ewma(self.step_s, time.perf_counter() - s0)
                 for g, i, ids in ended:
                     g.rows.put((i, ids))
@@ -576,32 +571,19 @@ class Scheduler:
             cap = max(256, int((self.train_rate or 4000.0) * self.settings.slice_s / 2))
             prefill = 0
             for g in self._order(waiting):
-                if self._running and g.joined == 0 and held + g.tokens > self.settings.decode_positions:
+                if self._running and held + g.tokens > self.settings.decode_positions:
                     break
-                # rows while their prefill fits the step's cap (at least one row per step): a chunk of long rows
-                # (a few-shot prompt's demonstrations are its prompt tokens) joins over several steps, so no
-                # single step's prefill holds a watched answer or an attention view for seconds
-                end = g.joined
-                while end < len(g.prompts) and (prefill == 0 or prefill + g.row_prefill[end] <= cap):
-                    prefill += g.row_prefill[end]
-                    end += 1
-                if end == g.joined:
+                if prefill and prefill + g.prefill > cap:
                     break
+                self._gen.remove(g)
                 try:
-                    loop.join(g, g.prompts[g.joined:end], g.prefixes[g.joined:end], g.budgets[g.joined:end],
-                              g.stop_ids, first=g.joined)
+                    loop.join(g, g.prompts, g.prefixes, g.budgets, g.stop_ids)
                 except ValueError as exc:  # a malformed request (an empty prompt): its caller hears why
-                    self._gen.remove(g)
                     g.rows.put(exc)
                     continue
-                if g.joined == 0:
-                    self._running.append(g)
-                    held += g.tokens
-                g.joined = end
-                if end == len(g.prompts):
-                    self._gen.remove(g)
-                if prefill >= cap:
-                    break
+                self._running.append(g)
+                held += g.tokens
+                prefill += g.prefill
 
     # attention views
     def _attention_too_big(self, batches: list[list[AttentionRequest]], lengths: list[list[int]]) -> bool:

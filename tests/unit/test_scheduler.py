@@ -382,19 +382,3 @@ def test_the_prompts_baselines_decode_in_the_shared_loop_and_score_as_alone(tiny
     assert got[0].bare.predictions == got[1].bare.predictions
     assert [(r.key, r.scores, r.predictions) for r in got[0].prompts] == \
         [(r.key, r.scores, r.predictions) for r in got[1].prompts]
-
-
-def test_a_request_of_long_rows_joins_the_loop_a_few_rows_per_step_and_gets_its_ids_alone(tiny_llama):
-    """A step's prefill is capped (about half a slice of work): a chunk of long rows (a few-shot prompt's
-    demonstrations are its prompt tokens) joins over several steps instead of one long prefill, so no watched
-    answer or attention view waits seconds behind it; every row still gets exactly its ids alone."""
-    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
-    prompts = [fmt.encode_prompt(f"row {i}: " + "the film went on and on " * 60, "base") for i in range(8)]
-    assert all(len(p) > 300 for p in prompts) and sum(map(len, prompts)) > 2000  # over the default cap of 2,000
-    sched = Scheduler(tiny_llama)
-    try:
-        got = sorted(sched.generate("k", prompts, [None] * 8, [5] * 8))
-    finally:
-        sched.close()
-    assert [ids for _, ids in got] == greedy_mixed(tiny_llama, prompts, [None] * 8, 5)
-    assert sched.decode_rows[0] < 8 and max(sched.decode_rows) == 8  # joined in parts, then decoded together
