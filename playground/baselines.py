@@ -124,12 +124,10 @@ def specs(task: Task, settings: BaselineSettings = BaselineSettings()) -> list[t
 def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
             settings: BaselineSettings = BaselineSettings(),
             progress: Callable[[float, str], None] | None = None,
-            around: Callable[[], ContextManager] | None = None,
-            generate: Callable | None = None) -> list[BaselineResult]:
+            around: Callable[[], ContextManager] | None = None) -> list[BaselineResult]:
     """Every baseline of ``specs`` on ``examples`` (from ``split``), each draw scored by the task's metric.
 
-    ``around()``, when given, wraps each draw's model work (a server's turn with the model, say): with
-    ``generate`` (as ``methods.answer`` takes it), only the method's making, and the answers come from it."""
+    ``around()``, when given, wraps each draw's model work (a server's turn with the model, say)."""
     train, fn = task.split("train"), METRICS[task.metric]
     todo = specs(task, settings)
     total, done, out = sum(d for *_, d in todo), 0, []
@@ -140,10 +138,7 @@ def measure(base: BaseModel, task: Task, split: str, examples: list[Example],
                 progress(done / total, f"{label}" + (f", draw {seed + 1} of {draws}" if draws > 1 else ""))
             with around() if around is not None else contextlib.nullcontext():
                 method = create_method(base, ms, task.instruction, seed, train)
-                if generate is None:
-                    r = evaluate(base, task, examples, method)
-            if generate is not None:
-                r = evaluate(base, task, examples, method, generate)
+                r = evaluate(base, task, examples, method)
             scores.append(r.score)
             per.append([fn(p, e.target) for p, e in zip(r.predictions, examples)])
             secs.append(r.seconds)

@@ -24,13 +24,10 @@ class EvalResult:
     predictions: list[str] = field(default_factory=list, repr=False)
 
 
-def evaluate(base: BaseModel, task: Task, examples: list[Example], method, generate=None) -> EvalResult:
-    """Greedy answers of any method of ``playground.methods`` to ``examples``, scored by the task's metric.
-
-    ``generate``: as ``methods.answer`` takes it (who produces the ids of each batch of 16)."""
+def evaluate(base: BaseModel, task: Task, examples: list[Example], method) -> EvalResult:
+    """Greedy answers of any method of ``playground.methods`` to ``examples``, scored by the task's metric."""
     t0 = time.perf_counter()
-    preds = answer(base, method, [e.input for e in examples], task.instruction, task.max_new_tokens,
-                   generate=generate)
+    preds = answer(base, method, [e.input for e in examples], task.instruction, task.max_new_tokens)
     s = score(task.metric, preds, [e.target for e in examples])
     return EvalResult(method.mode, task.metric, s, len(examples), time.perf_counter() - t0, preds)
 

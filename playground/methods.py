@@ -31,7 +31,6 @@ import copy
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from peft import LoraConfig, PeftModelForCausalLM, PromptTuningConfig, get_peft_model, get_peft_model_state_dict
@@ -157,12 +156,8 @@ class PrefixMethod:
     def loss(self, base: BaseModel, ids, mask, labels, backbone=None) -> torch.Tensor:
         return target_loss(base, self.prefix, ids, mask, labels, backbone)
 
-    def rows(self, prompts: list[list[int]]) -> tuple[list[list[int]], list]:
-        """Each prompt as a row of a mixed-prefix batch: (its ids, what it sits behind)."""
-        return prompts, [self.prefix] * len(prompts)
-
     def generate(self, base: BaseModel, prompts: list[list[int]], max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy_mixed(base, *self.rows(prompts), max_new_tokens, stop_ids)
+        return greedy_mixed(base, prompts, [self.prefix] * len(prompts), max_new_tokens, stop_ids)
 
     @property
     def trainable_parameters(self) -> int:
@@ -328,12 +323,8 @@ class InstructionMethod:
     def loss(self, *a, **k):
         raise PlaygroundError("The instruction-prompt baseline has nothing to train.")
 
-    def rows(self, prompts: list[list[int]]) -> tuple[list[list[int]], list]:
-        """Each prompt as a row of a mixed-prefix batch: (its ids, what it sits behind: nothing)."""
-        return prompts, [None] * len(prompts)
-
     def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
-        return greedy_mixed(base, *self.rows(prompts), max_new_tokens, stop_ids)
+        return greedy_mixed(base, prompts, [None] * len(prompts), max_new_tokens, stop_ids)
 
     trainable_parameters = stored_parameters = extra_positions = 0
 
@@ -356,11 +347,10 @@ class FewShotMethod(InstructionMethod):
         self.demos, self.head = demos, head_ids(base, instruction, demos, style)
         self.cache = TextCache(base, self.head) if cached else None
 
-    def rows(self, prompts: list[list[int]]) -> tuple[list[list[int]], list]:
-        """Each query behind the demonstrations: their cached key/values, or their tokens before it."""
+    def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         if self.cache is not None:
-            return prompts, [self.cache] * len(prompts)
-        return [self.head + p for p in prompts], [None] * len(prompts)
+            return greedy_mixed(base, prompts, [self.cache] * len(prompts), max_new_tokens, stop_ids)
+        return greedy_mixed(base, [self.head + p for p in prompts], [None] * len(prompts), max_new_tokens, stop_ids)
 
     @property
     def extra_positions(self) -> int:
@@ -384,8 +374,6 @@ class LabelScoringMethod(FewShotMethod):
         # each label as the answer's first tokens, exactly as generation would write it (no end token)
         self.label_ids = [base.tokenizer(fmt.target(lab).removesuffix(fmt.end_text), add_special_tokens=False)
                           ["input_ids"] for lab in labels]
-
-    rows = None  # it scores its labels in one forward; nothing to decode
 
     def generate(self, base: BaseModel, prompts, max_new_tokens: int, stop_ids=()) -> list[list[int]]:
         best = label_logprobs(base, prompts, self.label_ids, self.cache).argmax(-1)  # [queries]
@@ -523,17 +511,12 @@ def _create_prompt(base: BaseModel, settings: MethodSettings, instruction: str) 
 
 
 def answer(base: BaseModel, method, inputs: list[str], instruction: str = "", max_new_tokens: int = 16,
-           batch_size: int = 16, generate: Callable | None = None) -> list[str]:
-    """Decoded greedy answers of ``method`` for each input, prompted in ``method.mode`` (stop tokens dropped).
-
-    ``generate(method, prompts, max_new_tokens, stop_ids)``, when given, produces each batch's ids in place
-    of ``method.generate`` (a server's shared decode loop, say)."""
+           batch_size: int = 16) -> list[str]:
+    """Decoded greedy answers of ``method`` for each input, prompted in ``method.mode`` (stop tokens dropped)."""
     fmt = PromptFormat.for_tokenizer(base.tokenizer)
     instruction = getattr(method, "instruction", "") or instruction  # a prompt method's own text (+ format)
     outs: list[str] = []
     for i in range(0, len(inputs), batch_size):
         prompts = [fmt.encode_prompt(x, method.mode, instruction) for x in inputs[i:i + batch_size]]
-        ids = (generate(method, prompts, max_new_tokens, fmt.stop_ids) if generate is not None
-               else method.generate(base, prompts, max_new_tokens, fmt.stop_ids))
-        outs += [answer_text(fmt, r) for r in ids]
+        outs += [answer_text(fmt, r) for r in method.generate(base, prompts, max_new_tokens, fmt.stop_ids)]
     return outs

@@ -44,7 +44,7 @@ from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_
 from .lab import CompareLab
 from .library import Library, files_stamp
 from .methods import BareMethod, added_positions, prefix_method
-from .metrics import METRICS
+from .metrics import METRICS, score
 from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
@@ -309,7 +309,7 @@ class Playground:
             examples = _held_out(task, run.train_settings.eval_examples)
             with self.scheduler.hold(eval_bytes(self.base, task, examples, run.start_prefix.num_virtual_tokens),
                             "Scoring the held-out examples", "Use a task with shorter inputs."):
-                run.start_metric = self._evaluate(run.key, task, examples, prefix_method(run.start_prefix)).score
+                run.start_metric = self._evaluate(run.key, task, examples, run.start_prefix).score
             run.start_prefix = None  # scored: nothing else needs it
         return run.start_metric
 
@@ -358,32 +358,26 @@ class Playground:
             rows = min(ts.batch_size, len(shared.encoded))
             rec = StepRecord(step, loss, trained, rows / max(dt, 1e-9))
             if step == ts.steps or run.cancel.is_set() or (ts.eval_every and step % ts.eval_every == 0):
-                r = self._evaluate(run.key, task, held_out, prefix_method(run.prefix))
+                r = self._evaluate(run.key, task, held_out, run.prefix)
                 rec.metric, rec.predictions, rec.eval_seconds = r.score, r.predictions, r.seconds
             yield rec
 
-    def _evaluate(self, key: str, task: Task, examples, method) -> EvalResult:
-        """``evaluation.evaluate`` of a method, its answers decoded in the scheduler's shared scoring loop (in
-        chunks of EVAL_BATCH rows; the same answers as alone), or in a turn for a method that does not decode
-        in a mixed-prefix batch (label scoring)."""
+    def _evaluate(self, key: str, task: Task, examples, prefix: Prefix) -> EvalResult:
+        """``evaluation.evaluate`` of a prefix, its answers decoded in the scheduler's shared loop (chunks of
+        EVAL_BATCH rows); the same answers as alone."""
         if not self.scheduled:
-            return evaluate(self.base, task, examples, method)
-        return evaluate(self.base, task, examples, method, self._generator(key))
-
-    def _generator(self, key: str):
-        """``methods.answer``'s ``generate`` for this session: the scheduler's shared scoring loop."""
-        def generate(method, prompts: list[list[int]], max_new_tokens: int, stop_ids) -> list[list[int]]:
-            rows = getattr(method, "rows", None)
-            if rows is None:
-                with self.scheduler.turn(key, "scoring the held-out examples"):
-                    return method.generate(self.base, prompts, max_new_tokens, stop_ids)
-            ids, behind = rows(prompts)
-            out: list[list[int]] = [[] for _ in prompts]
-            for i, got in self.scheduler.generate(key, ids, behind, [max_new_tokens] * len(ids), stop_ids):
-                out[i] = got
-            return out
-
-        return generate
+            return evaluate(self.base, task, examples, prefix_method(prefix))
+        t0 = time.perf_counter()
+        fmt = PromptFormat.for_tokenizer(self.base.tokenizer)
+        preds = [""] * len(examples)
+        for start in range(0, len(examples), EVAL_BATCH):
+            chunk = examples[start:start + EVAL_BATCH]
+            prompts = [fmt.encode_prompt(e.input, "prefix", task.instruction) for e in chunk]
+            for i, ids in self.scheduler.generate(key, prompts, [prefix] * len(chunk),
+                                                  [task.max_new_tokens] * len(chunk), fmt.stop_ids):
+                preds[start + i] = answer_text(fmt, ids)
+        s = score(task.metric, preds, [e.target for e in examples])
+        return EvalResult("prefix", task.metric, s, len(examples), time.perf_counter() - t0, preds)
 
     def waiting(self, key: str) -> Wait | None:
         """This session's place in the scheduler's line (None: nothing waiting)."""
@@ -404,19 +398,17 @@ class Playground:
                 train = task.split("train")
                 H = max(added_positions(self.base, ms, task.instruction, train, seed)[0]
                         for _, _, ms, draws in baseline_specs(task, LIVE) for seed in range(draws))
-                # each prompt made in a turn (a few-shot prompt's cached demonstrations are a forward), its answers
-                # decoded in the shared scoring loop: the class's training and Switch answers go on between its
-                # decode steps instead of waiting behind a whole scoring (a long uploaded task's few-shot prompts
-                # take many seconds on a CPU)
+                # one turn per scoring (the model as is, each prompt's each draw): the class's training goes
+                # on between them instead of waiting for the whole set
                 def turn():
-                    return self.scheduler.turn("", "preparing the prompts without training")
+                    return self.scheduler.turn("", "scoring the prompts without training")
 
-                generate = self._generator("") if self.scheduled else None
                 with self.scheduler.hold(eval_bytes(self.base, task, examples, H), "Scoring the base model and the prompts "
                                 "on the held-out examples", "Use a task with shorter inputs."):
-                    bare = evaluate(self.base, task, examples, BareMethod(), generate)
+                    with turn():
+                        bare = evaluate(self.base, task, examples, BareMethod())
                     prompts = measure_baselines(self.base, task, held_out_split(task), examples, LIVE, progress,
-                                                around=turn, generate=generate)
+                                                around=turn)
                     self._baselines[key] = HeldOut(bare, prompts)
             return self._baselines[key]
 
@@ -433,7 +425,7 @@ class Playground:
         else:  # stopped between evaluations: score the prefix as it is now
             with self.scheduler.hold(eval_bytes(self.base, task, examples, run.prefix.num_virtual_tokens),
                             "Scoring the held-out examples", "Use a task with shorter inputs."):
-                r = self._evaluate(run.key, task, examples, prefix_method(run.prefix))
+                r = self._evaluate(run.key, task, examples, run.prefix)
             preds, score, seconds = r.predictions, r.score, r.seconds
             if last is not None:
                 last.metric, last.predictions, last.eval_seconds = score, preds, seconds

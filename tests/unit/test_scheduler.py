@@ -363,22 +363,3 @@ def test_a_watched_answer_decodes_ahead_of_the_scoring_rows_in_its_own_loop(tiny
     assert events[0] == "answer" and events.count("score row") == 8
     assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
     assert [ids for _, ids in out["score"]] == greedy_mixed(tiny_llama, chunk, [prefix] * 8, 40)
-
-
-def test_the_prompts_baselines_decode_in_the_shared_loop_and_score_as_alone(tiny_llama, tmp_path):
-    """The model as is and every prompting baseline (instruction, format, few-shot draws, label scoring): with the
-    scheduler, their answers come from the shared scoring loop (a long uploaded task's few-shot prompts would
-    otherwise hold the model for a whole scoring), and every score and answer is the same as without it."""
-    from playground.service import _held_out
-
-    task = get_task("sentiment")
-    examples = _held_out(task, 4)
-    pgs = [playground(tiny_llama, tmp_path, s, n) for s, n in ((True, "a"), (False, "b"))]
-    try:
-        got = [pg.baselines(task, examples) for pg in pgs]
-        assert pgs[0].scheduler.decode_steps > 0 and pgs[1].scheduler.decode_steps == 0
-    finally:
-        pgs[0].close()
-    assert got[0].bare.predictions == got[1].bare.predictions
-    assert [(r.key, r.scores, r.predictions) for r in got[0].prompts] == \
-        [(r.key, r.scores, r.predictions) for r in got[1].prompts]
