@@ -415,10 +415,7 @@ class Scheduler:
         self._owed_until = time.perf_counter() + (time.perf_counter() - t0) * (1 - share) / share
         while True:
             self._rest()
-            with self._cond:
-                others = bool(self._train or self._turns or self._attend
-                              or any(not g.interactive for g in self._gen + self._running))
-            if not others or time.perf_counter() >= self._owed_until:
+            if not self._other_work(True) or time.perf_counter() >= self._owed_until:
                 return
 
     def _rest(self) -> None:
@@ -542,12 +539,16 @@ class Scheduler:
                     if g.left == 0:
                         self._running.remove(g)
                         self._served[g.key] = time.monotonic()
-                other_work = bool(self._train or self._turns or self._attend
-                                  or any(g.interactive != interactive for g in self._gen + self._running))
-            if other_work and time.perf_counter() - t0 >= limit:
+            if self._other_work(interactive) and time.perf_counter() - t0 >= limit:
                 return
             if not interactive and self._answer_waiting():  # a learner is waiting on an answer: it goes first
                 return
+
+    def _other_work(self, interactive: bool) -> bool:
+        """Whether work other than this decode loop's (``interactive``: the watched answers') is waiting."""
+        with self._cond:
+            return bool(self._train or self._turns or self._attend
+                        or any(g.interactive != interactive for g in self._gen + self._running))
 
     def _answer_waiting(self) -> bool:
         """A watched answer waits, and the rest of the round has had its share (so the answer may cut in)."""
@@ -607,14 +608,8 @@ class Scheduler:
                 total += it.tokens
             for it in take:
                 self._attend.remove(it)
-        try:
+        try:  # requests are checked when queued (empty prompts refused), so an error here is the forward's own
             views = prefix_attention_many(self.base, [r for it in take for r in it.requests])
-        except PlaygroundError as exc:  # e.g. an empty prompt: told to its caller alone when it came alone
-            if len(take) > 1:
-                for it in take:  # each again on its own, so one bad request fails only itself
-                    self._attend_alone(it)
-            else:
-                take[0].finish(error=exc)
         except Exception as exc:
             for it in take:
                 it.finish(error=exc)
@@ -629,12 +624,6 @@ class Scheduler:
             self.attention_rows.append(sum(len(it.requests) for it in take))
             for it in take:
                 self._served[it.key] = now
-
-    def _attend_alone(self, item: _Attend) -> None:
-        try:
-            item.finish(prefix_attention_many(self.base, item.requests))
-        except Exception as exc:  # noqa: BLE001 - handed to the caller
-            item.finish(error=exc)
 
     # turns
     def _grant_turn(self) -> None:

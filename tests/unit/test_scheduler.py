@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -143,6 +144,20 @@ def hold(sched: Scheduler, key: str = "holder"):
     threading.Thread(target=body, daemon=True).start()
     assert taken.wait(30)
     return release
+
+
+@contextmanager
+def held_while_queued(sched: Scheduler, threads: list[threading.Thread], timeout: float = 60):
+    """The model held while the body starts ``threads`` and waits for their work to queue; then released, the
+    threads joined and the scheduler closed."""
+    release = hold(sched)
+    try:
+        yield
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=timeout)
+        sched.close()
 
 
 def wait_for(cond, what: str, timeout: float = 30):
@@ -302,17 +317,11 @@ def test_attention_views_of_several_learners_share_one_forward_and_each_gets_its
             "c": [AttentionRequest(prefixes[2], "one two three four five")]}
     sched = Scheduler(tiny_llama)
     got: dict[str, list] = {}
-    release = hold(sched)
     threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, sched.attention(k, asks[k]))) for k in asks]
-    try:
+    with held_while_queued(sched, threads):
         for t in threads:
             t.start()
         wait_for(lambda: sched.load()["attention"] == 3, "three learners' views queued")
-    finally:
-        release.set()
-        for t in threads:
-            t.join(timeout=60)
-        sched.close()
     assert sched.stats()["attention_forwards"] == 1 and sched.stats()["most_views_in_a_forward"] == 4
     for k, reqs in asks.items():
         assert len(got[k]) == len(reqs)
@@ -348,18 +357,12 @@ def test_a_watched_answer_decodes_ahead_of_the_scoring_rows_in_its_own_loop(tiny
         out["answer"] = list(sched.generate("watcher", answer, [prefix], [4], interactive=True))
         events.append("answer")
 
-    release = hold(sched)
     threads = [threading.Thread(target=score), threading.Thread(target=watch)]
-    try:
+    with held_while_queued(sched, threads, timeout=120):
         threads[0].start()
         wait_for(lambda: sched.load()["generate"] == 1, "the scoring chunk queued")
         threads[1].start()
         wait_for(lambda: sched.load()["generate"] == 2, "the answer queued")
-    finally:
-        release.set()
-        for t in threads:
-            t.join(timeout=120)
-        sched.close()
     assert events[0] == "answer" and events.count("score row") == 8
     assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
     assert [ids for _, ids in out["score"]] == greedy_mixed(tiny_llama, chunk, [prefix] * 8, 40)
