@@ -18,10 +18,12 @@ import random
 import torch
 
 from .models import BaseModel
+from .pauses import pause_point
 from .prompts import PromptFormat
 from .tasks import Example
 
 BASELINE_SHOTS = 4  # demonstrations in the Train tab's few-shot baseline
+PREFILL_CHUNK = 512  # head tokens per forward when caching a long head
 STYLES = ("turns", "block")  # demonstrations as prior chat turns, or as one block in the system message
 
 
@@ -60,9 +62,19 @@ class TextCache:
     """
 
     def __init__(self, base: BaseModel, ids: list[int]):
+        # A long head goes through in chunks (chunked prefill, as serving engines do): the same key/values up to
+        # float rounding; eager attention's [H, H] weights shrink to [chunk, H]; and between chunks a learner
+        # waiting on an answer may go first (pauses.py). A head of one chunk or less is one forward.
+        cache = None
         with torch.inference_mode():
-            x = torch.tensor([ids], device=base.device)  # [1, H]
-            out = base.model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True, logits_to_keep=1)
+            for start in range(0, len(ids), PREFILL_CHUNK):
+                if start:
+                    pause_point()
+                x = torch.tensor([ids[start:start + PREFILL_CHUNK]], device=base.device)  # [1, chunk]
+                mask = torch.ones(1, start + x.shape[1], dtype=torch.long, device=base.device)  # [1, start + chunk]
+                out = base.model(input_ids=x, attention_mask=mask, past_key_values=cache, use_cache=True,
+                                 logits_to_keep=1)
+                cache = out.past_key_values
         # per layer (key, value), each [1, kv_head, H, head_dim]
         self._kv = [(layer.keys.clone(), layer.values.clone()) for layer in out.past_key_values.layers]
         self.ids = list(ids)

@@ -21,6 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from .models import BaseModel
+from .pauses import pause_point
 from .prefix import Prefix
 from .prompts import PromptFormat, pad_left
 
@@ -167,6 +168,7 @@ def decode_rows(base: BaseModel, out, mask: torch.Tensor, pos: torch.Tensor, bud
             nxt, mask, pos = nxt[keep], mask[keep], pos[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [batch, k_pos + 1]
         pos = pos[:, -1:] + 1  # [batch, 1]
+        pause_point()  # inside a scheduler's turn, a waiting learner's answer may go first (pauses.py)
         out = base.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
                          past_key_values=out.past_key_values, use_cache=True)
 

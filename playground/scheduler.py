@@ -19,7 +19,9 @@ worker thread runs all model work, in ticks:
   its own prefix's columns (``attention.prefix_attention_many``), as alone (tested).
 - **Everything else takes a turn** (a measurement, the prompts' baselines, a Compare lab step,
   creating a prefix): the caller's own thread runs it while the worker waits, so it has the
-  model to itself, which a timing needs anyway.
+  model to itself, which a timing needs anyway. A long turn pauses at its pause points (each
+  decode step, each chunk of a long prefill: ``pauses.py``) while a watched answer waits: the
+  worker serves the answers, then hands the model back.
 
 Fair share: work is taken round-robin by session (the session served longest ago first), so a
 student who submits a lot does not starve the others, and every active run makes a step in each
@@ -54,6 +56,7 @@ from .decodeloop import DecodeLoop
 from .errors import PlaygroundError
 from .generate import greedy_mixed_rows
 from .models import BaseModel
+from .pauses import pausable
 from .prefix import Prefix
 from .prompts import PromptFormat
 from .sharedstep import RunBatch, SharedRun, shared_step
@@ -151,7 +154,9 @@ class _Turn(_Item):
     def __init__(self, key: str, what: str):
         super().__init__(key, "turn", 0)
         self.what = what
-        self.released = threading.Event()
+        self.released = threading.Event()  # the holder is done with the model
+        self.handoff = threading.Event()  # the holder hands the model to the worker: released, or paused
+        self.resume = threading.Event()  # the worker hands it back after serving the answers (a pause)
 
 
 class Scheduler:
@@ -172,6 +177,7 @@ class Scheduler:
         self._owed_until = 0.0  # until then the rest of the round is owed time after the answers' slice: uncut
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._paused = False  # a turn waits at a pause point while the worker serves the answers
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
         # measured, for the waiting estimates and the benchmark
         self.train_rate: float | None = None  # training token positions per second
@@ -183,6 +189,7 @@ class Scheduler:
         self.decode_rows: list[int] = []  # rows per decode step
         self.attention_forwards = 0
         self.attention_rows: list[int] = []  # views per attention forward
+        self.turn_pauses = 0  # times a turn paused at a pause point for waiting answers
         self.busy_s = dict.fromkeys(PARTS, 0.0)  # seconds of the model's time each kind of work took
 
     # ---- Submitting work ------------------------------------------------------------------------
@@ -283,11 +290,13 @@ class Scheduler:
             if item.error is not None:
                 raise item.error
             self._local.turn = True
-            yield
+            with pausable(lambda: self._pause(item)):
+                yield
         finally:
             self._local.turn = False
             if not self._withdraw(item):
                 item.released.set()
+                item.handoff.set()
 
     def stepwise(self, key: str, steps: Iterator[T], what: str = "") -> Iterator[T]:
         """``steps`` advanced one item per turn: a long job (a Compare lab run) interleaved with the class."""
@@ -324,7 +333,8 @@ class Scheduler:
                     "rows_per_decode_step": sum(rows) / max(1, len(rows)), "decode_step_s": self.step_s,
                     "attention_forwards": self.attention_forwards,
                     "views_per_attention_forward": sum(views) / max(1, len(views)),
-                    "most_views_in_a_forward": max(views, default=0), "busy_s": dict(self.busy_s)}
+                    "most_views_in_a_forward": max(views, default=0), "turn_pauses": self.turn_pauses,
+                    "busy_s": dict(self.busy_s)}
 
     def load(self) -> dict:
         """Counts for a status line or a benchmark: waiting items by kind, rows decoding, ticks so far."""
@@ -408,15 +418,21 @@ class Scheduler:
         But answers get at most ``answer_share`` of the model's time while other work waits: when they took A
         seconds, the rest goes on, uncut, until it has had A x (1 - share) / share seconds, so a few learners
         clicking Switch without pause cannot hold a class's scoring and training back (bench/class_load.py)."""
-        t0 = time.perf_counter()
-        with self._timed("answers"):
-            self._decode_slice(interactive=True)
-        share = min(max(self.settings.answer_share, 0.05), 1.0)
-        self._owed_until = time.perf_counter() + (time.perf_counter() - t0) * (1 - share) / share
+        self._answers()
         while True:
             self._rest()
             if not self._other_work(True) or time.perf_counter() >= self._owed_until:
                 return
+
+    def _answers(self) -> float:
+        """The watched answers' slice; the rest is then owed its share of time (see ``_round``). Returns seconds."""
+        t0 = time.perf_counter()
+        with self._timed("answers"):
+            self._decode_slice(interactive=True)
+        dt = time.perf_counter() - t0
+        share = min(max(self.settings.answer_share, 0.05), 1.0)
+        self._owed_until = time.perf_counter() + dt * (1 - share) / share
+        return dt
 
     def _rest(self) -> None:
         if self._attend:
@@ -547,15 +563,16 @@ class Scheduler:
     def _other_work(self, interactive: bool) -> bool:
         """Whether work other than this decode loop's (``interactive``: the watched answers') is waiting."""
         with self._cond:
-            return bool(self._train or self._turns or self._attend
+            return bool(self._train or self._turns or self._attend or self._paused
                         or any(g.interactive != interactive for g in self._gen + self._running))
 
     def _answer_waiting(self) -> bool:
-        """A watched answer waits, and the rest of the round has had its share (so the answer may cut in)."""
+        """A watched answer waits (queued, or cut at its slice), and the rest of the round has had its share (so
+        the answer may cut in)."""
         if time.perf_counter() < self._owed_until:
             return False
         with self._cond:
-            return any(g.interactive for g in self._gen)
+            return any(g.interactive for g in self._gen + self._running)
 
     def _admit(self, interactive: bool) -> None:
         """Waiting generation requests of this loop join it, round-robin, while its positions fit."""
@@ -627,15 +644,46 @@ class Scheduler:
 
     # turns
     def _grant_turn(self) -> None:
+        """Hand the model to the next turn's thread until it releases it, serving the watched answers each time
+        it pauses (their time is the answers', not the turn's)."""
         with self._cond:
             if not self._turns:
                 return
             item = self._order(self._turns)[0]
             self._turns.remove(item)
         item.finish()
-        item.released.wait()
+        paused = 0.0
+        while True:
+            item.handoff.wait()
+            item.handoff.clear()
+            if item.released.is_set():
+                break
+            self._paused = True
+            try:
+                paused += self._answers()
+            except Exception as exc:  # the answers hear of it; the turn goes on, and the worker waits for its end
+                with self._cond:
+                    for g in [g for g in self._gen + self._running if g.interactive]:
+                        g.rows.put(exc)
+                        (self._gen if g in self._gen else self._running).remove(g)
+                    self._loops.pop(True, None)
+            finally:
+                self._paused = False
+                item.resume.set()
         with self._cond:
             self._served[item.key] = time.monotonic()
+            self.busy_s["turns"] -= paused  # counted in "answers"; _timed adds the whole turn to "turns"
+
+    def _pause(self, item: _Turn) -> None:
+        """At a pause point of the turn's thread: while a watched answer waits, hand the model to the worker until
+        it has served the answers."""
+        if not self._answer_waiting():
+            return
+        with self._cond:
+            self.turn_pauses += 1
+        item.resume.clear()
+        item.handoff.set()
+        item.resume.wait()
 
 
 def _ewma(old: float | None, new: float) -> float:

@@ -125,3 +125,21 @@ def test_the_prefix_is_set_against_the_strongest_prompt_with_n_and_an_interval()
     assert line == "prefix 98.3% (n = 60, 95% interval 91–100%) vs the strongest prompt, instruction + 4 examples: 56.7%"
     paired = versus_best_prompt(0.5, 8, {"label": "instruction", "mean": 0.7, "scores": [0.7]}, (1, 3, 0.625))
     assert "instruction: 70.0%. Paired on the same 8 examples: the prefix did better on 1, the prompt on 3" in paired
+
+
+def test_a_long_head_is_cached_in_chunks_with_a_pause_point_between_them(tiny, monkeypatch):
+    """Chunked prefill: the same key/values as one forward (up to float rounding), and a pause point between
+    chunks where a waiting learner's answer may go first."""
+    import playground.fewshot as fewshot
+    from playground.pauses import pausable
+
+    task = get_task("sentiment")
+    head = head_ids(tiny, task.instruction, demonstrations(task.split("train"), 4, seed=0), "turns")
+    whole = TextCache(tiny, head)
+    monkeypatch.setattr(fewshot, "PREFILL_CHUNK", 7)
+    calls = []
+    with pausable(lambda: calls.append(1)):
+        chunked = TextCache(tiny, head)
+    assert len(calls) == -(-len(head) // 7) - 1 > 0
+    for (k1, v1), (k2, v2) in zip(whole.key_values(1, torch.float32), chunked.key_values(1, torch.float32)):
+        assert k1.shape == k2.shape and torch.allclose(k1, k2, atol=1e-5) and torch.allclose(v1, v2, atol=1e-5)

@@ -366,3 +366,55 @@ def test_a_watched_answer_decodes_ahead_of_the_scoring_rows_in_its_own_loop(tiny
     assert events[0] == "answer" and events.count("score row") == 8
     assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
     assert [ids for _, ids in out["score"]] == greedy_mixed(tiny_llama, chunk, [prefix] * 8, 40)
+
+
+def test_a_long_turn_pauses_for_a_watched_answer_and_then_goes_on(tiny_llama):
+    """A turn (the prompts' baselines, a Compare lab step) holds the model for as long as its body runs; at each
+    pause point (a decode step, a prefill chunk) it hands the model to the worker while a watched answer waits.
+    The answer is served mid-turn, exactly as alone, and the turn's own answers are unchanged."""
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    prefix = create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=3)
+    answer = [fmt.encode_prompt("the cat sat", "prefix")]
+    long = [fmt.encode_prompt(f"a long scoring of review {i}", "instruction") for i in range(3)]
+    sched = Scheduler(tiny_llama, SchedulerSettings(answer_share=0.5))
+    started, answered = threading.Event(), threading.Event()
+    out: dict[str, object] = {}
+
+    def turn():
+        with sched.turn("baselines", "scoring the prompts"):
+            started.set()
+            rounds = []
+            while not answered.is_set() and len(rounds) < 200:  # bounded: fails below if no answer came
+                rounds.append(greedy_mixed(tiny_llama, long, [None] * 3, 12))
+            out["turn"], out["answered_during_turn"] = rounds, answered.is_set()
+
+    def watch():
+        started.wait(30)
+        out["answer"] = list(sched.generate("watcher", answer, [prefix], [4], interactive=True))
+        answered.set()
+
+    threads = [threading.Thread(target=turn), threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    sched.close()
+    assert out["answered_during_turn"] and sched.stats()["turn_pauses"] >= 1
+    assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
+    alone = greedy_mixed(tiny_llama, long, [None] * 3, 12)
+    assert all(r == alone for r in out["turn"])
+    busy = sched.stats()["busy_s"]
+    assert busy["answers"] > 0 and busy["turns"] > 0
+
+
+def test_pause_points_come_between_decode_steps_and_do_nothing_outside_a_turn(tiny_llama):
+    from playground.pauses import pausable
+
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    prompts = [fmt.encode_prompt("one two three", "instruction")]
+    calls = []
+    plain = greedy_mixed(tiny_llama, prompts, [None], 9)  # no hook: nothing to call
+    with pausable(lambda: calls.append(1)):
+        hooked = greedy_mixed(tiny_llama, prompts, [None], 9)
+    assert hooked == plain
+    assert len(calls) == len(hooked[0]) - 1  # one per decode step after the prefill's token
