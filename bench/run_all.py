@@ -29,6 +29,7 @@ SUITE = {
     "attention_batch": ("attention_batch.py", [], ["--views", "1", "4", "--repeats", "1"]),
     "cold_start": ("cold_start.py", ["--repeats", "3"], ["--repeats", "1"]),
     "peak_memory": ("peak_memory.py", ["--steps", "20"], ["--steps", "3"]),
+    "turn_pauses": ("turn_pauses.py", [], ["--rows", "12", "--digits", "300", "--eval-examples", "2"]),
     "class_load": ("class_load.py", ["--students", "10"],
                    ["--students", "2", "--steps", "2", "--eval-examples", "4", "--switchers", "1"]),
 }

@@ -76,8 +76,11 @@ class SchedulerSettings:
     slice_s: float = 1.0  # seconds of training a tick aims at (and of turns in a row) before the others go on
     decode_slice_s: float = 1.0  # seconds the scoring loop runs on while other work waits
     interactive_slice_s: float = 3.0  # ... the watched answers' loop (Switch): a learner is waiting on every token
-    answer_share: float = 1 / 3  # the most of the model's time watched answers take while other work waits
+    # the watched answers' share of the model's time while other work waits: the share of the learners waiting on
+    # answers among all learners with work waiting, but at least this
+    answer_share: float = 1 / 3
     max_waiting: int = 3  # items one session may have waiting at once
+    pause_turns: bool = True  # a turn pauses at its pause points while a watched answer waits (bench/turn_pauses.py)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._paused = False  # a turn waits at a pause point while the worker serves the answers
+        self._holder: str | None = None  # the session whose turn holds the model
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
         # measured, for the waiting estimates and the benchmark
         self.train_rate: float | None = None  # training token positions per second
@@ -290,7 +294,7 @@ class Scheduler:
             if item.error is not None:
                 raise item.error
             self._local.turn = True
-            with pausable(lambda: self._pause(item)):
+            with pausable(lambda: self._pause(item)) if self.settings.pause_turns else contextlib.nullcontext():
                 yield
         finally:
             self._local.turn = False
@@ -415,9 +419,11 @@ class Scheduler:
         all go), the scoring loop and one training tick; each part yields after about a slice when the others
         have work waiting. A new watched answer cuts the turns and the scoring loop short (after the turn or
         decode step under way), so it waits for at most one of them and one training tick before it decodes.
-        But answers get at most ``answer_share`` of the model's time while other work waits: when they took A
-        seconds, the rest goes on, uncut, until it has had A x (1 - share) / share seconds, so a few learners
-        clicking Switch without pause cannot hold a class's scoring and training back (bench/class_load.py)."""
+        But answers get only their share of the model's time while other work waits, by session (``_answer_share``:
+        the learners waiting on answers among all learners with work waiting, at least ``answer_share``): when
+        they took A seconds, the rest goes on, uncut, until it has had A x (1 - share) / share seconds, so a few
+        learners clicking Switch without pause cannot hold a class's scoring and training back
+        (bench/class_load.py), and one learner's long work cannot hold back five learners' answers."""
         self._answers()
         while True:
             self._rest()
@@ -426,13 +432,27 @@ class Scheduler:
 
     def _answers(self) -> float:
         """The watched answers' slice; the rest is then owed its share of time (see ``_round``). Returns seconds."""
+        share = self._answer_share()
         t0 = time.perf_counter()
         with self._timed("answers"):
             self._decode_slice(interactive=True)
         dt = time.perf_counter() - t0
-        share = min(max(self.settings.answer_share, 0.05), 1.0)
         self._owed_until = time.perf_counter() + dt * (1 - share) / share
         return dt
+
+    def _answer_share(self) -> float:
+        """The watched answers' share of the model's time, by session as everything else is: the learners with an
+        answer waiting over all learners with work waiting (shared work, such as the prompts' scoring, counts as
+        one), and never below ``answer_share``. Five learners watching answers beside one run's long scoring get
+        5/6 of the time; three beside a class of thirty training, the floor."""
+        with self._cond:
+            answers = {g.key for g in self._gen + self._running if g.interactive}
+            others = {it.key for lst in (self._train, self._turns, self._attend) for it in lst}
+            others |= {g.key for g in self._gen + self._running if not g.interactive}
+            if self._holder is not None:
+                others.add(self._holder)
+        floor = min(max(self.settings.answer_share, 0.05), 1.0)
+        return max(floor, len(answers) / len(answers | others)) if answers else 1.0
 
     def _rest(self) -> None:
         if self._attend:
@@ -651,6 +671,7 @@ class Scheduler:
                 return
             item = self._order(self._turns)[0]
             self._turns.remove(item)
+            self._holder = item.key
         item.finish()
         paused = 0.0
         while True:
@@ -671,6 +692,7 @@ class Scheduler:
                 self._paused = False
                 item.resume.set()
         with self._cond:
+            self._holder = None
             self._served[item.key] = time.monotonic()
             self.busy_s["turns"] -= paused  # counted in "answers"; _timed adds the whole turn to "turns"
 

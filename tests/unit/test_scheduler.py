@@ -418,3 +418,34 @@ def test_pause_points_come_between_decode_steps_and_do_nothing_outside_a_turn(ti
         hooked = greedy_mixed(tiny_llama, prompts, [None], 9)
     assert hooked == plain
     assert len(calls) == len(hooked[0]) - 1  # one per decode step after the prefill's token
+
+
+def test_the_answers_share_of_the_model_is_by_session(tiny_llama):
+    """Watched answers get the share of the learners waiting on them among all learners with work waiting, and
+    at least the floor: five switchers beside one learner's long scoring get 5/6 of the model's time, three
+    beside thirty trainers the floor of 1/3, and alone all of it. Shared work (key "") counts as one learner."""
+    from playground.scheduler import _Gen, _Turn
+
+    sched = Scheduler(tiny_llama, SchedulerSettings(answer_share=1 / 3))
+
+    def answers(*keys):
+        out = []
+        for k in keys:
+            g = _Gen(k, 1, [[1]], [None], [1], ())
+            g.interactive = True
+            out.append(g)
+        return out
+
+    sched._gen = answers("a", "b", "c", "d", "e")
+    assert sched._answer_share() == 1.0
+    sched._turns = [_Turn("", "scoring the prompts")]
+    assert sched._answer_share() == pytest.approx(5 / 6)
+    sched._holder, sched._turns = "", []  # the turn holds the model (paused at a pause point): it still counts
+    assert sched._answer_share() == pytest.approx(5 / 6)
+    sched._holder = None
+    sched._gen = answers("a", "b", "c") + [_Gen(f"t{i}", 1, [[1]], [None], [1], ()) for i in range(30)]
+    assert sched._answer_share() == pytest.approx(1 / 3)
+    sched._gen = answers("a") + [_Gen("a", 1, [[1]], [None], [1], ())]  # one learner, both kinds: theirs alone
+    assert sched._answer_share() == 1.0
+    sched._gen = []
+    assert sched._answer_share() == 1.0
