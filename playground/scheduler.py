@@ -20,8 +20,8 @@ worker thread runs all model work, in ticks:
 - **Everything else takes a turn** (a measurement, the prompts' baselines, a Compare lab step,
   creating a prefix): the caller's own thread runs it while the worker waits, so it has the
   model to itself, which a timing needs anyway. A long turn pauses at its pause points (each
-  decode step, each chunk of a long prefill: ``pauses.py``) while a watched answer waits: the
-  worker serves the answers, then hands the model back.
+  decode step, each chunk of a long prefill: ``pauses.py``) while a watched answer or an
+  attention view waits: the worker serves them, then hands the model back.
 
 Fair share: work is taken round-robin by session (the session served longest ago first), so a
 student who submits a lot does not starve the others, and every active run makes a step in each
@@ -80,7 +80,7 @@ class SchedulerSettings:
     # answers among all learners with work waiting, but at least this
     answer_share: float = 1 / 3
     max_waiting: int = 3  # items one session may have waiting at once
-    pause_turns: bool = True  # a turn pauses at its pause points while a watched answer waits (bench/turn_pauses.py)
+    pause_turns: bool = True  # a turn pauses at its pause points while an answer or a view waits (bench/turn_pauses.py)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class Scheduler:
         self.decode_rows: list[int] = []  # rows per decode step
         self.attention_forwards = 0
         self.attention_rows: list[int] = []  # views per attention forward
-        self.turn_pauses = 0  # times a turn paused at a pause point for waiting answers
+        self.turn_pauses = 0  # times a turn paused at a pause point for waiting answers or attention views
         self.busy_s = dict.fromkeys(PARTS, 0.0)  # seconds of the model's time each kind of work took
 
     # ---- Submitting work ------------------------------------------------------------------------
@@ -417,8 +417,9 @@ class Scheduler:
     def _round(self) -> None:
         """The watched answers, then the rest: the waiting attention views (one forward), the turns (short ones
         all go), the scoring loop and one training tick; each part yields after about a slice when the others
-        have work waiting. A new watched answer cuts the turns and the scoring loop short (after the turn or
-        decode step under way), so it waits for at most one of them and one training tick before it decodes.
+        have work waiting. A new watched answer cuts the scoring loop short after the decode step under way, and
+        a turn at its next pause point (``_pause``; a turn's work between pause points, such as a training step
+        of a Compare lab run, goes on to its end).
         But answers get only their share of the model's time while other work waits, by session (``_answer_share``:
         the learners waiting on answers among all learners with work waiting, at least ``answer_share``): when
         they took A seconds, the rest goes on, uncut, until it has had A x (1 - share) / share seconds, so a few
@@ -463,7 +464,7 @@ class Scheduler:
             while self._turns and (time.perf_counter() - t1 < self.settings.slice_s
                                    or not (self._train or self._gen or self._running or self._attend)):
                 self._grant_turn()
-                if self._answer_waiting():
+                if self._interactive_waiting():
                     break
         with self._timed("scoring"):
             self._decode_slice(interactive=False)
@@ -681,7 +682,7 @@ class Scheduler:
                 break
             self._paused = True
             try:
-                paused += self._answers()
+                paused += self._serve_paused()
             except Exception as exc:  # the answers hear of it; the turn goes on, and the worker waits for its end
                 with self._cond:
                     for g in [g for g in self._gen + self._running if g.interactive]:
@@ -696,10 +697,30 @@ class Scheduler:
             self._served[item.key] = time.monotonic()
             self.busy_s["turns"] -= paused  # counted in "answers"; _timed adds the whole turn to "turns"
 
+    def _serve_paused(self) -> float:
+        """While a turn waits at a pause point: the watched answers' slice and the waiting attention views' forward,
+        after which the turn is owed its share as the rest of a round is (``_round``). Returns seconds."""
+        share = self._answer_share()
+        t0 = time.perf_counter()
+        self._answers()
+        if self._attend:
+            with self._timed("attention"):
+                self._attention_forward()
+        dt = time.perf_counter() - t0
+        self._owed_until = time.perf_counter() + dt * (1 - share) / share
+        return dt
+
+    def _interactive_waiting(self) -> bool:
+        """A learner waits on a watched answer or an attention view, and the rest has had its share."""
+        if self._answer_waiting():
+            return True
+        with self._cond:
+            return bool(self._attend) and time.perf_counter() >= self._owed_until
+
     def _pause(self, item: _Turn) -> None:
-        """At a pause point of the turn's thread: while a watched answer waits, hand the model to the worker until
-        it has served the answers."""
-        if not self._answer_waiting():
+        """At a pause point of the turn's thread: while a learner waits on a watched answer or an attention view,
+        hand the model to the worker until it has served them."""
+        if not self._interactive_waiting():
             return
         with self._cond:
             self.turn_pauses += 1

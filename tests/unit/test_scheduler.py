@@ -407,6 +407,41 @@ def test_a_long_turn_pauses_for_a_watched_answer_and_then_goes_on(tiny_llama):
     assert busy["answers"] > 0 and busy["turns"] > 0
 
 
+def test_a_long_turn_pauses_for_an_attention_view_too(tiny_llama):
+    """A learner who clicks Show attention while a long turn holds the model is served at the turn's next pause
+    point, with exactly the view alone."""
+    fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
+    prefix = create_prefix(tiny_llama, PrefixSettings(4, "random"), seed=4)
+    long = [fmt.encode_prompt("a long scoring of a review", "instruction")]
+    sched = Scheduler(tiny_llama)
+    started, viewed = threading.Event(), threading.Event()
+    out: dict[str, object] = {}
+
+    def turn():
+        with sched.turn("baselines", "scoring the prompts"):
+            started.set()
+            for _ in range(200):  # bounded: fails below if no view came
+                greedy_mixed(tiny_llama, long, [None], 12)
+                if viewed.is_set():
+                    break
+            out["viewed_during_turn"] = viewed.is_set()
+
+    def view():
+        started.wait(30)
+        out["view"] = sched.attention("viewer", [AttentionRequest(prefix, "le chat noir")])[0]
+        viewed.set()
+
+    threads = [threading.Thread(target=turn), threading.Thread(target=view)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    sched.close()
+    assert out["viewed_during_turn"] and sched.stats()["turn_pauses"] >= 1
+    want = prefix_attention(tiny_llama, prefix, "le chat noir")
+    torch.testing.assert_close(out["view"].weights, want.weights, rtol=1e-5, atol=1e-6)
+
+
 def test_pause_points_come_between_decode_steps_and_do_nothing_outside_a_turn(tiny_llama):
     from playground.pauses import pausable
 
