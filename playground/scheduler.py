@@ -497,14 +497,18 @@ class Scheduler:
             cap = self.settings.token_budget
             if self.train_rate:
                 cap = min(cap, max(1, int(self.train_rate * self.settings.slice_s)))
+            # sized as it will run: every row padded to the tick's longest row and prefix, so one run of long rows
+            # would make a shared tick cost as if every row were long; a run that does not fit waits for the next
+            # tick, where it is first (served longest ago), and shorter runs behind it may still join this one
             take, total, rows, T, P = [], 0, 0, 0, 0
             for it in order:
                 r, t = it.batch.ids.shape
                 p = it.run.prefix.num_virtual_tokens
-                if take and (total + it.tokens > cap or self._too_big(rows + r, max(T, t), max(P, p), it.amp)):
-                    break
+                padded = (rows + r) * (max(P, p) + max(T, t))  # token positions of the tick with this run
+                if take and (padded > cap or self._too_big(rows + r, max(T, t), max(P, p), it.amp)):
+                    continue
                 take.append(it)
-                total, rows, T, P = total + it.tokens, rows + r, max(T, t), max(P, p)
+                total, rows, T, P = padded, rows + r, max(T, t), max(P, p)
             for it in take:
                 self._train.remove(it)
         t0 = time.perf_counter()

@@ -295,6 +295,28 @@ def test_a_tick_never_takes_more_runs_than_its_memory_cap_allows(tiny_llama, tmp
         Scheduler(tiny_llama, SchedulerSettings(tick_bytes=one // 4)).submit_step("k", big)
 
 
+def test_a_tick_is_sized_padded_so_a_run_of_long_rows_does_not_pad_the_short_ones(tiny_llama):
+    """Every row of a tick is padded to its longest row: a run of long rows (headline) beside runs of short ones
+    (capitals) would make the tick cost as if all rows were long. A run that would pass the token budget padded
+    waits for the next tick, where it goes first; the short runs behind it still share this one."""
+    def run(task, seed):
+        return SharedRun.start(tiny_llama, create_prefix(tiny_llama, PrefixSettings(3, "random"), seed=seed),
+                               get_task(task), TrainSettings(batch_size=2, seed=seed))
+
+    runs = [run("capitals", 0), run("headline", 1), run("capitals", 2)]
+    sched = Scheduler(tiny_llama)
+    release = hold(sched)
+    tickets = [sched.submit_step(f"s{i}", r) for i, r in enumerate(runs)]
+    shapes = [it.batch.ids.shape for it in sched._train]  # (rows, T) of each queued step, in order
+    (r0, t0), (r1, t1), (r2, t2) = shapes
+    assert t1 > 2 * max(t0, t2)  # the headline rows are the long ones
+    sched.settings.token_budget = (r0 + r2) * (3 + max(t0, t2))  # the two short runs fit; with the long one, not
+    release.set()
+    assert all(np.isfinite(t.result()[0]) for t in tickets)
+    sched.close()
+    assert sched.tick_runs[-2:] == [2, 1]  # the short runs together, then the long one alone
+
+
 def test_a_malformed_request_fails_alone_and_the_scheduler_goes_on(tiny_llama):
     fmt = PromptFormat.for_tokenizer(tiny_llama.tokenizer)
     sched = Scheduler(tiny_llama)
