@@ -66,7 +66,7 @@ baselines: install
 	$(BIN)/python -m playground baselines --choose --draws 2 --limit 30 --splits ""
 	$(BIN)/python -m playground baselines --cards
 
-# The benchmark suite: ours vs the anchors, each printing its ratio last (about 10 min on 2 cores).
+# The benchmark suite: ours vs the anchors, each printing its ratio last (about 12 min on 2 cores).
 # Results in bench/results/, charts in docs/bench/; BENCHMARKS.md records a full run.
 bench: install chromium
 	$(BIN)/python bench/run_all.py

@@ -3,7 +3,8 @@
 Each benchmark runs in its own process (so none inherits another's memory or threads), its
 output goes to ``bench/results/NAME.txt``, its figures to ``bench/results/NAME.json``, and
 its last line (the ratio) into ``bench/results/summary.md``. Then ``bench/charts.py`` draws
-the charts that BENCHMARKS.md shows. On 2 cores the suite takes about 10 minutes (9.6 min in the run BENCHMARKS.md records).
+the charts that BENCHMARKS.md shows. On 2 cores the suite takes about 12 minutes (9.6 min in the run BENCHMARKS.md records, before
+bench/turn_pauses.py joined it, which takes about 2 minutes).
 
     .venv/bin/python bench/run_all.py [--only NAME ...] [--quick]
 """
