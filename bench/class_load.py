@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import pct  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "class_load.json"
 SHIPPED = ROOT / "prefixes"
 NO_PREFIX = "(no prefix)"  # as playground.service
@@ -285,12 +287,6 @@ def run_mode(base, shipped_src: Path, cfg: ClassConfig, mode: str, say=print) ->
 
 
 # ---- figures -------------------------------------------------------------------------------------
-def pct(xs: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1); NaN for no values."""
-    s = sorted(xs)
-    return s[max(0, math.ceil(q * len(s)) - 1)] if s else math.nan
-
-
 def spread(xs: list[float]) -> dict:
     return {"p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "max_s": max(xs, default=math.nan), "n": len(xs)}
 

@@ -8,6 +8,7 @@ with PEFT's random init, ``Trainer`` at lr 3e-2, on the same examples, encoded t
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -48,6 +49,12 @@ def write_json(path: str | None, data: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+
+
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); NaN for no values."""
+    s = sorted(xs)
+    return s[max(0, math.ceil(q * len(s)) - 1)] if s else math.nan
 
 
 def median(xs: list[float]) -> float:

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import pct  # noqa: E402
 from bench.driver import start_app, stop_app  # noqa: E402
 from bench.hostile_student import hostile_student  # noqa: E402
 
@@ -570,12 +571,6 @@ def _wait_freed(log: Path, opened: int, wait: float) -> int:
 
 
 # ---- figures -------------------------------------------------------------------------------------
-def pct(xs: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
-    s = sorted(xs)
-    return s[max(0, math.ceil(q * len(s)) - 1)]
-
-
 def summarize(calls: list[Call]) -> dict[str, dict]:
     """Per action: n, errors, latency p50/p95/max, queue wait p50/p95, completions per minute."""
     out = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, setup, write_json  # noqa: E402
+from bench.common import machine, pct, setup, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SWITCH = ["(no prefix)", "sentiment"]
@@ -73,9 +72,7 @@ def one_way(base, csv: Path, pause: bool, every: float, eval_examples: int) -> d
     pg.close()
     lat.sort()
     return {"pause_turns": pause, "baselines_s": out["baselines_s"], "switch_s": lat, "n": len(lat),
-            "p50_s": statistics.median(lat) if lat else float("nan"),
-            "p95_s": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))] if lat else float("nan"),
-            "max_s": lat[-1] if lat else float("nan"), "turn_pauses": stats["turn_pauses"],
+            "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95), "max_s": max(lat, default=float("nan")), "turn_pauses": stats["turn_pauses"],
             "busy_s": stats["busy_s"]}
 
 

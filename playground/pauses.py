@@ -6,8 +6,7 @@ small CPU (a few-shot head of 2,000 tokens takes over 10 s to cache, its 24-toke
 more), and a learner who clicks Switch or Show attention meanwhile would wait for all of it. So the
 long loops call ``pause_point()`` between their steps (a decode step, a prefill chunk); inside a
 turn the scheduler answers it by serving the waiting answers and views first, then gives the model
-back (serving engines
-preempt a long request for the same reason). Outside a turn, and with no scheduler, it does nothing.
+back (serving engines preempt a long request for the same reason). Outside a turn, and with no scheduler, it does nothing.
 
 The hook is per thread: only the thread that holds the model pauses, and only its own work.
 """

@@ -180,8 +180,7 @@ class Scheduler:
         self._owed_until = 0.0  # until then the rest of the round is owed time after the answers' slice: uncut
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._paused = False  # a turn waits at a pause point while the worker serves the answers
-        self._holder: str | None = None  # the session whose turn holds the model
+        self._holder: str | None = None  # the session whose turn holds the model (the worker serves only a pause)
         self._local = threading.local()  # .turn: this thread holds the model (nested calls run directly)
         # measured, for the waiting estimates and the benchmark
         self.train_rate: float | None = None  # training token positions per second
@@ -431,12 +430,16 @@ class Scheduler:
             if not self._other_work(True) or time.perf_counter() >= self._owed_until:
                 return
 
-    def _answers(self) -> float:
-        """The watched answers' slice; the rest is then owed its share of time (see ``_round``). Returns seconds."""
+    def _answers(self, views: bool = False) -> float:
+        """The watched answers' slice (``views``: and the waiting attention views' forward, for a paused turn); the
+        rest is then owed its share of time (see ``_round``). Returns seconds."""
         share = self._answer_share()
         t0 = time.perf_counter()
         with self._timed("answers"):
             self._decode_slice(interactive=True)
+        if views and self._attend:
+            with self._timed("attention"):
+                self._attention_forward()
         dt = time.perf_counter() - t0
         self._owed_until = time.perf_counter() + dt * (1 - share) / share
         return dt
@@ -588,7 +591,7 @@ class Scheduler:
     def _other_work(self, interactive: bool) -> bool:
         """Whether work other than this decode loop's (``interactive``: the watched answers') is waiting."""
         with self._cond:
-            return bool(self._train or self._turns or self._attend or self._paused
+            return bool(self._train or self._turns or self._attend or self._holder is not None
                         or any(g.interactive != interactive for g in self._gen + self._running))
 
     def _answer_waiting(self) -> bool:
@@ -684,9 +687,8 @@ class Scheduler:
             item.handoff.clear()
             if item.released.is_set():
                 break
-            self._paused = True
             try:
-                paused += self._serve_paused()
+                paused += self._answers(views=True)
             except Exception as exc:  # the answers hear of it; the turn goes on, and the worker waits for its end
                 with self._cond:
                     for g in [g for g in self._gen + self._running if g.interactive]:
@@ -694,25 +696,11 @@ class Scheduler:
                         (self._gen if g in self._gen else self._running).remove(g)
                     self._loops.pop(True, None)
             finally:
-                self._paused = False
                 item.resume.set()
         with self._cond:
             self._holder = None
             self._served[item.key] = time.monotonic()
             self.busy_s["turns"] -= paused  # counted in "answers"; _timed adds the whole turn to "turns"
-
-    def _serve_paused(self) -> float:
-        """While a turn waits at a pause point: the watched answers' slice and the waiting attention views' forward,
-        after which the turn is owed its share as the rest of a round is (``_round``). Returns seconds."""
-        share = self._answer_share()
-        t0 = time.perf_counter()
-        self._answers()
-        if self._attend:
-            with self._timed("attention"):
-                self._attention_forward()
-        dt = time.perf_counter() - t0
-        self._owed_until = time.perf_counter() + dt * (1 - share) / share
-        return dt
 
     def _interactive_waiting(self) -> bool:
         """A learner waits on a watched answer or an attention view, and the rest has had its share."""

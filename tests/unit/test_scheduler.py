@@ -390,6 +390,16 @@ def test_a_watched_answer_decodes_ahead_of_the_scoring_rows_in_its_own_loop(tiny
     assert [ids for _, ids in out["score"]] == greedy_mixed(tiny_llama, chunk, [prefix] * 8, 40)
 
 
+def run_together(sched: Scheduler, *bodies, timeout: float = 120) -> None:
+    """Run each body in its own thread (as the web server's workers would), join them, and close the scheduler."""
+    threads = [threading.Thread(target=b) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    sched.close()
+
+
 def test_a_long_turn_pauses_for_a_watched_answer_and_then_goes_on(tiny_llama):
     """A turn (the prompts' baselines, a Compare lab step) holds the model for as long as its body runs; at each
     pause point (a decode step, a prefill chunk) it hands the model to the worker while a watched answer waits.
@@ -415,12 +425,7 @@ def test_a_long_turn_pauses_for_a_watched_answer_and_then_goes_on(tiny_llama):
         out["answer"] = list(sched.generate("watcher", answer, [prefix], [4], interactive=True))
         answered.set()
 
-    threads = [threading.Thread(target=turn), threading.Thread(target=watch)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    sched.close()
+    run_together(sched, turn, watch)
     assert out["answered_during_turn"] and sched.stats()["turn_pauses"] >= 1
     assert [ids for _, ids in out["answer"]] == greedy_mixed(tiny_llama, answer, [prefix], 4)
     alone = greedy_mixed(tiny_llama, long, [None] * 3, 12)
@@ -453,12 +458,7 @@ def test_a_long_turn_pauses_for_an_attention_view_too(tiny_llama):
         out["view"] = sched.attention("viewer", [AttentionRequest(prefix, "le chat noir")])[0]
         viewed.set()
 
-    threads = [threading.Thread(target=turn), threading.Thread(target=view)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    sched.close()
+    run_together(sched, turn, view)
     assert out["viewed_during_turn"] and sched.stats()["turn_pauses"] >= 1
     want = prefix_attention(tiny_llama, prefix, "le chat noir")
     torch.testing.assert_close(out["view"].weights, want.weights, rtol=1e-5, atol=1e-6)
