@@ -228,10 +228,14 @@ LEADERBOARD_HEADERS = ["rank", "student", "task", "held-out %", "state", "steps"
 def leaderboard_rows(runs: list[dict]) -> tuple[list[str], list[list]]:
     """Headers and rows of the class leaderboard: per task (tasks in alphabetical order), runs ranked by their
     final held-out metric, best first; equal scores share a rank and keep the run started first on top; runs
-    not yet measured come last with rank "—". Columns: ``LEADERBOARD_HEADERS``."""
+    not yet measured come last with rank "—". Uploaded tasks with different examples (their records'
+    ``data_fingerprint``) are ranked apart. Columns: ``LEADERBOARD_HEADERS``."""
+    def key(r: dict) -> tuple[str, str]:
+        return str(r.get("task", "")), str(r.get("data_fingerprint", ""))
+
     rows = []
-    for task in sorted({str(r.get("task", "")) for r in runs}):
-        mine = [r for r in runs if str(r.get("task", "")) == task]
+    for task, data in sorted({key(r) for r in runs}):
+        mine = [r for r in runs if key(r) == (task, data)]
         # a stable sort: ties stay in start order
         mine.sort(key=lambda r: r.get("started") if r.get("started") is not None else math.inf)
         mine.sort(key=lambda r: -r["final_metric"] if r.get("final_metric") is not None else math.inf)

@@ -165,5 +165,13 @@ def test_leaderboard_ranks_per_task_best_first_with_ties_in_start_order():
     assert rows[4][4] == "stopped"
 
 
+def test_uploads_of_different_examples_are_ranked_apart():
+    a, b, c = (make_run(name, T0 + i, final=f, task="upload") for i, (name, f) in
+               enumerate((("ana", 0.5), ("ben", 0.9), ("cy", 0.7))))
+    a["data_fingerprint"], b["data_fingerprint"], c["data_fingerprint"] = "aa", "bb", "aa"
+    _, rows = leaderboard_rows([a, b, c])
+    assert [(r[0], r[1]) for r in rows] == [(1, "cy"), (2, "ana"), (1, "ben")]
+
+
 def test_leaderboard_of_no_runs():
     assert leaderboard_rows([]) == (LEADERBOARD_HEADERS, [])
