@@ -158,11 +158,12 @@ def runs_figure(runs: list[dict], what: str = "loss") -> go.Figure:
     names = [METRIC_LABELS.get(m, str(m)) for m in metrics]
     held = {_held_out(r) for r in runs}
     split, n = held.pop() if len(held) == 1 else (None, None)
-    where = ", ".join(x for x in (split, f"n = {n}") if x) if n is not None else "n varies"
+    where = ", ".join(x for x in (split, f"n = {n}") if x) if n is not None else "n varies" if held else ""
+    where = f" ({where})" if where else ""  # one run not yet measured: no held-out set to name
     if len(metrics) == 1:
-        title, y = f"Held-out {names[0]} ({where}), {_count(runs)}", f"{names[0]} (%)"
+        title, y = f"Held-out {names[0]}{where}, {_count(runs)}", f"{names[0]} (%)"
     else:
-        title, y = f"Held-out score ({where}), {_count(runs)}", f"score (%), mixed metrics: {', '.join(names)}"
+        title, y = f"Held-out score{where}, {_count(runs)}", f"score (%), mixed metrics: {', '.join(names)}"
     return _layout(fig, title, "step (0: the prefix before training)", y, len(runs))
 
 

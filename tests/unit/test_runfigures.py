@@ -106,6 +106,10 @@ def test_no_runs_gives_an_empty_figure_that_says_so():
     for what in ("loss", "metric"):
         fig = runs_figure([], what)
         assert len(fig.data) == 0 and "No runs yet" in fig.layout.title.text
+    fresh = make_run(state="running")
+    fresh["held_out"], fresh["steps"], fresh["start_metric"] = {}, [], None  # just started: nothing measured yet
+    fig = runs_figure([fresh], "metric")
+    assert len(fig.data) == 1 and len(fig.data[0].x) == 0 and fig.layout.title.text.startswith("Held-out exact match, 1")
     with pytest.raises(ValueError, match="loss"):
         runs_figure([make_run()], "accuracy")
 
