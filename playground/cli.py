@@ -19,7 +19,7 @@ from .methods import METHODS
 from .metrics import METRICS
 from .prefix import DEMO_SHOTS, INITS
 from .tasks import BUILTIN
-from .training import PRECISIONS
+from .training import PRECISIONS, TrainSettings
 
 DEFAULT_LIBRARY = Path(__file__).resolve().parent.parent / "prefixes"
 COMMANDS: dict[str, tuple] = {}  # name -> (help, arguments, handler), filled by @command in --help order
@@ -81,11 +81,15 @@ def load_base_verbose(args):
 def _task(args):
     from .tasks import get_task, user_task
 
+    test_data = getattr(args, "test_data", None)
+    if test_data and not args.data:
+        raise PlaygroundError("--test-data holds the held-out examples of your --data: give --data too.")
     if args.data and args.command == "train":
         if args.task:
             raise PlaygroundError("Give either --task or --data, not both.")
         return user_task(args.data, args.input_col, args.target_col, args.instruction or
-                         "Answer with the target for this input.", args.metric or "exact_match")
+                         "Answer with the target for this input.", args.metric or "exact_match",
+                         test_source=test_data)
     if not args.task and not args.data:
         raise PlaygroundError(f"Name a built-in --task ({', '.join(BUILTIN)}) or give --data.")
     from .tasks import Task
@@ -109,6 +113,50 @@ def _prefix(ref: str, base, library: str):
     return Library(library).load(ref, base)
 
 
+def settings_from_args(args) -> tuple:
+    """(PrefixSettings, TrainSettings) that ``train``'s flags ask for, validated."""
+    from .methods import prefix_learning_rate
+    from .prefix import PrefixSettings
+
+    ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection,
+                        args.encoder_hidden_size, args.init_shots)
+    lr = args.lr if args.lr is not None else prefix_learning_rate(args.prefix_projection, args.init)
+    ts = TrainSettings(lr, args.steps, args.batch_size, args.seed, args.eval_every, args.eval_examples, args.precision)
+    ps.validate()
+    ts.validate()
+    return ps, ts
+
+
+def _check_start(ref: str, library, ps) -> None:
+    """Refuse a --start-from that names nothing, or that cannot go on training as asked, before the model loads."""
+    if ps.prefix_projection:
+        raise PlaygroundError("--start-from goes on from a saved prefix, which holds its key/values without the MLP "
+                              "(PEFT drops it at export): leave out --prefix-projection.")
+    if Path(ref).is_dir():
+        return
+    try:
+        found = library.find(ref)
+    except PlaygroundError:  # not a valid name: then it was meant as a folder
+        found = None
+    if found is None:
+        raise PlaygroundError(f"--start-from '{ref}' is neither a prefix folder nor a prefix in {library.root}. Give "
+                              "a folder holding adapter_config.json, or a name from `python -m playground list`.")
+
+
+def build_prefix(base, ps, task, seed: int, start_from: str | None = None, library: str = str(DEFAULT_LIBRARY)):
+    """The prefix a ``train`` run starts from: a new one made as ``ps`` says, or the one at ``start_from``
+    (a folder or library name), made trainable again."""
+    from .prefix import create_prefix
+
+    if not start_from:
+        return create_prefix(base, ps, task.instruction, seed, task.split("train"))
+    prefix = _prefix(start_from, base, library)  # a fresh object, loaded frozen for inference
+    prefix.encoder.requires_grad_(True)  # its embedding is the prefix itself (inference mode): train that on
+    prefix.info = {"settings": asdict(replace(ps, num_virtual_tokens=prefix.num_virtual_tokens)), "seed": seed,
+                   "started_from": str(start_from)}
+    return prefix
+
+
 @command("train", "train a prefix and save it into the library", *MODEL_ARGS,
          *task_args("your JSONL/CSV file instead of a built-in task (split 80/20 into train/test)"),
          arg("--name", help="library name to save under (default: the task name)"), LIBRARY,
@@ -124,33 +172,37 @@ def _prefix(ref: str, base, library: str):
              "own with --prefix-projection; see methods.METHODS)"),
          arg("--steps", type=int, default=20), arg("--batch-size", type=int, default=8),
          arg("--seed", type=int, default=0), arg("--eval-every", type=int, default=5),
+         arg("--eval-examples", type=int, default=TrainSettings.eval_examples,
+             help="held-out examples the metric is measured on while training"),
          arg("--precision", default="auto", choices=PRECISIONS,
-             help="training precision; auto: bf16 autocast where the CPU/GPU is fast at it, else fp32"))
+             help="training precision; auto: bf16 autocast where the CPU/GPU is fast at it, else fp32"),
+         arg("--test-data", help="with --data: your held-out examples (JSONL/CSV), instead of an 80/20 split"),
+         arg("--start-from", help="a prefix folder or library name: train on from its weights instead of a new "
+             "prefix (its length is used; --init and --num-virtual-tokens are not)"))
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .evaluation import evaluate_all
     from .library import Library
-    from .methods import prefix_learning_rate, prefix_method
+    from .methods import prefix_method
     from .names import check_name
     from .peft_folder import make_card
-    from .prefix import PrefixSettings, create_prefix
-    from .training import TrainSettings, train
+    from .training import train
 
     task = _task(args)
     name = check_name(args.name or task.name)
     library = Library(args.library)
     if name in library.names() and not args.overwrite:
         raise PlaygroundError(f"A prefix named '{name}' already exists in {library.root}; use --name or --overwrite.")
-    ps = PrefixSettings(args.num_virtual_tokens, args.init, args.init_text, args.prefix_projection,
-                        args.encoder_hidden_size, args.init_shots)
-    lr = args.lr if args.lr is not None else prefix_learning_rate(args.prefix_projection, args.init)
-    ts = TrainSettings(lr, args.steps, args.batch_size, args.seed, args.eval_every, precision=args.precision)
-    ps.validate()
-    ts.validate()
+    ps, ts = settings_from_args(args)
+    if args.start_from:
+        _check_start(args.start_from, library, ps)
     base = load_base_verbose(args)
-    prefix = create_prefix(base, ps, task.instruction, args.seed, task.split("train"))
-    if ps.init == "demos":
+    prefix = build_prefix(base, ps, task, ts.seed, args.start_from, args.library)
+    if args.start_from and prefix.num_virtual_tokens != ps.num_virtual_tokens:
+        print(f"note: '{args.start_from}' has {prefix.num_virtual_tokens} virtual tokens; --num-virtual-tokens is "
+              "not used", file=sys.stderr)
+    elif ps.init == "demos" and not args.start_from:
         print(f"{prefix.num_virtual_tokens} virtual tokens from {ps.init_shots} training example"
               f"{'s' if ps.init_shots != 1 else ''} (and the instruction)", file=sys.stderr)
     print(f"Trainable parameters: {prefix.trainable_parameters:,} ({100 * prefix.trainable_parameters / base.num_parameters:.3f}% "
