@@ -252,7 +252,7 @@ def plot_ys(plot) -> list[list[float]]:
 
 
 def read_train(out) -> dict:
-    progress, loss_plot, _metric_plot, _summary, table = out
+    progress, loss_plot, _metric_plot, _summary, table = out[:5]  # then the run's command
     m = re.search(r'data-state="(\w+)" data-step="(\d+)" data-total="(\d+)"', progress or "")
     rows = table.get("data", []) if isinstance(table, dict) else []
     headers = table.get("headers", []) if isinstance(table, dict) else []
@@ -564,7 +564,7 @@ def _wait_freed(log: Path, opened: int, wait: float) -> int:
     """Sessions the server freed after their clients closed (app.py logs each), waiting up to ``wait`` s."""
     end = time.monotonic() + max(0.0, wait)
     while True:
-        n = len(re.findall(r"session \w+ closed", log.read_text(errors="replace")))
+        n = len(re.findall(r"tab \w+ of \S+ closed", log.read_text(errors="replace")))
         if n >= opened or time.monotonic() >= end:
             return n
         time.sleep(0.5)

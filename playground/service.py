@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,6 +38,7 @@ from .budget import (
     train_step_bytes,
 )
 from .busy import Load, busier, machine_load
+from .classroom import Classroom
 from .errors import PlaygroundError
 from .evaluation import EvalResult, evaluate, per_example
 from .generate import answer_text, ran_out
@@ -50,11 +52,15 @@ from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, sized
 from .prompts import PromptFormat
+from .roster import Roster
+from .runlog import RunLog, RunRecord, train_command
 from .scheduler import Scheduler, SchedulerSettings, Wait
 from .sessions import SessionStore, TrainingRun
 from .sharedstep import SharedRun
 from .tasks import Task, get_task, read_table, user_task
 from .training import StepRecord, TrainSettings, held_out_split, train
+
+log = logging.getLogger("prefix-playground")
 
 JUST_TRAINED = "(just trained)"
 NO_PREFIX = "(no prefix)"
@@ -102,6 +108,8 @@ class Limits:
                                           "(and one of each kind, as a browser tab does)")
     session_idle_minutes: int = _limit(30, "minutes without a heartbeat or a request before a session's data "
                                        "is freed")
+    reload_grace_seconds: int = _limit(120, "seconds a learner's run goes on after their last tab closed (a reload "
+                                       "or a new tab within them finds it still going); then it stops")
     login_attempts_per_minute: int = _limit(10, "failed logins allowed per minute from one address or for one "
                                             "user name")
     max_upload_files: int = _limit(4, "files in one upload request")
@@ -111,6 +119,10 @@ class Limits:
     library_max_prefixes: int = _limit(300, "prefixes the class's library may hold")
     library_max_mb: int = _limit(1024, "disk the class's library may take, in MB")
     max_card_kb: int = _limit(64, "size of a prefix's card.json, in KB")
+    # The class's run records (one folder per press of Train, with its trained prefix).
+    class_max_runs: int = _limit(3000, "run records the class folder may hold; then Train asks the teacher to "
+                                 "export and reset the class")
+    class_max_mb: int = _limit(2048, "disk the class's run records may take, in MB")
 
     def validate(self) -> "Limits":
         for f in fields(self):
@@ -160,11 +172,20 @@ class _Cached:
 class Playground:
     """The app's engine facade; ``app.py`` wires its methods to components."""
 
-    def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None, scheduled: bool = True):
+    def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None, scheduled: bool = True,
+                 class_folder: str | Path | None = None, teachers: dict[str, str] | None = None):
         """``scheduled=False`` runs each caller's model work in its own thread (one worker per session), the
-        way the app ran before its scheduler; kept to measure the scheduler against (bench/class_load.py)."""
+        way the app ran before its scheduler; kept to measure the scheduler against (bench/class_load.py).
+
+        ``class_folder`` holds the class's run records, names and shared state (default: beside the library,
+        ``<library>-class``); ``teachers`` are the teacher's logins {user: password}."""
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
-        self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes)
+        self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes,
+                                     grace_s=self.limits.reload_grace_seconds)
+        folder = Path(class_folder) if class_folder else library.root.with_name(library.root.name + "-class")
+        self.roster = Roster(folder, teachers)
+        self.runs = RunLog(folder / "runs", library=library.root)
+        self.classroom = Classroom(folder, library, self.runs, self.roster)
         self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
         self.scheduled = scheduled
         self.scheduler = Scheduler(base, scheduler_settings(base, self.budget.room, self.limits), self.budget,
@@ -177,6 +198,7 @@ class Playground:
         self._baselines: dict[tuple, dict[str, EvalResult]] = {}
         self._baseline_locks: dict[tuple, threading.Lock] = {}
         self._prefixes: dict[str, _Cached] = {}
+        self._tabs: dict[str, str] = {}  # an open tab (Gradio session hash) -> its learner's identity
         self._lock = threading.Lock()  # guards the two dicts above and create_prefix
         # per user: on a shared machine another user's folder of the same name is not writable
         self._downloads = Path(tempfile.gettempdir()) / f"prefix-playground-downloads-{os.getuid()}"
@@ -277,11 +299,25 @@ class Playground:
             return self.budget.reserve(plan.eval_bytes, "Scoring the held-out examples", "")
         return reserve
 
-    def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings) -> TrainingRun:
-        """A fresh prefix and run for this session; its previous run (if any) is stopped."""
+    def start_run(self, key: str, task: Task, ps: PrefixSettings, ts: TrainSettings,
+                  start_from: str = "") -> TrainingRun:
+        """A fresh prefix and run for this learner, recorded in the class folder; their previous run (if any)
+        is stopped. ``start_from`` names a pushed prefix to fork: the run starts from its weights and takes
+        its length (an MLP-trained one was exported without its MLP, so the fork trains it directly)."""
         task.split("train")  # fail early, with the task's own message, if there is nothing to train on
+        exercise = self.classroom.exercise()
+        if exercise is not None and not self.roster.is_teacher(key):
+            exercise.check(task.name, asdict(ps), asdict(ts))
+        fork = self._fork_source(start_from) if start_from else None
+        if fork is not None:
+            ps = replace(ps, num_virtual_tokens=fork.num_virtual_tokens, init="random", prefix_projection=False)
         plan = self.check_settings(ps, ts, task)
         ps = self._sized(ps, ts, task)  # the length check_settings planned with
+        runs, size = self.runs.usage()
+        if runs >= self.limits.class_max_runs or size > self.limits.class_max_mb * 2**20:
+            raise PlaygroundError(f"The class folder is full ({runs} runs, {size / 2**20:.0f} MB; the limits are "
+                                  f"--class-max-runs {self.limits.class_max_runs} and --class-max-mb "
+                                  f"{self.limits.class_max_mb}). Ask the teacher to export and reset the class.")
         session = self.sessions.get(key)
         if session.run and session.run.state == "running":
             session.run.cancel.set()
@@ -294,11 +330,104 @@ class Playground:
                 self.budget.reserve(generate_bytes(self.base, 1, n, 0, 0), "Initializing the prefix from its text",
                                     "Shorten the init text."), self._lock:  # create_prefix wraps the shared model
             prefix = create_prefix(self.base, ps, task.instruction, ts.seed, task.split("train"))
-        run = TrainingRun(task, prefix, ps, ts, plan=plan, key=key)
+            if fork is not None:  # the pushed prefix's key/values, trained on from here
+                with torch.no_grad():  # both [num_virtual_tokens, layer*2*token_dim], PEFT's prompt_embeddings
+                    w = prefix.encoder.embedding.weight
+                    w.copy_(fork.embeddings().to(w.device, w.dtype))
+        run = TrainingRun(task, prefix, ps, ts, plan=plan, key=key, forked_from=start_from)
         run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
         run.held_out_n = len(_held_out(task, ts.eval_examples))
+        self._record_begin(run)
         session.run = run
         return run
+
+    def _fork_source(self, name: str) -> Prefix:
+        if name not in {p.name for p in self.classroom.pushed()}:
+            raise PlaygroundError(f"'{name}' is not a prefix the teacher shared with the class, so it can't be "
+                                  "forked. Pick one from the list of shared runs.")
+        return self.get_prefix("", name)
+
+    # ---- The run's record in the class folder (runlog) -------------------------------------------
+    def _record_begin(self, run: TrainingRun) -> None:
+        task = run.task
+        rec = RunRecord(self.runs.new_id(self.roster.name(run.key)), run.key, self.roster.name(run.key),
+                        task.name, task.title, task.metric, task.instruction, model=self.base.name,
+                        prefix_settings=asdict(run.prefix_settings), train_settings=asdict(run.train_settings),
+                        started=time.time(), held_out={"split": held_out_split(task), "n": run.held_out_n},
+                        forked_from=next((p.run_id for p in self.classroom.pushed() if p.name == run.forked_from),
+                                         "") if run.forked_from else "")
+        upload = task.name == "upload"
+        run.record = rec = self.runs.begin(rec, data=task if upload else None)
+        run.run_id = rec.run_id
+        if run.forked_from:  # the command starts from the forked prefix's folder
+            rec.command = train_command(rec, self.library.root, self.runs.root / rec.run_id if upload else None,
+                                        start_from=self.library.path(run.forked_from))
+            self.runs.update(rec)
+
+    def _record_step(self, run: TrainingRun, r: StepRecord) -> None:
+        if run.discarded and not (self.runs.root / run.run_id).is_dir():
+            return  # the class was reset meanwhile
+        self.runs.step(run.run_id, {"step": r.step, "loss": r.loss, "metric": r.metric, "elapsed": r.elapsed,
+                                    "examples_per_s": r.examples_per_s, "eval_seconds": r.eval_seconds})
+
+    def _record_end(self, run: TrainingRun) -> None:
+        rec = run.record
+        if rec is None or (run.discarded and not (self.runs.root / run.run_id).is_dir()):
+            return  # never begun, or the class was reset meanwhile: nothing to write back
+        rec.state, rec.ended, rec.steps_done = run.state, time.time(), run.steps_done
+        rec.start_metric, rec.final_metric, rec.baselines = run.start_metric, run.metric, dict(run.baselines)
+        rec.summary = [{k: v for k, v in r.items()} for r in run.summary]
+        rec.examples = list(run.rows or [])
+        rec.note = run.error or ("its tab closed and did not come back" if run.discarded else "")
+        self.runs.update(rec)
+        if run.records:  # the prefix as trained, for the teacher to push and a classmate to fork
+            self.runs.save_prefix(run.run_id, run.prefix)
+
+    # ---- A press of Train, in its own thread: every tab of the learner follows it -----------------
+    def launch(self, run: TrainingRun) -> None:
+        """Train, score step 0 and compare, in the background. A page only follows the run (``wait_change``),
+        so a reload, a second tab or a dropped connection never stops it; Stop, a new run or the learner's
+        last tab closing for longer than ``reload_grace_seconds`` does."""
+        threading.Thread(target=self._drive, args=(run,), name=f"run-{run.run_id}", daemon=True).start()
+
+    def _drive(self, run: TrainingRun) -> None:
+        try:
+            run.phase = "training"
+            for rec in self.run_steps(run, heartbeat=1.0):
+                if rec is not None:
+                    self._record_step(run, rec)
+                run.bump()
+            if run.discarded:
+                raise PlaygroundError("This run's tabs closed and did not come back, so it was stopped.")
+            if run.state == "stopped" and not self.baselines_ready(run):
+                run.error = ("The prompts without training were not scored yet for this task, so there is no "
+                             "comparison: let a run finish to see it.")
+            else:
+                if run.state != "stopped":
+                    run.phase = "scoring start"
+                    run.bump()
+                    self.score_start(run)
+                run.phase = "scoring prompts"
+                run.bump()
+                run.rows = self.compare_rows(run)
+        except PlaygroundError as exc:
+            run.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the learner sees it; the server goes on
+            log.exception("a training run failed")
+            run.error = f"Something went wrong ({type(exc).__name__}: {exc}). Try again, or report it."
+        finally:
+            try:
+                self._record_end(run)
+            except Exception:  # noqa: BLE001 - a full disk must not hide the run from its learner
+                log.exception("the run's record could not be written")
+            run.phase = "done"
+            run.done.set()
+            run.bump()
+
+    def current_run(self, key: str) -> TrainingRun | None:
+        """This learner's latest run, for a page that opens (a reload, a second tab) to follow."""
+        s = self.sessions.peek(key)
+        return s.run if s is not None else None
 
     def score_start(self, run: TrainingRun) -> float | None:
         """The held-out metric of the prefix as it started (a copy kept from start_run): the curve's step 0,
@@ -446,6 +575,58 @@ class Playground:
     def stop(self, key: str) -> bool:
         return self.sessions.stop(key)
 
+    def stop_all(self, wait_s: float = 60.0) -> int:
+        """Stop every learner's run and forget it (a reset of the class): no comparison, no record written
+        after it. Waits up to ``wait_s`` for them to end; returns how many were going."""
+        runs = []
+        for key in self.sessions.keys():
+            s = self.sessions.peek(key)
+            if s is not None and s.run is not None:
+                if not s.run.done.is_set():
+                    runs.append(s.run)
+                s.run.discarded = True
+                s.run.cancel.set()
+                s.run = None
+        end = time.monotonic() + wait_s
+        for run in runs:
+            run.done.wait(max(0.0, end - time.monotonic()))
+        return len(runs)
+
+    # ---- Learners: an identity (a login, or a browser) with any number of tabs -------------------
+    def attach(self, key: str, tab: str) -> None:
+        """A page of this learner opened (a first visit, a reload, a second tab)."""
+        self.sessions.attach(key, tab)
+        with self._lock:
+            self._tabs[tab] = key
+
+    def close_tab(self, key: str, tab: str) -> bool:
+        """A page closed. The learner's run goes on: a reload finds it. When no page of theirs comes back
+        within ``reload_grace_seconds``, the run stops. Returns whether a run is going."""
+        with self._lock:
+            self._tabs.pop(tab, None)
+        if key == tab:  # a page known only by itself (no login, no browser cookie) never comes back
+            return self.close_session(key)
+        return self.sessions.detach(key, tab)
+
+    def touch(self, tab: str) -> None:
+        """Activity from a tab (a heartbeat, a request): its learner is not idle."""
+        with self._lock:
+            key = self._tabs.get(tab, tab)
+        self.sessions.touch(key)
+
+    def name(self, key: str) -> str:
+        return self.roster.name(key)
+
+    def set_name(self, key: str, name: str) -> str:
+        """The name this learner goes by in the class; their runs from now on carry it."""
+        return self.roster.set_name(key, name)
+
+    def is_teacher(self, key: str) -> bool:
+        return self.roster.is_teacher(key)
+
+    def teacher_sign_in(self, key: str, user: str, password: str) -> None:
+        self.roster.sign_in(key, user, password)
+
     def close_session(self, key: str) -> bool:
         """The session is gone (tab closed): stop its training and its comparison, free its prefix.
 
@@ -458,6 +639,9 @@ class Playground:
         return running
 
     def _dropped(self, keys: list[str]) -> None:
+        gone = set(keys)
+        with self._lock:
+            self._tabs = {t: k for t, k in self._tabs.items() if k not in gone}
         for k in keys:
             self.lab.stop(k)
         if self.on_drop is not None:
@@ -483,15 +667,19 @@ class Playground:
 
     # ---- Prefixes by name --------------------------------------------------------------------
     def prefix_choices(self, key: str) -> list[str]:
+        """This learner's just-trained prefix, then what the teacher shared, then the rest of the library."""
         s = self.sessions.peek(key)
         mine = [JUST_TRAINED] if s and s.run and s.run.records else []
-        return mine + self.library.names()
+        shared = [p.name for p in self.classroom.pushed()]
+        return mine + shared + [n for n in self.library.names() if n not in shared]
 
-    def prefix_label(self, key: str, name: str) -> str:
-        """How a picker shows a prefix: the just-trained one by its task and the time its run started."""
+    def prefix_label(self, key: str, name: str, shared: dict[str, str] | None = None) -> str:
+        """How a picker shows a prefix: the just-trained one by its task and the time its run started, one the
+        teacher shared with a star and its author (``shared``: {name: author}, looked up when not given)."""
         s = self.sessions.peek(key)
         if name != JUST_TRAINED or not (s and s.run):
-            return name
+            shared = shared if shared is not None else {p.name: p.author for p in self.classroom.pushed()}
+            return f"★ {name} (shared: {shared[name]})" if name in shared else name
         return f"just trained: {s.run.task.name}, {time.strftime('%H:%M', time.localtime(s.run.wall_start))}"
 
     def example_input(self, key: str, name: str) -> str | None:
@@ -512,7 +700,8 @@ class Playground:
 
     def prefix_picks(self, key: str) -> list[tuple[str, str]]:
         """``prefix_choices`` as (label, name) pairs for a picker."""
-        return [(self.prefix_label(key, n), n) for n in self.prefix_choices(key)]
+        shared = {p.name: p.author for p in self.classroom.pushed()}
+        return [(self.prefix_label(key, n, shared), n) for n in self.prefix_choices(key)]
 
     def lessons(self) -> dict[str, str]:
         """Shipped prefixes kept to show what prefix tuning cannot do: {name: the lesson, from its card}."""
@@ -582,9 +771,11 @@ class Playground:
 
     # ---- Switch ------------------------------------------------------------------------------
     def switch_defaults(self, n: int = 3) -> list[str]:
-        """What Switch has ticked when it opens: the first ``n`` shipped prefixes that are not lessons."""
+        """What Switch has ticked when it opens: what the teacher shared last, then the first shipped prefixes
+        that are not lessons, ``n`` in all."""
         lessons = self.lessons()
-        return [e.name for e in self.library.entries() if e.shipped and e.name not in lessons][:n]
+        shared = [p.name for p in self.classroom.pushed()]
+        return (shared + [e.name for e in self.library.entries() if e.shipped and e.name not in lessons])[:n]
 
     def switch(self, key: str, names: list[str], text: str) -> SwitchResult:
         """``switch_stream``'s last snapshot: every output finished."""

@@ -42,7 +42,29 @@ class TrainingRun:
     summary: list[dict] = field(default_factory=list)  # one row per way of answering, with its cost
     held_out_n: int = 0  # examples behind the held-out metric
     plan: RunPlan | None = None  # the run sized in tokens and bytes before it started (its memory reservations)
-    key: str = ""  # the session that started it (its turn in the scheduler's round-robin)
+    key: str = ""  # the learner who started it (its turn in the scheduler's round-robin)
+    # Followed by every tab of its learner (a reload, a second tab): the run goes on in its own thread.
+    phase: str = "warming up"  # "warming up", "training", "scoring start", "scoring prompts", "done"
+    rows: list | None = None  # the before/after rows on held-out examples, once compared
+    error: str = ""  # why the run or its comparison ended with an error (a message for the learner)
+    run_id: str = ""  # its record in the class folder (runlog.RunLog)
+    record: object = None  # that record (a runlog.RunRecord), written again when the run ends
+    forked_from: str = ""  # the pushed prefix it started from
+    done: threading.Event = field(default_factory=threading.Event)  # training and its comparison are over
+    version: int = 0  # bumped on every change a page shows
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def bump(self) -> None:
+        """Something a page shows changed: wake every tab that follows this run."""
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+
+    def wait_change(self, seen: int, timeout: float) -> int:
+        """Block until the run changes after version ``seen`` (or ``timeout`` seconds); returns the version."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != seen, timeout)
+            return self.version
 
     @property
     def steps_done(self) -> int:
@@ -69,6 +91,8 @@ class Session:
     run: TrainingRun | None = None  # the latest run; its prefix is "the one just trained"
     upload: Task | None = None  # the task built from this session's uploaded file
     last_seen: float = field(default_factory=time.monotonic)
+    tabs: set[str] = field(default_factory=set)  # the browser tabs open on it (Gradio session hashes)
+    detached_at: float | None = None  # when its last tab closed: its run stops unless a tab comes back in time
 
 
 class SessionStore:
@@ -82,10 +106,11 @@ class SessionStore:
     """
 
     def __init__(self, max_sessions: int = 500, ttl_s: float = 30 * 60,
-                 clock: Callable[[], float] | None = None):
-        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+                 clock: Callable[[], float] | None = None, grace_s: float = 120.0):
+        self.max_sessions, self.ttl_s, self.grace_s = max_sessions, ttl_s, grace_s
         self.clock = clock or (lambda: time.monotonic())  # looked up per call, so a test can replace it
         self.on_drop: Callable[[list[str]], None] | None = None
+        self.on_stop: Callable[[str], None] | None = None  # hears a learner whose run stopped with its last tab
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
@@ -119,6 +144,26 @@ class SessionStore:
             if s is not None:
                 s.last_seen = self.clock()
 
+    def attach(self, key: str, tab: str) -> Session:
+        """A tab opened on this learner (a page load): a closed tab's grace ends, nothing stops."""
+        s = self.get(key)
+        with self._lock:
+            s.tabs.add(tab)
+            s.detached_at = None
+        return s
+
+    def detach(self, key: str, tab: str) -> bool:
+        """A tab closed. With no tab left, the learner's run goes on for ``grace_s`` (a reload comes back
+        within it), then stops at the next sweep. Returns whether a run is going."""
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is None:
+                return False
+            s.tabs.discard(tab)
+            if not s.tabs:
+                s.detached_at = self.clock()
+            return _running(s)
+
     def stop(self, key: str) -> bool:
         """Ask this session's running training to stop after its current step."""
         s = self.peek(key)
@@ -126,6 +171,10 @@ class SessionStore:
             s.run.cancel.set()
             return True
         return False
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
 
     def drop(self, key: str) -> None:
         """Forget a session (tab closed): stop its run and release its prefix."""
@@ -161,9 +210,15 @@ class SessionStore:
     def _sweep_locked(self) -> list[str]:
         now = self.clock()
         idle = [k for k, s in self._sessions.items() if now - s.last_seen > self.ttl_s and not _running(s)]
-        for key in idle:
+        # every tab closed and none came back in time: nobody will see the run, so it stops
+        gone = [k for k, s in self._sessions.items() if k not in idle and not s.tabs and s.detached_at is not None
+                and now - s.detached_at > self.grace_s]
+        for key in gone:
+            if _running(self._sessions[key]) and self.on_stop is not None:
+                self.on_stop(key)
+        for key in idle + gone:
             self._drop_locked(key)
-        return idle
+        return idle + gone
 
     def _report(self, dropped: list[str]) -> None:
         if dropped and self.on_drop is not None:

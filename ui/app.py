@@ -87,6 +87,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a login; repeat for several. Other users of this machine can see command lines: "
                         f"prefer --auth-file, or the {AUTH_ENV} variable")
     g.add_argument("--auth-file", metavar="PATH", help="logins, one USER:PASSWORD per line ('#' starts a comment)")
+    g = p.add_argument_group("the class (docs/deploy.md: running a class)")
+    g.add_argument("--teacher-auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="the teacher's login, which opens the Class tab. With student logins it is one more login "
+                        "on the login page; without them the teacher signs in inside the app. Prefer "
+                        "--teacher-auth-file")
+    g.add_argument("--teacher-auth-file", metavar="PATH", help="the teacher's logins, one USER:PASSWORD per line")
+    g.add_argument("--class-folder", metavar="PATH",
+                   help="where the class's run records, names and shared state live (default: beside the library, "
+                        "<library>-class)")
 
     d = Limits()
     g = p.add_argument_group("server limits", "Caps that keep one click from taking the machine from a class. "
@@ -109,7 +118,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not found:  # protection was asked for: never start unprotected by mistake
             p.error(f"{where} holds no USER:PASSWORD line")
         logins += found
-    users = [u for u, _ in logins]
+    teachers = _auth_pairs(args.teacher_auth, "--teacher-auth", p)
+    if args.teacher_auth_file:
+        try:
+            text = Path(args.teacher_auth_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            p.error(f"--teacher-auth-file: cannot read {args.teacher_auth_file} ({exc.__class__.__name__})")
+        found = _auth_pairs(text.splitlines(), f"--teacher-auth-file {args.teacher_auth_file}", p)
+        if not found:
+            p.error(f"--teacher-auth-file {args.teacher_auth_file} holds no USER:PASSWORD line")
+        teachers += found
+    args.teachers = dict(teachers)
+    if logins:  # the students log in: the teacher logs in on the same page
+        logins += teachers
+    users = [u for u, _ in logins] + ([] if logins else [u for u, _ in teachers])
     if len(set(users)) < len(users):
         p.error(f"a user is given twice: {', '.join(sorted({u for u in users if users.count(u) > 1}))}")
     args.logins = logins
@@ -128,8 +150,8 @@ def build_demo(pg):
 
     from playground.memory import trim
     from playground.report import model_rows
-    from ui import attention, compare, learn, library, switch, train
-    from ui.common import key, log, slots
+    from ui import attention, classroom, compare, learn, library, runs, switch, train, who
+    from ui.common import key, log, slots, tab
     from ui.fairness import cap_waiting
 
     b = pg.base
@@ -140,6 +162,7 @@ def build_demo(pg):
                         elem_id="header")
             present = gr.Checkbox(label="Presentation mode", value=False, elem_id="present-toggle",
                                   info="large text and plots for a projector")
+        me = who.build(pg)
         with gr.Tabs():
             with gr.Tab("Learn", id="learn"):
                 numbers = learn.build(pg)
@@ -153,6 +176,10 @@ def build_demo(pg):
                 lib_refresh, lib_in, lib_out = library.build(pg)
             with gr.Tab("Compare", id="compare"):
                 compare.build(pg)
+            with gr.Tab("Runs", id="runs") as runs_tab:
+                runs_refresh, runs_in, runs_out = runs.build(pg)
+            with gr.Tab("Class", id="class", visible=False) as class_tab:
+                class_refresh, class_in, class_out, class_timer = classroom.build(pg)
 
         size = [tt.num_virtual_tokens, tt.prefix_projection, tt.encoder_hidden_size]
         for c in size:
@@ -164,12 +191,28 @@ def build_demo(pg):
         demo.load(att_refresh, att_in, att_out, queue=False)
         demo.load(sw_refresh, sw_in, sw_out, queue=False)
         demo.load(lib_refresh, lib_in, lib_out, queue=False)
+        runs_tab.select(runs_refresh, runs_in, runs_out, queue=False)
+
+        # Who this page is: a login, or this browser's name. Then the learner's latest run (a reload, a second
+        # tab: the same run, followed live), the exercise and the shared prefixes, and (the teacher) the Class tab.
+        def teacher_view(request: gr.Request):
+            on = pg.is_teacher(key(request))
+            return gr.update(visible=on), gr.Timer(active=on)
+
+        demo.load(me.show, None, me.outputs, queue=False).then(teacher_view, None, [class_tab, class_timer],
+                                                               queue=False)
+        me.teacher_changed.then(teacher_view, None, [class_tab, class_timer], queue=False).then(
+            class_refresh, class_in, class_out)
+        class_tab.select(class_refresh, class_in, class_out)
+        demo.load(tt.open_run, None, tt.run_outputs, concurrency_id="follow", concurrency_limit=slots(pg, "infer"),
+                  show_progress="hidden")
+        demo.load(tt.class_view, tt.class_inputs, tt.class_outputs, queue=False)
 
         def forget(request: gr.Request):
             k = key(request)
-            running = pg.close_session(k)  # tab closed: stop its run and its comparison, free its prefix
-            trim()  # hand what it freed back to the system
-            log.info("session %s closed%s; its data is freed", k[:8], " mid-training (run stopped)" if running else "")
+            running = pg.close_tab(k, tab(request))  # the learner's run goes on: a reload finds it
+            log.info("tab %s of %s closed%s", tab(request)[:8], k[:16], f"; their run goes on for "
+                     f"{pg.limits.reload_grace_seconds} s unless a tab of theirs comes back" if running else "")
 
         # Presentation mode lives in the page (assets/app.js) and its address (?present=1), so a link keeps it.
         present.change(None, present, None, js="(on) => { window.ppPresent && window.ppPresent(on); return []; }")
@@ -182,12 +225,14 @@ def build_demo(pg):
             log.info("%d idle session(s) freed: %s", len(keys), ", ".join(k[:8] for k in keys))
 
         pg.on_drop = freed
-        pg.sessions.start_sweeper(every_s=min(60.0, pg.sessions.ttl_s / 4))
+        pg.sessions.on_stop = lambda k: log.info("%s: no tab came back within %d s, so their run stopped "
+                                                 "mid-training (run stopped)", k[:16], pg.limits.reload_grace_seconds)
+        pg.sessions.start_sweeper(every_s=min(60.0, pg.sessions.ttl_s / 4, max(1.0, pg.sessions.grace_s / 4)))
     # Every event that does work goes through the queue: api_open=False refuses /run/ for them.
     # What stays outside (queue=False) only reads lists, does arithmetic or sets a Stop flag.
     demo.queue(max_size=pg.limits.queue_size, default_concurrency_limit=slots(pg, "infer"),
                api_open=False)
-    cap_waiting(demo._queue, pg.limits.max_waiting_per_session, on_join=pg.sessions.touch)
+    cap_waiting(demo._queue, pg.limits.max_waiting_per_session, on_join=pg.touch)
     return demo
 
 
@@ -206,7 +251,7 @@ def launch_options(pg, logins: list[tuple[str, str]]) -> dict:
 
     from ui.guard import Guard
 
-    guard = Middleware(Guard, limits=pg.limits, on_activity=pg.sessions.touch)
+    guard = Middleware(Guard, limits=pg.limits, on_activity=pg.touch)
     return dict(auth=logins or None, auth_message="Prefix Playground: log in with the name and password your "
                 "teacher gave you.", max_file_size=f"{pg.limits.max_upload_mb}mb",
                 # FastAPI's own /openapi.json would describe the API to anyone; Gradio serves its own behind
@@ -229,7 +274,8 @@ def make_playground(args: argparse.Namespace):
     from playground.service import Playground
 
     base = load_base_verbose(args)  # a terminal progress bar while the embedded model converts (first run)
-    return Playground(base, make_library(args), args.limits)
+    return Playground(base, make_library(args), args.limits, class_folder=getattr(args, "class_folder", None),
+                      teachers=getattr(args, "teachers", None))
 
 
 def main(argv: list[str] | None = None) -> int:

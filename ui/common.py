@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from playground.errors import PlaygroundError
+from playground.roster import BROWSER_COOKIE, BROWSER_ID
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 log = logging.getLogger("prefix-playground")
@@ -67,17 +68,38 @@ def friendly(fn):
 
 
 def key(request: gr.Request | None) -> str:
-    """The browser session's id: every piece of per-learner state hangs off it."""
+    """The learner: every piece of per-learner state hangs off it. A login (``user:NAME``), else the browser's
+    id cookie (``browser:ID``, given with the page by ui/guard.py, so a reload or a second tab is the same
+    learner), else the tab's own session (a client without cookies)."""
+    user = getattr(request, "username", None)
+    if user:
+        return f"user:{user}"
+    try:
+        cookies = getattr(request, "cookies", None) or {}
+        bid = cookies.get(BROWSER_COOKIE)
+    except Exception:  # noqa: BLE001 - no cookies on this request
+        bid = None
+    if isinstance(bid, str) and BROWSER_ID.fullmatch(bid):
+        return f"browser:{bid}"
+    return tab(request)
+
+
+def tab(request: gr.Request | None) -> str:
+    """This page (Gradio's session hash): one learner may have several."""
     return getattr(request, "session_hash", None) or "local"
 
 
 def owner(request: gr.Request | None) -> str:
-    """Who saves a prefix: the login when the server has passwords, else the browser session.
+    """Who saves a prefix: the learner (``key``). The library stores only a hash of it, so a card names nobody
+    and can't be copied to claim a prefix."""
+    return key(request)
 
-    The library stores only a hash of it, so a card names nobody and can't be copied to claim a prefix.
-    """
-    user = getattr(request, "username", None)
-    return f"user:{user}" if user else f"session:{key(request)}"
+
+def editor(pg, request: gr.Request | None) -> str | None:
+    """Who renames or deletes a prefix: the teacher may change any in the class's library (None), a student
+    only their own."""
+    k = key(request)
+    return None if pg.is_teacher(k) else k
 
 
 def esc(x) -> str:

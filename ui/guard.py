@@ -11,7 +11,9 @@ login form needs. It also:
 - caps each upload request (number of files, bytes, also while a chunked body streams) and the
   disk that Gradio's upload folder may hold (413, 507);
 - reports every heartbeat as activity of its session (``on_activity``), so a tab that is only
-  being read stays alive.
+  being read stays alive;
+- gives each browser a random id in a cookie (``BROWSER_COOKIE``) with the page, so a learner
+  without a login is the same learner after a reload or in a second tab (``ui.common.key``).
 
 The login itself is Gradio's: the same cookies and the same token table (``app.tokens``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -29,6 +32,8 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.formparsers import MultiPartException
+
+from playground.roster import BROWSER_COOKIE, BROWSER_ID
 
 API = "/gradio_api"
 # What an anonymous browser needs to show the login form (the page, its scripts and styles).
@@ -74,6 +79,8 @@ class Guard:
             if self._user(gradio_app, scope) is None and not _public(path):
                 return await _reply(send, 401, {"detail": {"error": "Not authenticated",
                                                            "auth_message": gradio_app.get_blocks().auth_message}})
+        if path == "/" and scope["method"] == "GET" and not _browser_id(scope):
+            return await self.app(scope, receive, _with_browser_cookie(send))
         if path.startswith(f"{API}/heartbeat/"):
             return await self._heartbeat(path.rsplit("/", 1)[-1], scope, receive, send)
         if path.rstrip("/") == f"{API}/upload" and scope["method"] == "POST":
@@ -239,6 +246,28 @@ class Guard:
             with self._lock:
                 self._in_flight -= state["bytes"]
             self._disk = (0.0, 0)  # measure again next time: files were added or removed
+
+
+def _browser_id(scope) -> str | None:
+    """The browser's id from its cookie, when it has a well-formed one."""
+    jar = SimpleCookie()
+    try:
+        jar.load(_header(scope, b"cookie") or "")
+    except Exception:  # noqa: BLE001 - a malformed cookie header: a new id
+        return None
+    found = jar.get(BROWSER_COOKIE)
+    return found.value if found and BROWSER_ID.fullmatch(found.value) else None
+
+
+def _with_browser_cookie(send):
+    """``send`` that adds a fresh browser id to the page's response (a year; HttpOnly: no script reads it)."""
+    value = f"{BROWSER_COOKIE}={secrets.token_hex(16)}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+
+    async def sender(msg):
+        if msg["type"] == "http.response.start":
+            msg = {**msg, "headers": [*msg.get("headers", []), (b"set-cookie", value.encode("latin-1"))]}
+        await send(msg)
+    return sender
 
 
 def _public(path: str) -> bool:

@@ -12,7 +12,7 @@ from playground.library import NameTaken
 from playground.report import LIBRARY_HEADERS, card_scores, library_rows
 from playground.service import Playground
 
-from .common import asset, esc, friendly, owner
+from .common import asset, editor, esc, friendly, owner
 
 
 def visible(on: bool) -> dict:
@@ -88,7 +88,7 @@ def build(pg: Playground):
             raise gr.Error("Pick a prefix to rename.")
         if not (new or "").strip():
             raise gr.Error("Type the new name, such as my-sentiment.")
-        pg.rename(old, new or "", owner=owner(request))
+        pg.rename(old, new or "", owner=editor(pg, request))
         return f"Renamed **{esc(old)}** to **{esc(new.strip())}**."
 
     def renamed(new, request: gr.Request):  # gr.Request reaches only annotated parameters: no lambdas here
@@ -100,7 +100,7 @@ def build(pg: Playground):
     def ask_delete(name, request: gr.Request):
         if not name:
             raise gr.Error("Pick a prefix to delete.")
-        pg.library.check_change(name, owner(request))  # a refusal now, not after the confirmation
+        pg.library.check_change(name, editor(pg, request))  # a refusal now, not after the confirmation
         return (name, visible(True), f"Delete **{esc(name)}** for good? This cannot be undone.",
                 gr.update(value=f"Yes, delete {name}"), "")
 
@@ -112,7 +112,7 @@ def build(pg: Playground):
             return None, visible(False), gr.skip()
         if name not in pg.library.names():
             return None, visible(False), f"**{esc(name)}** is no longer in the library."
-        pg.delete(name, owner=owner(request))
+        pg.delete(name, owner=editor(pg, request))
         return None, visible(False), f"Deleted **{esc(name)}**."
 
     def deleted(request: gr.Request):

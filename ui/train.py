@@ -1,10 +1,12 @@
 """The Train tab: pick a task or upload one, set the prefix, train live, compare, save."""
 
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import gradio as gr
 
+from playground.classdesk import ClassDesk
 from playground.figures import loss_figure, metric_figure
 from playground.library import NameTaken
 from playground.methods import prefix_learning_rate
@@ -37,6 +39,11 @@ class TrainTab:
     num_virtual_tokens: gr.Slider
     prefix_projection: gr.Checkbox
     encoder_hidden_size: gr.Number
+    open_run: Callable  # a page opens: show (and follow) the learner's latest run
+    run_outputs: list
+    class_view: Callable  # the exercise and the shared prefixes
+    class_inputs: list
+    class_outputs: list
 
 
 def rate_text(rate: float) -> str:
@@ -112,12 +119,14 @@ def summary_rows(run: TrainingRun) -> list[list]:
 
 def build(pg: Playground) -> TrainTab:
     L = pg.limits
+    desk = ClassDesk(pg)
     text = asset_sections("train.md")
     gr.Markdown(text["intro"], elem_id="train-intro")
     with gr.Accordion("How training and the comparison work", open=False):
         gr.Markdown(text.get("more", ""))
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320, elem_id="train-controls"):
+            exercise_note = gr.Markdown(visible=False, elem_id="exercise-note")
             task = gr.Dropdown([(t.title, t.name) for t in BUILTIN.values()] + [("Your uploaded file", UPLOAD)],
                                value="sentiment", label="Task", elem_id="task")
             # Train sits right under the task: the defaults are sensible, and the curves beside it stay in view.
@@ -127,6 +136,13 @@ def build(pg: Playground) -> TrainTab:
             preview = gr.Dataframe(initial_preview(), headers=["input", "target"], label="Examples (train split)", wrap=True,
                                    max_height=180, interactive=False, elem_id="train-preview",
                                    column_widths=["72%", "28%"])
+            with gr.Accordion("Start from a run the teacher shared (fork)", open=False, elem_id="fork-box"):
+                with gr.Row():
+                    fork_pick = gr.Dropdown([], label="Shared with the class", elem_id="fork-pick", scale=3)
+                    fork_btn = gr.Button("Fork it", elem_id="fork-btn", scale=1)
+                fork_on = gr.Checkbox(False, label="Start from the shared prefix", elem_id="fork-on",
+                                      info="its task and settings are set above; the prefix starts from its weights")
+                fork_name = gr.State("")
             with gr.Accordion("Upload your own data (JSONL or CSV)", open=False):
                 data_file = gr.File(label="Data file", file_types=[".jsonl", ".csv"], elem_id="data-file")
                 with gr.Row():
@@ -161,7 +177,7 @@ def build(pg: Playground) -> TrainTab:
                 steps = gr.Slider(1, L.max_steps, value=20, step=1, label="Steps", elem_id="steps")
             with gr.Row():
                 batch = gr.Slider(1, L.max_batch_size, value=8, step=1, label="Batch size")
-                seed = gr.Number(0, label="Seed", precision=0)
+                seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
             with gr.Accordion("Held-out evaluation", open=False):
                 eval_every = gr.Slider(0, 50, value=5, step=1, label="Measure the metric every N steps (0: at the end)",
                                        elem_id="eval-every")
@@ -178,6 +194,8 @@ def build(pg: Playground) -> TrainTab:
         # The live column stays in view (assets/app.css) while the controls beside it scroll.
         with gr.Column(scale=3, elem_id="train-live"):
             progress = gr.HTML(progress_html(None), elem_id="progress-box")
+            command = gr.Textbox(label="The command that reproduces this run (python -m playground train)",
+                                 interactive=False, buttons=["copy"], elem_id="run-command", lines=1, max_lines=3)
             with gr.Row():
                 loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
                 metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot", show_label=False)
@@ -268,61 +286,88 @@ def build(pg: Playground) -> TrainTab:
     for c in (n_tokens, mlp, hidden):
         c.change(on_size(lambda s: parameter_summary(pg.base, s)), [n_tokens, mlp, hidden], params)
 
-    @friendly
-    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec, k_init,
-                 request: gr.Request):
-        k = key(request)
-        t = pg.task(k, choice)
-        ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256),
-                            int(k_init or DEMO_SHOTS))
-        ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval), prec or "auto")
-        run = pg.start_run(k, t, ps, ts)
+    def view(run: TrainingRun, k: str, busy: list) -> tuple:
+        """What the page shows of a run, at any moment: its progress, curves, and (once compared) its tables."""
+        t, ts = run.task, run.train_settings
         label = METRIC_LABELS.get(t.metric, t.metric)
         held = f"n = {run.held_out_n}, {held_out_split(t)}"
+        command = run.record.command if run.record is not None else ""
 
         def charts(lines=None):
             return (loss_figure(run.records, ts.steps),
                     metric_figure(run.records, label, ts.steps, lines, run.start_metric, held))
 
-        warm = "warming up"
-        if ps.init == "demos":
-            k_ = ps.init_shots
-            warm += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
-        yield progress_html(run, warm), *charts(), None, None
-        for rec in pg.run_steps(run, heartbeat=1.0):
-            if rec is None:  # waiting for the scheduler: say where this learner stands in line
-                wait = pg.waiting(k)
-                note = wait.note() if wait else warm
-                yield progress_html(run, note), gr.update(), gr.update(), gr.update(), gr.update()
-                continue
-            yield progress_html(run), *charts(), gr.update(), gr.update()
+        if run.phase in ("warming up", "training"):
+            wait = pg.waiting(k) if run.phase == "training" else None
+            note = wait.note() if wait else ""
+            if not run.records and not note:
+                note = "warming up"
+                if run.prefix_settings.init == "demos":
+                    k_ = run.prefix_settings.init_shots
+                    note += (f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training "
+                             f"example{'s' * (k_ != 1)}")
+            return progress_html(run, note), *charts(), None, None, command
+        if run.phase == "scoring start":
+            return (progress_html(run, f"scoring the prefix as it started (step 0) on {run.held_out_n} held-out "
+                                  "examples", "scoring"), *charts(), None, None, command)
+        if run.phase == "scoring prompts":
+            return (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
+                                  "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
+                    *charts(), None, None, command)
         stopped = run.state == "stopped"
-        if stopped and not pg.baselines_ready(run):  # Stop means stop: no minutes of scoring the prompts first
-            yield (progress_html(run, f"stopped at step {run.steps_done}. The prompts without training were not "
-                                 "scored yet for this task, so there is no comparison: let a run finish to see it"),
-                   *charts(), None, None)
-            return
-        if not stopped:  # step 0: the prefix as it started, from the copy kept when the run began
-            yield (progress_html(run, f"scoring the prefix as it started (step 0) on {run.held_out_n} held-out "
-                                 "examples", "scoring"), gr.update(), gr.update(), None, None)
-            pg.score_start(run)
-        yield (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
-                             "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
-               gr.update(), gr.update(), None, None)
-        rows = pg.compare_rows(run)
+        if run.rows is None or run.strongest is None:  # stopped before any comparison, or an error
+            return (progress_html(run, f"stopped at step {run.steps_done}. {run.error}" if stopped else run.error),
+                    *charts(), None, None, command)
         best = run.strongest.as_dict()
         note = versus_best_prompt(run.metric or 0.0, run.held_out_n, best, run.paired)
         note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
-        busy = pg.load().note()  # the table's milliseconds were taken just now: say if the class was busy meanwhile
-        note = f"{note} · ⚠ {busy}" if busy else note
+        if not busy:  # the table's milliseconds were taken just now: say if the class was busy meanwhile
+            busy.append(pg.load().note())
+        note = f"{note} · ⚠ {busy[0]}" if busy[0] else note
         lines = {"base": run.baselines["base"], "instruction": run.baselines["instruction"], best["label"]: best["mean"]}
-        yield progress_html(run, note), *charts(lines), summary_rows(run), table_rows(rows, run)
+        return progress_html(run, note), *charts(lines), summary_rows(run), table_rows(run.rows, run), command
 
+    def follow(k: str, run: TrainingRun):
+        """Every change of this learner's run until it is over; a newer run of theirs (another tab pressed Train)
+        takes over."""
+        seen, busy = -1, []
+        while run is not None:
+            seen = run.wait_change(seen, 1.0)
+            latest = pg.current_run(k)
+            if latest is not run and latest is not None:  # a newer run: follow it instead
+                run, seen, busy = latest, -1, []
+                continue
+            yield view(run, k, busy)
+            if run.done.is_set() and run.version == seen:
+                return
+
+    @friendly
+    def on_train(choice, n, init_choice, itext, on, h, lr_, steps_, batch_, seed_, every, n_eval, prec, k_init,
+                 fork_on, fork_name, request: gr.Request):
+        k = key(request)
+        t = pg.task(k, choice)
+        ps = PrefixSettings(int(n), INITS.get(init_choice, init_choice), itext or "", bool(on), int(h or 256),
+                            int(k_init or DEMO_SHOTS))
+        ts = TrainSettings(float(lr_), int(steps_), int(batch_), int(seed_ or 0), int(every), int(n_eval), prec or "auto")
+        run = pg.start_run(k, t, ps, ts, start_from=fork_name if fork_on and fork_name else "")
+        pg.launch(run)
+        yield from follow(k, run)
+
+    @friendly
+    def on_open(request: gr.Request):
+        """A page opens (a reload, a second tab): show this learner's latest run, following it if it goes on."""
+        k = key(request)
+        run = pg.current_run(k)
+        if run is None:
+            yield progress_html(None), None, None, None, None, ""
+            return
+        yield from follow(k, run)
+
+    outputs = [progress, loss_plot, metric_plot, summary, table, command]
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
-                               eval_n, precision, init_shots], [progress, loss_plot, metric_plot, summary, table],
+                               eval_n, precision, init_shots, fork_on, fork_name], outputs,
                     concurrency_id="train", concurrency_limit=slots(pg, "train"),
                     show_progress="hidden", api_name="train")
-
     def on_stop(request: gr.Request):
         if pg.stop(key(request)):
             gr.Info("Stopping after the current step.")
@@ -358,7 +403,56 @@ def build(pg: Playground) -> TrainTab:
     save_yes.click(on_overwrite, save_pending, [save_status, save_pending, save_confirm])
     save_no.click(lambda: ("Nothing was saved.", None, gr.update(visible=False)), None,
                   [save_status, save_pending, save_confirm], queue=False)
-    return TrainTab(n_tokens, mlp, hidden)
+    # --- the class: the teacher's exercise, and forks of what the teacher shared -------------------------
+    controls = {"num_virtual_tokens": n_tokens, "init": init, "prefix_projection": mlp, "learning_rate": lr,
+                "steps": steps, "batch_size": batch, "seed": seed, "eval_every": eval_every, "eval_examples": eval_n}
+    init_label = {v: k for k, v in INITS.items()}
+
+    def class_view(seen, picked):
+        """The exercise (when it changed since ``seen``) and the list of shared prefixes."""
+        shared = [(f"{p.name} ({p.author})", p.name) for p in desk.shared()]
+        forks = gr.update(choices=shared, value=picked if picked in {n for _, n in shared} else None)
+        ex = desk.exercise()
+        state = asdict(ex) if ex is not None else None
+        if state == seen:
+            return [gr.skip()] * (3 + len(controls)) + [forks]
+        if ex is None:
+            return [state, gr.update(visible=False, value=""), gr.update(interactive=True),
+                    *[gr.update(interactive=True) for _ in controls], forks]
+        text = f"**Exercise** · {esc(ex.describe())}. The settings it fixes are locked; you choose the rest."
+        if ex.note:
+            text = f"{text}\n\n{esc(ex.note)}"
+        ups = []
+        for name, comp in controls.items():
+            if name in ex.fixed:
+                v = ex.fixed[name]
+                ups.append(gr.update(value=init_label.get(v, v) if name == "init" else v, interactive=False))
+            else:
+                ups.append(gr.update(interactive=True))
+        return [state, gr.update(visible=True, value=text), gr.update(value=ex.task, interactive=False), *ups, forks]
+
+    seen_exercise = gr.State(None)
+    class_outputs = [seen_exercise, exercise_note, task, *controls.values(), fork_pick]
+    timer = gr.Timer(5.0)
+    timer.tick(class_view, [seen_exercise, fork_pick], class_outputs, queue=False, show_progress="hidden")
+
+    @friendly
+    def on_fork(name):
+        if not name:
+            raise gr.Error("Pick a run the teacher shared first.")
+        f = desk.fork(name)
+        p, t = f["prefix_settings"], f["train_settings"]
+        task_name = f["task"] if f["task"] in BUILTIN else gr.skip()
+        gr.Info(f"Forked {name} by {f['author']}: its task and settings are set; press Train to go on from its "
+                "prefix.")
+        pick = lambda d, k: d[k] if k in d else gr.skip()  # noqa: E731
+        return (task_name, pick(p, "num_virtual_tokens"), False, pick(t, "learning_rate"), pick(t, "steps"),
+                pick(t, "batch_size"), pick(t, "seed"), pick(t, "eval_every"), pick(t, "eval_examples"),
+                gr.update(value=True, label=f"Start from {name}'s prefix (by {f['author']})"), name)
+
+    fork_btn.click(on_fork, fork_pick, [task, n_tokens, mlp, lr, steps, batch, seed, eval_every, eval_n, fork_on,
+                                        fork_name])
+    return TrainTab(n_tokens, mlp, hidden, on_open, outputs, class_view, [seen_exercise, fork_pick], class_outputs)
 
 
 def initial_preview(name: str = "sentiment") -> list[list]:

@@ -30,7 +30,8 @@ def library(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(library):
     """The app on 127.0.0.1 at a free port (uploads capped at 1 MB to test the cap); stopped after the module."""
-    proc, url, _ = start_app(["--library", str(library), "--max-upload-mb", "1"], library.parent / "server.log")
+    proc, url, _ = start_app(["--library", str(library), "--max-upload-mb", "1", "--reload-grace-seconds", "5"],
+                             library.parent / "server.log")
     yield url
     stop_app(proc)
 
@@ -318,7 +319,8 @@ def test_library_refuses_foreign_prefix_and_huge_upload(page, library, tmp_path)
     assert "1" in msg and ("size" in msg.lower() or "large" in msg.lower()), msg
 
 
-def test_closing_a_tab_mid_training_stops_its_run(browser, server, server_log):
+def test_closing_the_last_tab_mid_training_stops_its_run_after_the_grace(browser, server, server_log):
+    """The run goes on for --reload-grace-seconds (a reload comes back within them), then stops."""
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(server)

@@ -155,10 +155,10 @@ def test_an_anonymous_heartbeat_cannot_close_a_students_tab(server):
     with student(url) as c:
         assert _open_and_close_heartbeat(url, "mytab0001", c.cookies) == 200
     deadline = time.time() + 60
-    while "session mytab000 closed" not in log.read_text() and time.time() < deadline:
+    while "tab mytab000 of" not in log.read_text() and time.time() < deadline:
         time.sleep(0.2)
-    assert "session victim00 closed" not in log.read_text()
-    assert "session mytab000 closed" in log.read_text()
+    assert "tab victim00 of" not in log.read_text()
+    assert "tab mytab000 of" in log.read_text()
 
 
 # ---- logout ---------------------------------------------------------------------------------------
