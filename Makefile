@@ -53,6 +53,9 @@ screenshots: test-browser
 	mkdir -p docs/screenshots/viewports
 	cp artifacts/screenshots/learn.png artifacts/screenshots/train-done.png artifacts/screenshots/attention.png \
 	   artifacts/screenshots/switch.png artifacts/screenshots/library.png docs/screenshots/
+	cp artifacts/screenshots/class-tab.png artifacts/screenshots/class-exercise.png \
+	   artifacts/screenshots/class-switch-shared.png artifacts/screenshots/class-runs.png \
+	   artifacts/screenshots/class-reset-confirm.png docs/screenshots/
 	cp artifacts/screenshots/viewports/*.jpg docs/screenshots/viewports/
 
 # Retrain the shipped prefixes in prefixes/ from scratch (fixed seeds, CPU) and rewrite their cards and table.

@@ -45,8 +45,9 @@ class Roster:
     ``teachers`` maps a teacher's login name to its password (from ``--teacher-auth``).
     """
 
-    def __init__(self, folder: str | Path | None, teachers: dict[str, str] | None = None):
+    def __init__(self, folder: str | Path | None, teachers: dict[str, str] | None = None, max_names: int = 2000):
         self.folder = Path(folder) if folder is not None else None
+        self.max_names = max_names  # browsers that may take a name (a script can make new browsers)
         self.teachers = dict(teachers or {})
         self._names: dict[str, str] = {}  # identity -> display name
         self._signed_in: set[str] = set()  # identities signed in as the teacher inside the app
@@ -81,6 +82,9 @@ class Roster:
                 if other != identity and taken.casefold() == fold:
                     raise PlaygroundError(f"Someone in this class already goes by '{taken}'. Add an initial or a "
                                           "number, such as 'Alex B.'.")
+            if identity not in self._names and len(self._names) >= self.max_names:
+                raise PlaygroundError(f"This class has {self.max_names} names already. Ask the teacher to reset "
+                                      "the class.")
             if any(t.casefold() == fold for t in self.teachers):
                 raise PlaygroundError(f"'{name}' is the teacher's login. Pick another name.")
             self._names[identity] = name

@@ -186,6 +186,10 @@ class Playground:
         self.roster = Roster(folder, teachers)
         self.runs = RunLog(folder / "runs", library=library.root)
         self.classroom = Classroom(folder, library, self.runs, self.roster)
+        for rec in self.runs.records():  # cut off by a restart: no thread trains it any more
+            if rec.state == "running":
+                rec.state, rec.note = "stopped", "the server stopped while it trained"
+                self.runs.update(rec)
         self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
         self.scheduled = scheduled
         self.scheduler = Scheduler(base, scheduler_settings(base, self.budget.room, self.limits), self.budget,
@@ -662,7 +666,8 @@ class Playground:
         extra = {"baselines": {metrics["split"]: run.summary[1:-1]}} if run.summary else {}  # the prompts, with cost
         card = make_card(self.base, run.task.name, {**vars(run.train_settings), "steps_done": run.steps_done},
                          metrics, train_examples=len(run.task.split("train")),
-                         train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction, **extra)
+                         train_seconds=round(run.records[-1].elapsed, 2), instruction=run.task.instruction,
+                         author=self.roster.name(key), run_id=run.run_id, **extra)
         return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite, owner=owner)
 
     # ---- Prefixes by name --------------------------------------------------------------------

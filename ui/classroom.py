@@ -87,7 +87,7 @@ def build(pg: Playground):
         return gr.update(choices=opts, value=picked if picked in {v for _, v in opts} else None)
 
     @friendly
-    def refresh(run_picked, prefix_picked, shared_picked, request: gr.Request):
+    def class_view(run_picked, prefix_picked, shared_picked, request: gr.Request):
         k = key(request)
         if not pg.is_teacher(k):  # a student's page: the tab is hidden and shows nothing
             return [gr.skip()] * 7
@@ -104,7 +104,8 @@ def build(pg: Playground):
     inputs = [run_pick, prefix_pick, shared_pick]
     outputs = [status, loss, metric, board, run_pick, prefix_pick, shared_pick]
     timer = gr.Timer(REFRESH_S, active=False)
-    timer.tick(refresh, inputs, outputs, show_progress="hidden", concurrency_id="class-view", concurrency_limit=2)
+    timer.tick(class_view, inputs, outputs, show_progress="hidden", concurrency_id="class-view", concurrency_limit=2,
+               api_name="class_view")
 
     @friendly
     def on_push(run_id, request: gr.Request):
@@ -127,9 +128,9 @@ def build(pg: Playground):
         desk.unpush(key(request), name)
         return f"**{esc(name)}** is no longer shown to the class (it stays in the library)."
 
-    push_btn.click(on_push, run_pick, push_status).then(refresh, inputs, outputs)
-    push_prefix_btn.click(on_push_prefix, prefix_pick, push_status).then(refresh, inputs, outputs)
-    unpush_btn.click(on_unpush, shared_pick, push_status).then(refresh, inputs, outputs)
+    push_btn.click(on_push, run_pick, push_status).then(class_view, inputs, outputs)
+    push_prefix_btn.click(on_push_prefix, prefix_pick, push_status).then(class_view, inputs, outputs)
+    unpush_btn.click(on_unpush, shared_pick, push_status).then(class_view, inputs, outputs)
 
     @friendly
     def on_exercise(task, fix, n, lr, steps, batch, seed, n_eval, note, request: gr.Request):
@@ -170,6 +171,6 @@ def build(pg: Playground):
                 "prefixes deleted. The shipped prefixes are untouched.")
 
     reset_btn.click(on_reset, None, [files, confirm, ask])
-    yes.click(on_yes, None, [confirm, reset_status]).then(refresh, inputs, outputs)
+    yes.click(on_yes, None, [confirm, reset_status]).then(class_view, inputs, outputs)
     no.click(lambda: (gr.update(visible=False), "Nothing was deleted."), None, [confirm, reset_status], queue=False)
-    return refresh, inputs, outputs, timer
+    return class_view, inputs, outputs, timer

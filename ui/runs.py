@@ -46,7 +46,7 @@ def build(pg: Playground):
         return pg.is_teacher(k)
 
     @friendly
-    def refresh(picked, request: gr.Request):
+    def runs_list(picked, request: gr.Request):
         k = key(request)
         runs = desk.runs(k, everyone(k))
         ids = [r["run_id"] for r in runs]
@@ -65,4 +65,4 @@ def build(pg: Playground):
                 "\n".join(r["command"] for r in runs))
 
     show.click(overlay, pick, [loss, metric, diff, commands])
-    return refresh, [pick], [table, pick]
+    return runs_list, [pick], [table, pick]

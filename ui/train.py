@@ -409,13 +409,16 @@ def build(pg: Playground) -> TrainTab:
     init_label = {v: k for k, v in INITS.items()}
 
     def class_view(seen, picked):
-        """The exercise (when it changed since ``seen``) and the list of shared prefixes."""
+        """The exercise and the list of shared prefixes, when either changed since ``seen`` (every tick of
+        the timer: an unchanged page gets nothing, so an open dropdown stays open)."""
         shared = [(f"{p.name} ({p.author})", p.name) for p in desk.shared()]
-        forks = gr.update(choices=shared, value=picked if picked in {n for _, n in shared} else None)
         ex = desk.exercise()
-        state = asdict(ex) if ex is not None else None
+        state = {"exercise": asdict(ex) if ex is not None else None, "shared": shared}
         if state == seen:
-            return [gr.skip()] * (3 + len(controls)) + [forks]
+            return [gr.skip()] * (4 + len(controls))
+        forks = gr.update(choices=shared, value=picked if picked in {n for _, n in shared} else None)
+        if seen is not None and state["exercise"] == seen.get("exercise"):  # only the shared list changed
+            return [state] + [gr.skip()] * (2 + len(controls)) + [forks]
         if ex is None:
             return [state, gr.update(visible=False, value=""), gr.update(interactive=True),
                     *[gr.update(interactive=True) for _ in controls], forks]
@@ -423,7 +426,7 @@ def build(pg: Playground) -> TrainTab:
         if ex.note:
             text = f"{text}\n\n{esc(ex.note)}"
         ups = []
-        for name, comp in controls.items():
+        for name in controls:
             if name in ex.fixed:
                 v = ex.fixed[name]
                 ups.append(gr.update(value=init_label.get(v, v) if name == "init" else v, interactive=False))

@@ -72,5 +72,5 @@ def build(pg: Playground) -> Who:
         gr.Info("Signed in as the teacher: the Class tab is open.")
         return badge(pg, k), "", gr.update(visible=False)
 
-    signed = sign.click(on_sign, [user, password], [who, password, acc])
+    signed = sign.click(on_sign, [user, password], [who, password, acc], api_name="teacher_sign_in")
     return Who(show, [who, name, use, acc], signed)

@@ -350,8 +350,10 @@ def test_after_a_restart_a_students_save_is_theirs_not_a_shipped_prefix(tiny_lla
     assert Path(app.parse_args([]).library).resolve() != (ROOT / "prefixes").resolve()
 
 
-def test_the_ui_owner_is_the_login_else_the_session():
+def test_the_ui_owner_is_the_login_else_the_browser_else_the_session():
     from ui.common import owner
 
-    assert owner(SimpleNamespace(username="alice", session_hash="abc")) == "user:alice"
-    assert owner(SimpleNamespace(username=None, session_hash="abc")) == "session:abc"
+    bid = "0123456789abcdef0123456789abcdef"
+    assert owner(SimpleNamespace(username="alice", session_hash="abc", cookies={"pp-browser": bid})) == "user:alice"
+    assert owner(SimpleNamespace(username=None, session_hash="abc", cookies={"pp-browser": bid})) == f"browser:{bid}"
+    assert owner(SimpleNamespace(username=None, session_hash="abc")) == "abc"

@@ -1,8 +1,8 @@
 """A classroom in miniature: 6 students on one real app at once, through its API.
 
 The harness is ``bench/load_test.py`` (imported, not copied), at a smaller scale: 6 students,
-2 training steps each, all in the one scheduler's line (Gradio's queue hands them straight on). One
-run serves every test below; it took 83 to 132 s on 2 cores. Nothing here times anything (speed is
+2 training steps each, all in the one scheduler's line (Gradio's queue hands them straight on), while
+the teacher watches the Class tab. One run serves every test below; it took 83 to 132 s on 2 cores. Nothing here times anything (speed is
 the benchmarks' job): the run's deadline is only there to end a hang.
 """
 
@@ -91,5 +91,17 @@ def test_waiting_students_see_their_place_in_line(report):
 
 def test_memory_is_bounded_and_sessions_are_freed(report):
     assert report["rss_high_water_mb"] < RSS_BOUND_MB, report["rss_high_water_mb"]
-    # every session (students, observer, replays) is freed once its client disconnects
-    assert report["sessions_freed"] == STUDENTS + 1 + len(report["replay"])
+    # every session (students, observer, teacher, replays) is freed once its client disconnects
+    assert report["sessions_freed"] == STUDENTS + 2 + len(report["replay"])
+
+
+def test_the_teachers_view_follows_the_class_live(report):
+    """The teacher signed in and refreshed the Class tab as its timer does while the class trained: a view
+    showed every student, the loss curves grew from view to view, and the last view holds every step."""
+    t = report["teacher"]
+    assert t["signed_in"] and t["errors"] == 0, t
+    assert t["all_students_seen_at_s"] is not None, t["samples"]
+    assert t["loss_points_increases"] >= 2, t["samples"]
+    assert all(s[1] <= STUDENTS and s[4] <= STUDENTS * STEPS for s in t["samples"]), t["samples"]
+    assert t["final"][1:] == [STUDENTS, 0, STUDENTS, STUDENTS * STEPS], t["final"]  # students, running, runs, points
+    assert report["app_flags"][-1] == "loadtest-teacher:***"  # the password stays inside the harness

@@ -354,7 +354,8 @@ def test_a_real_server_stays_under_its_memory_budget_and_answers(tmp_path):
     try:
         clients = [Client(url, verbose=False, download_files=False, analytics_enabled=False) for _ in range(4)]
         for i, c in enumerate(clients):
-            c.predict("sentiment", 20, "task text", "", False, 256, 1e-2, 1, 8, i, 0, 4, "auto", api_name="/train")
+            c.predict("sentiment", 20, "task text", "", False, 256, 1e-2, 1, 8, i, 0, 4, "auto", fork_on=False,
+                      api_name="/train")
             c.predict(None, api_name=_picker(c.config))  # what selecting the Attention tab runs
 
         def look(i):
@@ -382,8 +383,10 @@ def test_a_real_server_stays_under_its_memory_budget_and_answers(tmp_path):
         assert "40 examples were longer than this server's 256 tokens" in status, status
         with pytest.raises(Exception, match=r"A training step \(batch 8 x \d+ tokens.*memory budget.*"
                                             r"Lower the batch size"):
-            up.predict("upload", 20, "task text", "", False, 256, 1e-2, 2, 8, 0, 0, 4, "auto", api_name="/train")
-        out = up.predict("upload", 20, "task text", "", False, 256, 1e-2, 2, 2, 0, 0, 4, "auto", api_name="/train")
+            up.predict("upload", 20, "task text", "", False, 256, 1e-2, 2, 8, 0, 0, 4, "auto", fork_on=False,
+                       api_name="/train")
+        out = up.predict("upload", 20, "task text", "", False, 256, 1e-2, 2, 2, 0, 0, 4, "auto", fork_on=False,
+                         api_name="/train")
         assert 'data-state="finished" data-step="2"' in out[0]
         peak = _status(proc.pid, "VmHWM")
         assert peak < budget_mb, peak

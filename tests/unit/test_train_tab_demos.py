@@ -29,7 +29,7 @@ def test_the_train_tab_offers_training_examples_and_trains_from_them(tiny_llama,
     assert rate["value"] == prefix_learning_rate(False, "demos")
     assert _fn(demo, "on_init")("task text", False)[2]["visible"] is False
     on_train = next(f.fn for f in demo.fns.values() if f.api_name == "train")
-    steps = on_train("sentiment", 20, "training examples", "", False, 256, 1e-2, 2, 4, 3, 0, 4, "fp32", 1,
+    steps = on_train("sentiment", 20, "training examples", "", False, 256, 1e-2, 2, 4, 3, 0, 4, "fp32", 1, False, "",
                      request=None)
     first = next(steps)[0]
     run = pg.sessions.get("local").run

@@ -106,6 +106,11 @@ def test_names_belong_to_one_browser(pg):
         pg.set_name("browser:b", "<script>")
     with pytest.raises(PlaygroundError, match="logged in as jo"):
         pg.set_name("user:jo", "someone else")
+    pg.roster.max_names = 1
+    with pytest.raises(PlaygroundError, match="1 names already"):
+        pg.set_name("browser:c", "Cy")
+    pg.set_name("browser:a", "Alex")  # one who has a name may change it
+    pg.set_name("browser:a", "Alex B.")
     # kept in the class folder: a restarted server knows the name
     again = Playground(pg.base, pg.library, pg.limits)
     assert again.name("browser:a") == "Alex B."
@@ -157,6 +162,7 @@ def test_push_shows_a_run_to_everyone_and_a_classmate_forks_it(pg):
     run = train(pg, "browser:a", steps=3)
     shared = desk.push_run(TEACHER, run.run_id)
     assert shared.name == "alex-sentiment" and shared.author == "alex"
+    assert pg.library_card("alex-sentiment")["author"] == "alex"
     # first in everyone's pickers (Switch, Attention), starred with its author, and ticked in Switch
     assert pg.prefix_choices("browser:b")[0] == "alex-sentiment"
     assert dict(pg.prefix_picks("browser:b"))["★ alex-sentiment (shared: alex)"] == "alex-sentiment"
@@ -223,8 +229,30 @@ def test_export_then_reset_keeps_the_shipped_set(pg, tmp_path):
     assert csv_path.is_file() and zip_path.is_file()  # the export outlives the reset
 
 
+def test_a_saved_prefix_records_its_author_and_only_they_or_the_teacher_change_it(pg):
+    pg.set_name("browser:a", "alex")
+    train(pg, "browser:a", steps=2)
+    pg.save_trained("browser:a", "mine", owner="browser:a")
+    assert pg.library_card("mine")["author"] == "alex"
+    with pytest.raises(PlaygroundError):
+        pg.rename("mine", "theirs", owner="browser:b")
+    with pytest.raises(PlaygroundError):
+        pg.delete("mine", owner="browser:b")
+    pg.rename("mine", "mine-2", owner="browser:a")
+    pg.delete("mine-2", owner=None)  # what the web app passes for the teacher (ui.common.editor)
+    assert "mine-2" not in pg.library.names()
+
+
 def test_a_full_class_folder_refuses_a_new_run_with_the_fix(pg):
     train(pg, "browser:a", steps=1)
     pg.limits.class_max_runs = 1
     with pytest.raises(PlaygroundError, match="class folder is full.*export and reset"):
         pg.start_run("browser:a", get_task("sentiment"), ps(4), ts(2))
+
+
+def test_a_run_cut_off_by_a_restart_is_marked_stopped(pg):
+    run = pg.start_run("browser:a", get_task("sentiment"), ps(4), ts(2))  # begun, never launched: as if killed
+    assert pg.runs.get(run.run_id).state == "running"
+    again = Playground(pg.base, pg.library, pg.limits)
+    rec = again.runs.get(run.run_id)
+    assert rec.state == "stopped" and rec.note == "the server stopped while it trained"
