@@ -184,6 +184,8 @@ def long_prompt(url: str, rep: HostileReport, seed: int) -> None:
 def wide_csv(url: str, rep: HostileReport, workdir: Path, seed: int) -> None:
     from gradio_client import handle_file
 
+    from playground.prefix import DEMO_SHOTS
+
     rng = random.Random(seed)
     path = workdir / "wide.csv"
     rows = ["input,target"] + [",".join("".join(rng.choice("0123456789") for _ in range(1990)) for _ in range(2))
@@ -198,7 +200,7 @@ def wide_csv(url: str, rep: HostileReport, workdir: Path, seed: int) -> None:
         for batch in (8, 2):  # batch 8 as the tester did, then the batch the server's budget allows
             try:
                 out = _call(client, "/train", "upload", 20, "task text", "", False, 256, 1e-2, 3, batch, 7, 0, 4,
-                            "auto", timeout=600)
+                            "auto", DEMO_SHOTS, False, timeout=600)  # DEMO_SHOTS, and no fork
                 rep.add(f"wide_csv_train_batch_{batch}", "served", str(out[0])[:200])
             except Exception as exc:  # noqa: BLE001
                 rep.add(f"wide_csv_train_batch_{batch}", *classify(exc))

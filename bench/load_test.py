@@ -26,6 +26,13 @@ the pickers throughout and must never be offered "(just trained)", nor be able t
 end, a few students are replayed alone in fresh sessions and must get the same loss curve, table,
 attention and Switch answer as under load.
 
+The teacher: the app starts with a teacher's login (``--teacher-auth``, a random password unless
+the flags bring one), and a teacher session signs in, then refreshes the Class tab the way its
+timer does (every 3 s, skipping a tick while one is still pending) from the moment the students
+press Train until they are done, then once more. Each view must show the class growing live: every
+student with a run, and more loss points as the runs step. ``--no-teacher`` runs the class without
+anyone watching, to measure what watching costs.
+
 One deadline (``--timeout``) bounds the whole run: past it, the students stop, what completed is
 printed, and the exit status is 1 (as it is for any error or isolation problem). Prints a table per
 action and writes everything to ``bench/results/load_test.json``. ``tests/reliability/test_load.py`` runs this
@@ -41,6 +48,7 @@ import json
 import math
 import os
 import re
+import secrets
 import sys
 import tempfile
 import threading
@@ -84,6 +92,8 @@ class LoadConfig:
     precision: str = "auto"  # the Train tab's default, for every student but the replayed ones (always fp32)
     hostile: bool = False  # add one hostile student (bench/hostile_student.py) who attacks while the class runs
     app_flags: list[str] = field(default_factory=list)  # extra flags for app.py (default: its own limits)
+    teacher: bool = True  # a teacher signs in and watches the Class tab while the class trains
+    teacher_every: float = 3.0  # seconds between the teacher's Class views: the tab's own timer (ui.classroom.REFRESH_S)
 
 
 @dataclass
@@ -102,7 +112,7 @@ class Call:
     """One request as the student saw it; times in seconds since the run started."""
 
     action: str
-    student: int  # -1: the observer
+    student: int  # -1: the observer, -2: the teacher
     submitted: float
     started: float | None = None  # the server started it (it left the queue)
     ended: float | None = None
@@ -284,9 +294,11 @@ def read_switch(out) -> dict[str, str]:
 
 # ---- one student -------------------------------------------------------------------------------
 def train_args(s: Student, cfg: LoadConfig) -> tuple:
-    """The Train button's inputs, in ui/train.py's order."""
+    """The Train button's inputs, in ui/train.py's order (the fork's State is no API input)."""
+    from playground.prefix import DEMO_SHOTS  # the Train tab's default for its "demos" init (unused by "task text")
+
     return (s.task, s.num_virtual_tokens, "task text", "", False, 256, 1e-2, cfg.steps, cfg.batch_size, s.seed,
-            0, cfg.eval_examples, "fp32" if s.index < cfg.replay else cfg.precision)
+            0, cfg.eval_examples, "fp32" if s.index < cfg.replay else cfg.precision, DEMO_SHOTS, False)  # no fork
 
 
 def student_flow(sess: Session, s: Student, cfg: LoadConfig, seen: dict | None = None) -> dict:
@@ -384,6 +396,125 @@ def intrude(sess: Session) -> dict:
     return {"refused": c.error is not None, "message": c.error or str(out)[:300]}
 
 
+# ---- the teacher: a session that signs in and watches the Class tab --------------------------
+TEACHER = -2  # the teacher's "student" index in the call log
+TEACHER_USER = "loadtest-teacher"
+TEACHER_FLAG = "--teacher-auth"
+STATUS = re.compile(r'<div id="class-status" data-students="(\d+)" data-running="(\d+)" data-runs="(\d+)"')
+
+
+def teacher_login(flags: list[str]) -> tuple[list[str], tuple[str, str]]:
+    """The app's flags with a teacher's login, and the (user, password) to sign in with: the flags' own
+    ``--teacher-auth`` if they have one, else a fresh one added with a random password."""
+    for i, f in enumerate(flags):
+        value = flags[i + 1] if f == TEACHER_FLAG and i + 1 < len(flags) else \
+            f.split("=", 1)[1] if f.startswith(TEACHER_FLAG + "=") else None
+        if value and ":" in value:
+            user, password = value.split(":", 1)
+            return list(flags), (user, password)
+    password = secrets.token_urlsafe(16)
+    return [*flags, TEACHER_FLAG, f"{TEACHER_USER}:{password}"], (TEACHER_USER, password)
+
+
+def hide_passwords(flags: list[str]) -> list[str]:
+    """The flags as reports print them: a ``--teacher-auth`` password is replaced by ``***``."""
+    out = []
+    for i, f in enumerate(flags):
+        if i and flags[i - 1] == TEACHER_FLAG and ":" in f:
+            f = f.split(":", 1)[0] + ":***"
+        elif f.startswith(TEACHER_FLAG + "=") and ":" in f:
+            f = f.split(":", 1)[0] + ":***"
+        out.append(f)
+    return out
+
+
+def class_view_endpoint(config: dict) -> str | None:
+    """The API name of the Class tab's timer: the tick event that updates the class status (elem_id
+    ``class-status-box``); else any event that refreshes that status."""
+    elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    found = [d for d in config["dependencies"] if isinstance(d.get("api_name"), str) and d.get("outputs")
+             and elem.get(d["outputs"][0]) == "class-status-box"]
+    ticks = [d for d in found if any(t[1] == "tick" for t in d.get("targets") or [])]
+    return "/" + (ticks or found)[0]["api_name"] if found else None
+
+
+def read_class_view(out) -> dict | None:
+    """The Class view's figures: students with a run, running now, runs in the class folder (the status line),
+    and the loss points over every trace of the loss plot. None: the view came back without the class."""
+    status = out[0] if isinstance(out, (list, tuple)) and out else None
+    m = STATUS.search(status) if isinstance(status, str) else None
+    if m is None:
+        return None
+    loss = out[1] if len(out) > 1 else None
+    points = sum(len(y) for y in plot_ys(loss)) if isinstance(loss, (dict, str)) else 0
+    return {"students": int(m.group(1)), "running": int(m.group(2)), "runs": int(m.group(3)), "loss_points": points}
+
+
+def watch(sess: Session, endpoint: str, done: threading.Event, every: float, go: float) -> list[list]:
+    """Refresh the Class view until the class is done, as its timer does: a tick every ``every`` s, skipped
+    while the previous refresh is still pending. Returns [s since Train was pressed, students, running, runs,
+    loss points] per view; a view without the class is recorded as an error."""
+    samples, t0 = [], time.monotonic()
+    while not done.is_set() and time.monotonic() < sess.run.deadline:
+        sample = class_view(sess, endpoint, go)
+        if sample:
+            samples.append(sample)
+        ticks = math.floor((time.monotonic() - t0) / every) + 1  # the next tick the timer would fire
+        done.wait(max(0.0, t0 + ticks * every - time.monotonic()))
+    return samples
+
+
+def class_view(sess: Session, endpoint: str, go: float) -> list | None:
+    """One refresh of the Class view (the three pickers empty): the sample, or None (an error, recorded)."""
+    c, out = sess.call("class_view", endpoint, None, None, None)
+    if c.error:
+        return None
+    v = read_class_view(out)
+    if v is None:
+        c.error = f"the Class view came back without the class's status: {str(out)[:200]}"
+        return None
+    return [round(c.ended - go, 2), v["students"], v["running"], v["runs"], v["loss_points"]]
+
+
+def teacher_summary(signed_in: bool, samples: list[list], latencies: list[float], errors: int,
+                    class_size: int, steps: int, final: list | None = None) -> dict:
+    """What the teacher saw while the class trained; ``samples`` as ``watch`` returns them."""
+    pts = [s[4] for s in samples]
+    times = [s[0] for s in samples]
+    return {"signed_in": signed_in, "polls": len(latencies) + errors, "errors": errors,
+            "latency_p50_s": pct(latencies, 0.5), "latency_p95_s": pct(latencies, 0.95),
+            "all_students_seen_at_s": next((s[0] for s in samples if s[1] == class_size), None),
+            "loss_points_increases": sum(b > a for a, b in zip(pts, pts[1:])),
+            "max_loss_points": max(pts, default=0), "max_students": max((s[1] for s in samples), default=0),
+            "max_gap_s": round(max((b - a for a, b in zip(times, times[1:])), default=math.nan), 2),
+            "class_size": class_size, "loss_points_possible": class_size * steps, "final": final, "samples": samples}
+
+
+def teacher_problems(t: dict | None, steps: int, trained: int) -> list[str]:
+    """What the teacher's view got wrong. ``final`` is the view after every student's Train call returned."""
+    if t is None:
+        return []
+    class_size = t["class_size"]
+    if not t["signed_in"]:
+        return ["teacher: the teacher could not sign in, so nobody watched the class"]
+    bad = []
+    if t["errors"]:
+        bad.append(f"teacher: {t['errors']} of {t['polls']} Class views failed")
+    if t["all_students_seen_at_s"] is None:
+        bad.append(f"teacher: no Class view showed all {class_size} students (at most {t['max_students']})")
+    if t["loss_points_increases"] < 2:
+        bad.append(f"teacher: the loss points grew in {t['loss_points_increases']} Class views while the class "
+                   "trained: the view did not follow the runs live")
+    if t["max_students"] > class_size or t["max_loss_points"] > t["loss_points_possible"]:
+        bad.append(f"teacher: a Class view showed {t['max_students']} students and {t['max_loss_points']} loss points"
+                   f"; the class is {class_size} students of {steps} steps")
+    f = t["final"]
+    if f is not None and (f[1], f[2], f[4]) != (trained, 0, trained * steps):
+        bad.append(f"teacher: after the class the view showed {f[1]} students, {f[2]} running and {f[4]} loss points;"
+                   f" {trained} students trained {steps} steps each")
+    return bad
+
+
 # ---- the run -------------------------------------------------------------------------------------
 class RssSampler(threading.Thread):
     """The server's resident memory every ``every`` seconds: [seconds since the run started, MB]."""
@@ -433,9 +564,12 @@ def run_load(cfg: LoadConfig, workdir: Path, say=print) -> dict:
     lib.mkdir(parents=True, exist_ok=True)
     log = workdir / "server.log"
     flags = ["--library", str(lib), *cfg.app_flags]
-    say(f"starting the app: app.py {' '.join(flags)}")
+    login = None
+    if cfg.teacher:
+        flags, login = teacher_login(flags)
+    say(f"starting the app: app.py {' '.join(hide_passwords(flags))}")
     proc, url, start_s = start_app(flags, log, timeout=min(300, max(1, run.left())))
-    rep: dict = {"app_start_s": round(start_s, 2), "app_flags": flags}
+    rep: dict = {"app_start_s": round(start_s, 2), "app_flags": hide_passwords(flags)}
     # Safety net: calls give up at the deadline on their own; if anything still hangs 20 s later, stopping
     # the server makes every pending request fail at once, so the run ends and reports.
     watchdog = threading.Timer(max(0.0, run.left()) + 20, proc.kill)
@@ -445,7 +579,7 @@ def run_load(cfg: LoadConfig, workdir: Path, say=print) -> dict:
         rss = RssSampler(proc.pid, run)
         rep["rss_idle_mb"] = round(rss.sample(), 1)
         rss.start()
-        rep.update(_class(cfg, url, run, say))
+        rep.update(_class(cfg, url, run, say, login))
         rep["rss_after_class_mb"] = round(rss.sample(), 1)
         rep["sessions_freed"] = _wait_freed(log, rep.pop("sessions_opened"), min(cfg.cleanup_wait, run.left()))
         rep["rss_final_mb"] = round(rss.sample(), 1)
@@ -465,17 +599,28 @@ def run_load(cfg: LoadConfig, workdir: Path, say=print) -> dict:
     return rep
 
 
-def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
+def _class(cfg: LoadConfig, url: str, run: LoadRun, say, login: tuple[str, str] | None = None) -> dict:
     students = make_class(cfg.students)
-    say(f"{len(students)} students connecting")
-    with ThreadPoolExecutor(max_workers=len(students) + 1) as pool:
+    say(f"{len(students)} students connecting" + (", and the teacher" if login else ""))
+    with ThreadPoolExecutor(max_workers=len(students) + 2) as pool:
         sessions = list(pool.map(lambda s: Session(url, s.index, run), students))
         observer = pool.submit(Session, url, -1, run).result()
+        teacher = pool.submit(Session, url, TEACHER, run).result() if login else None
+    endpoint = signed_in = None
+    if teacher is not None and teacher.client is not None:
+        endpoint = class_view_endpoint(teacher.client.config)
+        c, _ = teacher.call("teacher_sign_in", "/teacher_sign_in", *login)
+        signed_in = not c.error
+        if endpoint is None:
+            c.error = "the app has no Class view (no event updates elem_id class-status-box)"
     go = run.clock()
     seen: dict[int, dict] = {}
     done = threading.Event()
     obs_bad: list[str] = []
     obs = threading.Thread(target=lambda: obs_bad.extend(observe(observer, done, cfg.observer_every)), daemon=True)
+    watched: list[list] = []
+    watcher = threading.Thread(target=lambda: watched.extend(watch(teacher, endpoint, done, cfg.teacher_every, go)),
+                               daemon=True)
 
     def student(i: int):
         if sessions[i].client is not None:
@@ -489,6 +634,9 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
     say(f"all {len(students)} press Train ({cfg.steps} steps each), then Attention and Switch")
     if observer.client is not None:
         obs.start()
+    if signed_in and endpoint:
+        say(f"the teacher watches the Class tab ({endpoint}) every {cfg.teacher_every:g} s")
+        watcher.start()
     for t in threads:
         t.start()
     if cfg.hostile:
@@ -502,11 +650,20 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
         foe.join(max(0.0, run.left()))
     if obs.is_alive():
         obs.join(max(0.0, min(30.0, run.left())))
-    problems = [p for s in students for p in check_student(s, seen.get(s.index, {}), cfg)]
-    problems += check_class(students, seen) + obs_bad
     rep = {"class_started_s": round(go, 2), "class_s": round(class_s, 1), "students": [asdict(s) for s in students],
            "seen": {str(i): v for i, v in seen.items()},
            "completed": sum(1 for s in students if "switch" in seen.get(s.index, {}))}
+    rep["teacher"] = None
+    if teacher is not None:
+        if watcher.is_alive():
+            watcher.join(max(0.0, min(30.0, run.left())))
+        final = class_view(teacher, endpoint, go) if signed_in and endpoint and run.left() > 0 else None
+        views = [c for c in run.calls if c.student == TEACHER and c.action == "class_view" and c.ended is not None]
+        rep["teacher"] = teacher_summary(bool(signed_in and endpoint), watched, [c.latency for c in views if not c.error],
+                                         sum(1 for c in views if c.error), len(students), cfg.steps, final)
+    problems = [p for s in students for p in check_student(s, seen.get(s.index, {}), cfg)]
+    problems += check_class(students, seen) + obs_bad
+    problems += teacher_problems(rep["teacher"], cfg.steps, sum(1 for s in students if "train" in seen.get(s.index, {})))
     if cfg.hostile:
         h = hostile.get("report")
         rep["hostile"] = h.summary() if h else None
@@ -517,9 +674,9 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say) -> dict:
     rep["replay"] = _replay(cfg, url, run, students, seen, say)
     problems += [f"replay of student {r['student']}: {r['problem']}" for r in rep["replay"] if r["problem"]]
     rep["isolation_problems"] = problems
-    for sess in [*sessions, observer]:
+    for sess in [*sessions, observer, *([teacher] if teacher else [])]:
         sess.close()
-    rep["sessions_opened"] = len(sessions) + 1 + len(rep["replay"])
+    rep["sessions_opened"] = len(sessions) + 1 + (teacher is not None) + len(rep["replay"])
     return rep
 
 
@@ -632,10 +789,30 @@ def report_text(rep: dict) -> str:
              f"isolation problems: {len(rep['isolation_problems'])}; intruder refused: "
              f"{(rep['intruder'] or {}).get('refused')}; replays: "
              + ", ".join(f"student {r['student']} {'same' if not r['problem'] else 'DIFFERENT'}" for r in rep["replay"]),
+             teacher_text(rep.get("teacher")),
              f"errors: {len(rep['errors'])}; deadline hit: {rep['deadline_hit']}"]
     lines += [f"  error: {e}" for e in rep["errors"][:20]]
     lines += [f"  isolation: {p}" for p in rep["isolation_problems"][:20]]
     return "\n".join(lines)
+
+
+def teacher_text(t: dict | None) -> str:
+    """One paragraph: what the teacher's Class view showed while the class trained."""
+    if t is None:
+        return "teacher: nobody watched the Class tab in this run (--no-teacher)"
+    if not t["signed_in"]:
+        return "teacher: could not sign in, so nobody watched the Class tab"
+    f = lambda x: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"  # noqa: E731
+    seen, fin, class_size = t["all_students_seen_at_s"], t["final"], t["class_size"]
+    return (f"teacher (the Class tab, refreshed as its timer does): {t['polls']} views, {t['errors']} failed, latency "
+            f"p50 {f(t['latency_p50_s'])} s, p95 {f(t['latency_p95_s'])} s, longest gap between two views while the "
+            f"class trained {f(t['max_gap_s'])} s; "
+            + (f"all {class_size} students seen {seen:.1f} s after they pressed Train" if seen is not None
+               else f"never saw all {class_size} students (at most {t['max_students']})")
+            + f"; the loss points grew in {t['loss_points_increases']} views, up to {t['max_loss_points']} (the "
+              f"class has {t['loss_points_possible']})"
+            + (f"; after the class: {fin[1]} students, {fin[2]} running, {fin[3]} runs, {fin[4]} loss points"
+               if fin else ""))
 
 
 def _p50_seen(rep: dict, key: str) -> float:
@@ -702,9 +879,11 @@ def main() -> int:
     ap.add_argument("--hostile", action="store_true", help="add a hostile student who attacks while the class runs")
     ap.add_argument("--baseline", action="store_true",
                     help="with --hostile: first run the same class without the hostile student, then compare p95s")
+    ap.add_argument("--no-teacher", action="store_true",
+                    help="nobody signs in as the teacher and watches the Class tab (to measure what watching costs)")
     args, app_flags = ap.parse_known_args()
     cfg = LoadConfig(args.students, args.steps, args.eval_examples, timeout=args.timeout, replay=args.replay,
-                     app_flags=app_flags, hostile=args.hostile)
+                     app_flags=app_flags, hostile=args.hostile, teacher=not args.no_teacher)
     from bench.common import machine, write_json
 
     base = None
