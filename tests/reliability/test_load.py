@@ -3,8 +3,9 @@
 The harness is ``bench/load_test.py`` (imported, not copied), at a smaller scale: 6 students,
 2 training steps each, all in the one scheduler's line (Gradio's queue hands them straight on), while
 the teacher watches the Class tab. One run serves every test below; it took 83 to 132 s on 2 cores
-before the teacher watched, and 204 s with the teacher on a shared machine. Nothing here times
-anything (speed is the benchmarks' job): the run's deadline is only there to end a hang.
+before the teacher watched, and 149 and 207 s (two runs) with the teacher, on a shared machine.
+Nothing here times anything (speed is the benchmarks' job): the run's deadline is only there to end
+a hang.
 """
 
 from __future__ import annotations
