@@ -400,7 +400,7 @@ def intrude(sess: Session) -> dict:
 TEACHER = -2  # the teacher's "student" index in the call log
 TEACHER_USER = "loadtest-teacher"
 TEACHER_FLAG = "--teacher-auth"
-STATUS = re.compile(r'<div id="class-status" data-students="(\d+)" data-running="(\d+)" data-runs="(\d+)"')
+STATUS = re.compile(r'<div id="class-status" data-students="(\d+)" data-running="(\d+)"[^>]*? data-runs="(\d+)"')
 
 
 def teacher_login(flags: list[str]) -> tuple[list[str], tuple[str, str]]:

@@ -21,10 +21,14 @@ REFRESH_S = 3.0
 
 
 def status_line(live: list[dict], everyone: list[dict]) -> str:
-    running = sum(r["state"] == "running" for r in live)
-    return (f'<div id="class-status" data-students="{len(live)}" data-running="{running}" '
-            f'data-runs="{len(everyone)}">{len(live)} student{"s" * (len(live) != 1)} with a run · {running} '
-            f'training now · {len(everyone)} run{"s" * (len(everyone) != 1)} in the class folder</div>')
+    """How many students have a run, train now, or are being compared with the prompts (their steps are done)."""
+    running = [r for r in live if r["state"] == "running"]
+    comparing = sum(len(r.get("steps", [])) >= (r.get("train_settings") or {}).get("steps", 0) for r in running)
+    training = len(running) - comparing
+    return (f'<div id="class-status" data-students="{len(live)}" data-running="{len(running)}" '
+            f'data-training="{training}" data-comparing="{comparing}" data-runs="{len(everyone)}">'
+            f'{len(live)} student{"s" * (len(live) != 1)} with a run · {training} training now · {comparing} being '
+            f'compared with the prompts · {len(everyone)} run{"s" * (len(everyone) != 1)} in the class folder</div>')
 
 
 def build(pg: Playground):

@@ -408,7 +408,7 @@ def build(pg: Playground) -> TrainTab:
                 "steps": steps, "batch_size": batch, "seed": seed, "eval_every": eval_every, "eval_examples": eval_n}
     init_label = {v: k for k, v in INITS.items()}
 
-    def class_view(seen, picked):
+    def class_settings(seen, picked):
         """The exercise and the list of shared prefixes, when either changed since ``seen`` (every tick of
         the timer: an unchanged page gets nothing, so an open dropdown stays open)."""
         shared = [(f"{p.name} ({p.author})", p.name) for p in desk.shared()]
@@ -437,7 +437,7 @@ def build(pg: Playground) -> TrainTab:
     seen_exercise = gr.State(None)
     class_outputs = [seen_exercise, exercise_note, task, *controls.values(), fork_pick]
     timer = gr.Timer(5.0)
-    timer.tick(class_view, [seen_exercise, fork_pick], class_outputs, queue=False, show_progress="hidden")
+    timer.tick(class_settings, [seen_exercise, fork_pick], class_outputs, queue=False, show_progress="hidden")
 
     @friendly
     def on_fork(name):
@@ -455,7 +455,7 @@ def build(pg: Playground) -> TrainTab:
 
     fork_btn.click(on_fork, fork_pick, [task, n_tokens, mlp, lr, steps, batch, seed, eval_every, eval_n, fork_on,
                                         fork_name])
-    return TrainTab(n_tokens, mlp, hidden, on_open, outputs, class_view, [seen_exercise, fork_pick], class_outputs)
+    return TrainTab(n_tokens, mlp, hidden, on_open, outputs, class_settings, [seen_exercise, fork_pick], class_outputs)
 
 
 def initial_preview(name: str = "sentiment") -> list[list]:
