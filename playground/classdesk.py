@@ -44,11 +44,12 @@ class ClassDesk:
             out.append({**mine[rid], "steps": self.pg.runs.steps(rid)})
         return out
 
-    def live(self, key: str, latest: int = MAX_OVERLAY) -> list[dict]:
-        """The teacher's view: each student's latest run (running or not) with its log, newest last."""
+    def live(self, key: str, latest: int = MAX_OVERLAY, runs: list[dict] | None = None) -> list[dict]:
+        """The teacher's view: each student's latest run (running or not) with its log, newest last. ``runs``:
+        the class's records when the caller has just read them (``runs(key, everyone=True)``)."""
         self._teacher(key)
         latest_by: dict[str, dict] = {}
-        for r in self.runs(key, everyone=True):
+        for r in runs if runs is not None else self.runs(key, everyone=True):
             latest_by[r["owner"]] = r  # records are oldest first: the last one wins
         recent = sorted(latest_by.values(), key=lambda r: r["started"])[-latest:]
         return [{**r, "steps": self.pg.runs.steps(r["run_id"])} for r in recent]

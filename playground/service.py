@@ -398,9 +398,9 @@ class Playground:
         try:
             run.phase = "training"
             for rec in self.run_steps(run, heartbeat=1.0):
-                if rec is not None:
+                if rec is not None:  # (None: a heartbeat while it waits for the model, nothing new to show)
                     self._record_step(run, rec)
-                run.bump()
+                    run.bump()
             if run.discarded:
                 raise PlaygroundError("This run's tabs closed and did not come back, so it was stopped.")
             if run.state == "stopped" and not self.baselines_ready(run):

@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("library: %s, %d prefixes (%.1f MB)%s; shipped: %s, %d prefixes, %s", lib.root, n, size / 2**20,
              ", read-only" if lib.read_only else "", lib.shipped, len(lib.names()) - n,
              "WRITABLE (--writable-shipped, for development)" if lib.writable_shipped else "read-only")
+    runs, _ = pg.runs.usage()
+    log.info("class folder: %s, %d run records; teacher: %s", pg.runs.root.parent, runs,
+             ", ".join(args.teachers) + (" (logs in on the login page)" if args.logins else " (signs in inside the app)")
+             if args.teachers else "none (no Class tab; add --teacher-auth-file)")
     if args.logins:  # user names only: a password never reaches the log
         log.info("password protection: on, %d login(s): %s", len(args.logins), ", ".join(u for u, _ in args.logins))
     elif args.share or args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -286,6 +286,17 @@ def build(pg: Playground) -> TrainTab:
     for c in (n_tokens, mlp, hidden):
         c.change(on_size(lambda s: parameter_summary(pg.base, s)), [n_tokens, mlp, hidden], params)
 
+    def waiting_note(run: TrainingRun, k: str) -> str:
+        """Where the run stands while it has no new step: its place in the model's line, or warming up."""
+        wait = pg.waiting(k) if run.phase == "training" else None
+        note = wait.note() if wait else ""
+        if not run.records and not note:
+            note = "warming up"
+            if run.prefix_settings.init == "demos":
+                k_ = run.prefix_settings.init_shots
+                note += f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training example{'s' * (k_ != 1)}"
+        return note
+
     def view(run: TrainingRun, k: str, busy: list) -> tuple:
         """What the page shows of a run, at any moment: its progress, curves, and (once compared) its tables."""
         t, ts = run.task, run.train_settings
@@ -298,15 +309,7 @@ def build(pg: Playground) -> TrainTab:
                     metric_figure(run.records, label, ts.steps, lines, run.start_metric, held))
 
         if run.phase in ("warming up", "training"):
-            wait = pg.waiting(k) if run.phase == "training" else None
-            note = wait.note() if wait else ""
-            if not run.records and not note:
-                note = "warming up"
-                if run.prefix_settings.init == "demos":
-                    k_ = run.prefix_settings.init_shots
-                    note += (f" · {run.prefix.num_virtual_tokens} virtual tokens from {k_} training "
-                             f"example{'s' * (k_ != 1)}")
-            return progress_html(run, note), *charts(), None, None, command
+            return progress_html(run, waiting_note(run, k)), *charts(), None, None, command
         if run.phase == "scoring start":
             return (progress_html(run, f"scoring the prefix as it started (step 0) on {run.held_out_n} held-out "
                                   "examples", "scoring"), *charts(), None, None, command)
@@ -329,14 +332,23 @@ def build(pg: Playground) -> TrainTab:
 
     def follow(k: str, run: TrainingRun):
         """Every change of this learner's run until it is over; a newer run of theirs (another tab pressed Train)
-        takes over."""
-        seen, busy = -1, []
+        takes over. Between changes, only the progress line moves (the run's place in the model's line): the
+        curves are drawn again only when a step or a phase is new."""
+        seen, busy, shown = -1, [], None
         while run is not None:
-            seen = run.wait_change(seen, 1.0)
+            version = run.wait_change(seen, 1.0)
             latest = pg.current_run(k)
             if latest is not run and latest is not None:  # a newer run: follow it instead
-                run, seen, busy = latest, -1, []
+                run, seen, busy, shown = latest, -1, [], None
                 continue
+            if version == seen:  # nothing new in a second
+                if run.phase == "training":
+                    note = waiting_note(run, k)
+                    if note != shown:
+                        shown = note
+                        yield progress_html(run, note), *[gr.skip()] * 5
+                continue
+            seen, shown = version, None
             yield view(run, k, busy)
             if run.done.is_set() and run.version == seen:
                 return
