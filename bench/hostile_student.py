@@ -72,6 +72,8 @@ class HostileReport:
         return [f"{a.action}: {a.detail}" for a in self.attempts if a.outcome == "broken"]
 
 
+TRAIN_STEPS = 3  # the hostile student's own run on its upload (the teacher's view sees it as one more learner)
+
 def classify(exc: BaseException | None) -> tuple[str, str]:
     """A gradio_client outcome: an AppError (a gr.Error) or a queue refusal is "refused", anything else "broken"."""
     if exc is None:
@@ -199,7 +201,7 @@ def wide_csv(url: str, rep: HostileReport, workdir: Path, seed: int) -> None:
         rep.add("wide_csv_upload", "served", status)
         for batch in (8, 2):  # batch 8 as the tester did, then the batch the server's budget allows
             try:
-                out = _call(client, "/train", "upload", 20, "task text", "", False, 256, 1e-2, 3, batch, 7, 0, 4,
+                out = _call(client, "/train", "upload", 20, "task text", "", False, 256, 1e-2, TRAIN_STEPS, batch, 7, 0, 4,
                             "auto", DEMO_SHOTS, False, timeout=600)  # DEMO_SHOTS, and no fork
                 rep.add(f"wide_csv_train_batch_{batch}", "served", str(out[0])[:200])
             except Exception as exc:  # noqa: BLE001

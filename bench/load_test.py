@@ -64,6 +64,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import pct  # noqa: E402
 from bench.driver import start_app, stop_app  # noqa: E402
+from bench.hostile_student import TRAIN_STEPS as HOSTILE_TRAIN_STEPS  # noqa: E402
 from bench.hostile_student import hostile_student  # noqa: E402
 
 TASKS = ("sentiment", "topic", "fr_en", "headline", "shout", "capitals")
@@ -483,18 +484,21 @@ def teacher_summary(signed_in: bool, samples: list[list], latencies: list[float]
     times = [s[0] for s in samples]
     return {"signed_in": signed_in, "polls": len(latencies) + errors, "errors": errors,
             "latency_p50_s": pct(latencies, 0.5), "latency_p95_s": pct(latencies, 0.95),
-            "all_students_seen_at_s": next((s[0] for s in samples if s[1] == class_size), None),
+            "all_students_seen_at_s": next((s[0] for s in samples if s[1] >= class_size), None),
             "loss_points_increases": sum(b > a for a, b in zip(pts, pts[1:])),
             "max_loss_points": max(pts, default=0), "max_students": max((s[1] for s in samples), default=0),
             "max_gap_s": round(max((b - a for a, b in zip(times, times[1:])), default=math.nan), 2),
             "class_size": class_size, "loss_points_possible": class_size * steps, "final": final, "samples": samples}
 
 
-def teacher_problems(t: dict | None, steps: int, trained: int) -> list[str]:
-    """What the teacher's view got wrong. ``final`` is the view after every student's Train call returned."""
+def teacher_problems(t: dict | None, steps: int, trained: int, others: int = 0, other_steps: int = 0) -> list[str]:
+    """What the teacher's view got wrong. ``final`` is the view after every student's Train call returned.
+    ``others``: runs of learners outside the class that finished too (the hostile student's, ``other_steps`` each),
+    which the teacher rightly sees."""
     if t is None:
         return []
     class_size = t["class_size"]
+    most_students, most_points = class_size + others, t["loss_points_possible"] + others * other_steps
     if not t["signed_in"]:
         return ["teacher: the teacher could not sign in, so nobody watched the class"]
     bad = []
@@ -505,13 +509,14 @@ def teacher_problems(t: dict | None, steps: int, trained: int) -> list[str]:
     if t["loss_points_increases"] < 2:
         bad.append(f"teacher: the loss points grew in {t['loss_points_increases']} Class views while the class "
                    "trained: the view did not follow the runs live")
-    if t["max_students"] > class_size or t["max_loss_points"] > t["loss_points_possible"]:
+    extra = f" and {others} other run{'s' * (others != 1)} of {other_steps} steps" if others else ""
+    if t["max_students"] > most_students or t["max_loss_points"] > most_points:
         bad.append(f"teacher: a Class view showed {t['max_students']} students and {t['max_loss_points']} loss points"
-                   f"; the class is {class_size} students of {steps} steps")
+                   f"; the class is {class_size} students of {steps} steps{extra}")
     f = t["final"]
-    if f is not None and (f[1], f[2], f[4]) != (trained, 0, trained * steps):
+    if f is not None and (f[1], f[2], f[4]) != (trained + others, 0, trained * steps + others * other_steps):
         bad.append(f"teacher: after the class the view showed {f[1]} students, {f[2]} running and {f[4]} loss points;"
-                   f" {trained} students trained {steps} steps each")
+                   f" {trained} students trained {steps} steps each{extra}")
     return bad
 
 
@@ -663,11 +668,14 @@ def _class(cfg: LoadConfig, url: str, run: LoadRun, say, login: tuple[str, str] 
                                          sum(1 for c in views if c.error), len(students), cfg.steps, final)
     problems = [p for s in students for p in check_student(s, seen.get(s.index, {}), cfg)]
     problems += check_class(students, seen) + obs_bad
-    problems += teacher_problems(rep["teacher"], cfg.steps, sum(1 for s in students if "train" in seen.get(s.index, {})))
+    others = 0
     if cfg.hostile:
         h = hostile.get("report")
         rep["hostile"] = h.summary() if h else None
         rep["hostile_broken"] = h.broken if h else ["the hostile student did not finish before the deadline"]
+        others = sum(v["served"] for a, v in (rep["hostile"] or {}).items() if a.startswith("wide_csv_train"))
+    problems += teacher_problems(rep["teacher"], cfg.steps, sum(1 for s in students if "train" in seen.get(s.index, {})),
+                                 others, HOSTILE_TRAIN_STEPS)
     rep["intruder"] = intrude(observer) if observer.client is not None and run.left() > 0 else None
     if rep["intruder"] is not None and not rep["intruder"]["refused"]:
         problems.append(f"the observer could use {JUST_TRAINED} without training: {rep['intruder']['message']}")

@@ -94,3 +94,11 @@ def test_a_view_that_never_showed_everyone_or_never_grew_fails():
     assert teacher_problems(nobody, 2, 3) == ["teacher: the teacher could not sign in, so nobody watched the class"]
     assert math.isnan(nobody["max_gap_s"]) and nobody["all_students_seen_at_s"] is None
     assert teacher_problems(None, 2, 3) == [] and "--no-teacher" in teacher_text(None)
+
+
+def test_the_hostile_students_own_run_is_one_more_learner_the_teacher_may_see():
+    # 3 students of 2 steps, and the hostile student's run of 3 steps: 4 learners, 9 points, all correct
+    seen = [[0.3, 0, 0, 0, 0], [3.2, 4, 4, 4, 2], [6.4, 4, 1, 4, 9]]
+    t = teacher_summary(True, seen, [0.1] * 3, 0, 3, 2, final=[9.0, 4, 0, 4, 9])
+    assert teacher_problems(t, 2, 3, others=1, other_steps=3) == []
+    assert any("showed 4 students and 9 loss points" in p for p in teacher_problems(t, 2, 3))  # not counted: too many
