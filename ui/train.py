@@ -191,11 +191,11 @@ def build(pg: Playground) -> TrainTab:
                                           "(bf16 where the CPU/GPU multiplies it in hardware); the prefix itself "
                                           "always stays fp32")
             params = gr.Markdown(parameter_summary(pg.base, PrefixSettings()), elem_id="param-summary")
+            command = gr.Textbox(label="The command that reproduces this run (python -m playground train)",
+                                 interactive=False, buttons=["copy"], elem_id="run-command", lines=2, max_lines=4)
         # The live column stays in view (assets/app.css) while the controls beside it scroll.
         with gr.Column(scale=3, elem_id="train-live"):
             progress = gr.HTML(progress_html(None), elem_id="progress-box")
-            command = gr.Textbox(label="The command that reproduces this run (python -m playground train)",
-                                 interactive=False, buttons=["copy"], elem_id="run-command", lines=1, max_lines=3)
             with gr.Row():
                 loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
                 metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot", show_label=False)
