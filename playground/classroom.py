@@ -29,7 +29,7 @@ from .library import Library
 from .models import BaseModel
 from .peft_folder import make_card
 from .roster import Roster
-from .runlog import RunLog, RunRecord
+from .runlog import RunLog, RunRecord, write_atomic
 
 CLASS_FILE = "class.json"
 # The settings an exercise may fix, by where they live in a run record, with the label students see.
@@ -105,9 +105,7 @@ class Classroom:
 
     def _write(self, state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{CLASS_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, self.folder / CLASS_FILE)
+        write_atomic(self.folder / CLASS_FILE, json.dumps(state, indent=1))
         self._state = state
 
     # ---- the exercise ----------------------------------------------------------------------------
@@ -204,7 +202,7 @@ class Classroom:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             for r in self.runs.records():
-                w.writerow(_csv_row(r, self.roster, by_run.get(r.run_id, "")))
+                w.writerow(_csv_row(r, by_run.get(r.run_id, "")))
         os.replace(tmp, csv_path)
         tmp = zip_path.with_suffix(".zip.tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
@@ -234,7 +232,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")[:24] or "student"
 
 
-def _csv_row(r: RunRecord, roster: Roster, pushed_as: str) -> list:
+def _csv_row(r: RunRecord, pushed_as: str) -> list:
     ps, ts = r.prefix_settings, r.train_settings
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     return [r.run_id, r.author, r.task, r.metric, r.held_out.get("split", ""), r.held_out.get("n", ""),

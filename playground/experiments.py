@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import threading
 import time
@@ -34,6 +33,7 @@ from .evaluation import evaluate
 from .methods import MethodSettings, create_method, default_learning_rate
 from .models import BaseModel
 from .prefix import DEMO_SHOTS, PrefixSettings
+from .runlog import write_atomic
 from .tasks import Task
 from .training import MAX_STEPS, TrainSettings, held_out_split, train
 
@@ -176,12 +176,6 @@ def run_one(base: BaseModel, task: Task, spec: RunSpec, s: ExperimentSettings,
                [(r.step, r.loss, r.metric) for r in records])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_all(base: BaseModel, task: Task, s: ExperimentSettings, out: Path | None = None,
             say: Callable[[str], None] = print) -> dict:
     """Every study of ``s``; with ``out``, results.json is rewritten after each run and reused on a rerun."""
@@ -204,14 +198,14 @@ def run_all(base: BaseModel, task: Task, s: ExperimentSettings, out: Path | None
                           eval_split=s.eval_split, say=say)
         data["compare"] = to_json(results)
         if path:
-            _write_atomic(path, json.dumps(data, indent=1))
+            write_atomic(path, json.dumps(data, indent=1))
     t_all = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         run = run_one(base, task, spec, s)
         data["runs"].append(asdict(run))
         if path:
-            _write_atomic(path, json.dumps(data, indent=1))
+            write_atomic(path, json.dumps(data, indent=1))
         per_run = (time.perf_counter() - t_all) / i
         say(f"[{i}/{len(specs)}] {spec.study:>6} {spec.series:>15} x={spec.x:<6g} seed {spec.seed}: "
             f"{100 * run.metric_start:5.1f}% -> {100 * run.metric:5.1f}%, loss {run.final_loss:.3f}, "

@@ -112,7 +112,7 @@ def _dumps(v, **kw) -> str:
     return json.dumps(_plain(v), allow_nan=False, ensure_ascii=False, **kw)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all: a hidden temporary file beside it, flushed, then renamed over it."""
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
@@ -248,7 +248,7 @@ class RunLog:
         the disk, so a record held since before ``save_prefix`` does not hide the saved prefix."""
         d = self._existing(rec.run_id)
         rec.has_prefix = (d / PREFIX_DIR).is_dir()
-        _write_atomic(d / RUN_FILE, _dumps(asdict(rec), indent=1) + "\n")
+        write_atomic(d / RUN_FILE, _dumps(asdict(rec), indent=1) + "\n")
 
     def save_prefix(self, run_id: str, prefix: Prefix) -> None:
         """Store the trained prefix in PEFT's format under <run>/prefix/ (replacing one saved before), and

@@ -362,7 +362,6 @@ class Playground:
                                          "") if run.forked_from else "")
         upload = task.name == "upload"
         run.record = rec = self.runs.begin(rec, data=task if upload else None)
-        run.run_id = rec.run_id
         if run.forked_from:  # the command starts from the forked prefix's folder
             rec.command = train_command(rec, self.library.root, self.runs.root / rec.run_id if upload else None,
                                         start_from=self.library.path(run.forked_from))
@@ -671,11 +670,12 @@ class Playground:
         return self.library.save(name.strip(), run.prefix, card, overwrite=overwrite, owner=owner)
 
     # ---- Prefixes by name --------------------------------------------------------------------
-    def prefix_choices(self, key: str) -> list[str]:
-        """This learner's just-trained prefix, then what the teacher shared, then the rest of the library."""
+    def prefix_choices(self, key: str, shared: list[str] | None = None) -> list[str]:
+        """This learner's just-trained prefix, then what the teacher shared (``shared``: their names, looked up
+        when not given), then the rest of the library."""
         s = self.sessions.peek(key)
         mine = [JUST_TRAINED] if s and s.run and s.run.records else []
-        shared = [p.name for p in self.classroom.pushed()]
+        shared = shared if shared is not None else [p.name for p in self.classroom.pushed()]
         return mine + shared + [n for n in self.library.names() if n not in shared]
 
     def prefix_label(self, key: str, name: str, shared: dict[str, str] | None = None) -> str:
@@ -705,8 +705,8 @@ class Playground:
 
     def prefix_picks(self, key: str) -> list[tuple[str, str]]:
         """``prefix_choices`` as (label, name) pairs for a picker."""
-        shared = {p.name: p.author for p in self.classroom.pushed()}
-        return [(self.prefix_label(key, n, shared), n) for n in self.prefix_choices(key)]
+        shared = {p.name: p.author for p in self.classroom.pushed()}  # one listing of the library, not three
+        return [(self.prefix_label(key, n, shared), n) for n in self.prefix_choices(key, list(shared))]
 
     def lessons(self) -> dict[str, str]:
         """Shipped prefixes kept to show what prefix tuning cannot do: {name: the lesson, from its card}."""

@@ -47,8 +47,7 @@ class TrainingRun:
     phase: str = "warming up"  # "warming up", "training", "scoring start", "scoring prompts", "done"
     rows: list | None = None  # the before/after rows on held-out examples, once compared
     error: str = ""  # why the run or its comparison ended with an error (a message for the learner)
-    run_id: str = ""  # its record in the class folder (runlog.RunLog)
-    record: object = None  # that record (a runlog.RunRecord), written again when the run ends
+    record: object = None  # its record in the class folder (a runlog.RunRecord), written again when the run ends
     forked_from: str = ""  # the pushed prefix it started from
     done: threading.Event = field(default_factory=threading.Event)  # training and its comparison are over
     version: int = 0  # bumped on every change a page shows
@@ -65,6 +64,11 @@ class TrainingRun:
         with self.changed:
             self.changed.wait_for(lambda: self.version != seen, timeout)
             return self.version
+
+    @property
+    def run_id(self) -> str:
+        """Its record's id in the class folder ("" before the record is begun)."""
+        return self.record.run_id if self.record is not None else ""
 
     @property
     def steps_done(self) -> int:

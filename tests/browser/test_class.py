@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
+from tests.browser.test_browser import progress, set_number  # the Train tab's readers, as the other tests use them
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 SHIPPED = ROOT / "prefixes"
@@ -75,23 +76,6 @@ def shot(page, name: str) -> None:
         page.wait_for_timeout(1000)  # their closing animation
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def progress(page) -> dict:
-    return page.evaluate("""() => { const d = document.querySelector('#pp-progress');
-                                    return d ? {state: d.dataset.state, step: +d.dataset.step,
-                                                total: +(d.dataset.total || 0)} : {}; }""")
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.wait_for(state="visible")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    rng = page.locator(f"#{elem_id} input[type=range]")
-    if rng.count():
-        wait_until(lambda: rng.first.input_value() == str(value), timeout=10, what=f"{elem_id} = {value}")
 
 
 def choose(page, elem_id: str, text: str) -> None:
