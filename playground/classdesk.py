@@ -8,19 +8,36 @@ A student sees and compares their own runs, and forks what the teacher shared.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import plotly.graph_objects as go
 
 from .classroom import Exercise, Pushed
 from .errors import PlaygroundError
+from .runfigures import leaderboard_rows, runs_figure
 from .service import Playground
 
 MAX_OVERLAY = 40  # runs one plot overlays (a class of 30, and a few runs more)
 
 
+@dataclass(frozen=True)
+class ClassView:
+    """What the teacher's Class tab shows at one moment (shared by every teacher's page: read, never change)."""
+
+    everyone: list[dict]  # every run record of the class, oldest first
+    live: list[dict]  # each student's latest run with its steps, oldest first
+    loss: go.Figure  # every live run's training loss, overlaid
+    metric: go.Figure  # their held-out metric
+    board: tuple[list[str], list[list]]  # the leaderboard's headers and rows
+
+
 class ClassDesk:
     def __init__(self, pg: Playground):
         self.pg = pg
+        self._view: tuple[tuple, ClassView] | None = None  # (the class folder's signature, the view drawn from it)
+        self._view_lock = threading.Lock()
 
     def _teacher(self, key: str) -> None:
         if not self.pg.is_teacher(key):
@@ -53,6 +70,21 @@ class ClassDesk:
             latest_by[r["owner"]] = r  # records are oldest first: the last one wins
         recent = sorted(latest_by.values(), key=lambda r: r["started"])[-latest:]
         return [{**r, "steps": self.pg.runs.steps(r["run_id"])} for r in recent]
+
+    def view(self, key: str) -> ClassView:
+        """The teacher's view: the records, the live runs, both overlays and the leaderboard. Drawn again only
+        when a run began, stepped or changed (``RunLog.signature``); otherwise every refresh, of any teacher's
+        page, gets the same view for a few stat calls, so watching the class costs the class's training
+        almost nothing."""
+        self._teacher(key)
+        with self._view_lock:
+            sig = self.pg.runs.signature()
+            if self._view is None or self._view[0] != sig:
+                everyone = self.runs(key, everyone=True)
+                live = self.live(key, runs=everyone)
+                self._view = sig, ClassView(everyone, live, runs_figure(live, "loss"), runs_figure(live, "metric"),
+                                            leaderboard_rows(everyone))
+            return self._view[1]
 
     def command(self, key: str, run_id: str) -> str:
         """The ``python -m playground train ...`` line that reproduces a run (one's own, or any for the teacher)."""

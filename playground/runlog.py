@@ -317,6 +317,19 @@ class RunLog:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def signature(self) -> tuple:
+        """What changes whenever a run is begun, steps, is updated or cleared: each run folder's name, its
+        run.json's inode (every update renames a new file over it), modification time and size, and its
+        steps.jsonl's size (appended to). A few stat calls, so a view can skip re-reading every record when
+        nothing changed."""
+        def stat(path: Path) -> tuple[int, int, int]:
+            try:
+                st = path.stat()
+            except OSError:
+                return -1, -1, -1
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        return tuple(sorted((d.name, *stat(d / RUN_FILE), stat(d / STEPS_FILE)[2]) for d in self._run_dirs()))
+
     def records(self) -> list[RunRecord]:
         """Every run, oldest first; a folder whose run.json is missing or unreadable is skipped."""
         out = []

@@ -9,7 +9,7 @@ import gradio as gr
 
 from playground.classdesk import ClassDesk
 from playground.classroom import EXERCISE_FIELDS
-from playground.runfigures import leaderboard_rows, run_labels, runs_figure
+from playground.runfigures import run_labels
 from playground.service import Playground
 from playground.tasks import BUILTIN
 
@@ -95,13 +95,12 @@ def build(pg: Playground):
         k = key(request)
         if not pg.is_teacher(k):  # a student's page: the tab is hidden and shows nothing
             return [gr.skip()] * 7
-        everyone = desk.runs(k, everyone=True)  # read once: every run.json of the class
-        live = desk.live(k, runs=everyone)
-        headers, rows = leaderboard_rows(everyone)
+        v = desk.view(k)  # drawn again only when a run began, stepped or changed
+        headers, rows = v.board
         names = pg.library.names()
         shared = [(f"{p.name} ({p.author})", p.name) for p in desk.shared()]
-        return (status_line(live, everyone), runs_figure(live, "loss"), runs_figure(live, "metric"),
-                {"headers": headers, "data": rows} if rows else None, choices(everyone, run_picked),
+        return (status_line(v.live, v.everyone), v.loss, v.metric,
+                {"headers": headers, "data": rows} if rows else None, choices(v.everyone, run_picked),
                 gr.update(choices=names, value=prefix_picked if prefix_picked in names else None),
                 gr.update(choices=shared, value=shared_picked if shared_picked in {n for _, n in shared} else None))
 

@@ -156,6 +156,27 @@ def test_the_live_view_has_each_students_latest_run_with_its_log(pg):
     assert len(desk.runs(TEACHER, everyone=True)) == 3
 
 
+def test_the_teachers_view_is_drawn_again_only_when_a_run_changes(pg):
+    desk = ClassDesk(pg)
+    with pytest.raises(PlaygroundError, match="Only the teacher"):
+        desk.view("browser:a")
+    empty = desk.view(TEACHER)
+    assert empty.everyone == [] and empty.live == [] and "No runs yet" in empty.loss.layout.title.text
+    run = train(pg, "browser:a", steps=2)
+    first = desk.view(TEACHER)
+    assert first is not empty and [r["run_id"] for r in first.live] == [run.run_id]
+    assert len(first.loss.data) == 1 and list(first.loss.data[0].y) == [s["loss"] for s in pg.runs.steps(run.run_id)]
+    assert first.board[1][0][1] == first.everyone[0]["author"]
+    assert desk.view(TEACHER) is first  # nothing changed: the same view, nothing read or drawn
+    pg.runs.step(run.run_id, {"step": 3, "loss": 0.5, "metric": None, "elapsed": 1.0})  # a step appended
+    stepped = desk.view(TEACHER)
+    assert stepped is not first and list(stepped.loss.data[0].y)[-1] == 0.5
+    rec = pg.runs.get(run.run_id)
+    rec.note = "x"  # run.json rewritten, same size and maybe the same clock tick: a new file all the same
+    pg.runs.update(rec)
+    assert desk.view(TEACHER) is not stepped
+
+
 def test_push_shows_a_run_to_everyone_and_a_classmate_forks_it(pg):
     desk = ClassDesk(pg)
     pg.set_name("browser:a", "alex")
