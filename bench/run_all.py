@@ -28,6 +28,7 @@ SUITE = {
     "prefix_overhead": ("prefix_overhead.py", [], ["--new-tokens", "4", "--repeats", "1"]),
     "attention_latency": ("attention_latency.py", [], ["--repeats", "3"]),
     "attention_batch": ("attention_batch.py", [], ["--views", "1", "4", "--repeats", "1"]),
+    "probe_overhead": ("probe_overhead.py", [], ["--repeats", "1", "--steps", "4"]),
     "cold_start": ("cold_start.py", ["--repeats", "3"], ["--repeats", "1"]),
     "peak_memory": ("peak_memory.py", ["--steps", "20"], ["--steps", "3"]),
     "turn_pauses": ("turn_pauses.py", [], ["--rows", "12", "--digits", "300", "--eval-examples", "2"]),

@@ -233,14 +233,31 @@ def settings_diff(runs: list[dict]) -> tuple[list[str], list[list]]:
              for lb, r, e in zip(labels, runs, eff)])
 
 
-LEADERBOARD_HEADERS = ["rank", "student", "task", "held-out %", "state", "steps", "settings"]
+LEADERBOARD_HEADERS = ["rank", "student", "task", "held-out %", "the strongest prompt, on the same examples", "state",
+                       "steps", "settings"]
+
+
+def strongest_prompt(run: dict) -> str:
+    """The best way of answering without training in the run's final table (``summary``: the prompts, not the bare
+    model or the prefix; ties: the one listed first, as ``baselines.strongest`` picks), with its score and its
+    cost per query: "instruction + 4 examples: 78.1% · 112 prompt tokens"; "—" before the run is compared."""
+    prompts = [r for r in run.get("summary") or [] if isinstance(r, dict) and r.get("key") not in ("base", "prefix")
+               and isinstance(r.get("mean"), (int, float))]
+    if not prompts:
+        return NO_VALUE
+    best = max(prompts, key=lambda r: r["mean"])  # max keeps the first of equal scores
+    cost = best.get("prompt_tokens")
+    return f"{best.get('label', best.get('key'))}: {100 * best['mean']:.1f}%" + \
+        (f" · {cost} prompt tokens" if isinstance(cost, int) else "")
 
 
 def leaderboard_rows(runs: list[dict]) -> tuple[list[str], list[list]]:
     """Headers and rows of the class leaderboard: per task (tasks in alphabetical order), runs ranked by their
     final held-out metric, best first; equal scores share a rank and keep the run started first on top; runs
     not yet measured come last with rank "—". Uploaded tasks with different examples (their records'
-    ``data_fingerprint``) are ranked apart. Columns: ``LEADERBOARD_HEADERS``."""
+    ``data_fingerprint``) are ranked apart. Beside each run's score, the strongest prompt's on the same examples,
+    with its cost (``strongest_prompt``): the prefix's own cost is its virtual tokens, in the settings.
+    Columns: ``LEADERBOARD_HEADERS``."""
     def key(r: dict) -> tuple[str, str]:
         return str(r.get("task", "")), str(r.get("data_fingerprint", ""))
 
@@ -257,6 +274,6 @@ def leaderboard_rows(runs: list[dict]) -> tuple[list[str], list[list]]:
                 rank, prev = i + 1, m
             total = _train(r).get("steps")
             rows.append([rank if m is not None else NO_VALUE, str(r.get("author") or "anonymous"),
-                         r.get("task_title") or task, _pct(m, r), r.get("state", ""),
+                         r.get("task_title") or task, _pct(m, r), strongest_prompt(r), r.get("state", ""),
                          f"{r.get('steps_done', 0)}/{total if total is not None else '?'}", settings_text(r)])
     return list(LEADERBOARD_HEADERS), rows

@@ -41,6 +41,7 @@ from .tasks import Task
 
 RUN_FILE = "run.json"
 STEPS_FILE = "steps.jsonl"
+PROBES_FILE = "attention.jsonl"  # the attention on the prefix at step 0 and every few steps (probe.py)
 PREFIX_DIR = "prefix"
 DATA_FILES = ("train", "test")  # an uploaded task's splits, written as <split>.jsonl
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]{1,24}-[0-9a-f]{6}$")  # exactly what new_id makes
@@ -76,6 +77,7 @@ class RunRecord:
     forked_from: str = ""  # the run_id this run's prefix started from ("" if none)
     has_prefix: bool = False  # the trained prefix is stored in the run folder (PEFT format); read from the disk
     note: str = ""  # e.g. why it stopped
+    probe_text: str = ""  # the held-out prompt its attention on the prefix was recorded on (probe.py)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunRecord":
@@ -233,7 +235,14 @@ class RunLog:
 
     def step(self, run_id: str, row: dict) -> None:
         """Append one JSON line to the run's steps.jsonl, written whole and flushed."""
-        path = self._existing(run_id) / STEPS_FILE
+        self._append(self._existing(run_id) / STEPS_FILE, row)
+
+    def probe(self, run_id: str, row: dict) -> None:
+        """Append one recording of the attention on the prefix (``probe.ProbePoint.as_dict``) to attention.jsonl."""
+        self._append(self._existing(run_id) / PROBES_FILE, row)
+
+    @staticmethod
+    def _append(path: Path, row: dict) -> None:
         line = (_dumps(row) + "\n").encode("utf-8")
         with open(path, "ab+") as f:
             if f.seek(0, os.SEEK_END) > 0:
@@ -296,7 +305,14 @@ class RunLog:
 
     def steps(self, run_id: str) -> list[dict]:
         """Every complete line of the run's steps.jsonl; a torn line (a writer killed mid-line) is skipped."""
-        path = self._existing(run_id) / STEPS_FILE
+        return self._lines(self._existing(run_id) / STEPS_FILE)
+
+    def probes(self, run_id: str) -> list[dict]:
+        """The run's recordings of the attention on its prefix (attention.jsonl), as ``steps`` reads lines."""
+        return self._lines(self._existing(run_id) / PROBES_FILE)
+
+    @staticmethod
+    def _lines(path: Path) -> list[dict]:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:

@@ -49,6 +49,9 @@ class TrainingRun:
     error: str = ""  # why the run or its comparison ended with an error (a message for the learner)
     record: object = None  # its record in the class folder (a runlog.RunRecord), written again when the run ends
     forked_from: str = ""  # the pushed prefix it started from
+    probe_text: str = ""  # the held-out prompt the attention on the prefix is recorded on while it trains
+    probes: list = field(default_factory=list)  # probe.ProbePoint at step 0 and every few steps
+    probe_note: str = ""  # why the recordings stopped ("" while they go on)
     done: threading.Event = field(default_factory=threading.Event)  # training and its comparison are over
     version: int = 0  # bumped on every change a page shows
     changed: threading.Condition = field(default_factory=threading.Condition)

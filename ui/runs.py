@@ -8,12 +8,13 @@ curves; the table beside them keeps only the settings that differ.
 import gradio as gr
 
 from playground.classdesk import ClassDesk
-from playground.runfigures import run_labels, runs_figure, settings_diff, settings_text
+from playground.runfigures import run_labels, runs_figure, settings_diff, settings_text, strongest_prompt
 from playground.service import Playground
 
 from .common import asset, friendly, key
 
-LIST_HEADERS = ["run", "task", "state", "held-out %", "steps", "settings"]
+LIST_HEADERS = ["run", "task", "state", "held-out %", "the strongest prompt, on the same examples", "steps",
+                "settings"]
 
 
 def listing(runs: list[dict]) -> list[list]:
@@ -22,7 +23,7 @@ def listing(runs: list[dict]) -> list[list]:
     for label, r in zip(run_labels(runs), runs):
         m, held = r.get("final_metric"), r.get("held_out") or {}
         score = "—" if m is None else f"{100 * m:.1f}% (n = {held.get('n')}, {held.get('split')})"
-        rows.append([label, r["task"], r["state"], score,
+        rows.append([label, r["task"], r["state"], score, strongest_prompt(r),
                      f"{r['steps_done']}/{(r.get('train_settings') or {}).get('steps', '?')}", settings_text(r)])
     return rows[::-1]
 

@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 import gradio as gr
 
 from playground.classdesk import ClassDesk
-from playground.figures import loss_figure, metric_figure
+from playground.figures import loss_figure, metric_figure, probe_figure, probe_slots_figure
 from playground.library import NameTaken
 from playground.methods import prefix_learning_rate
 from playground.metrics import METRIC_LABELS, METRICS
 from playground.models import autocast_dtype
 from playground.prefix import DEMO_SHOTS, MAX_DEMO_SHOTS, PrefixSettings
+from playground.probe import probe_every
 from playground.report import BASELINE_HEADERS, baseline_cells, parameter_summary, versus_best_prompt
 from playground.service import Playground
 from playground.sessions import TrainingRun
@@ -71,6 +72,27 @@ def progress_html(run: TrainingRun | None, note: str = "", state: str | None = N
     return (f'<div id="pp-progress" data-state="{state}" data-step="{done}" data-total="{total}">'
             f'<progress value="{done}" max="{total}" style="width:100%;height:14px"></progress>'
             f'<div><b>{label}</b> · {esc(" · ".join(parts))}{" · " + esc(note) if note else ""}</div></div>')
+
+
+def probe_text_md(run: TrainingRun | None) -> str:
+    """The line above the attention-while-training figures: the probe prompt, how often, and what it cost."""
+    if run is None:
+        return ""
+    if run.probe_note:
+        return run.probe_note
+    ms = [1000 * p.seconds for p in run.probes]
+    cost = (f" · {len(ms)} recorded so far, {sum(ms) / len(ms):.0f} ms each on average (one forward of the prompt, "
+            f"waiting for the model included)") if ms else ""
+    return (f"Recorded on the held-out input “{esc(' '.join(run.probe_text.split())[:120])}” at step 0 and every "
+            f"{probe_every(run.train_settings.steps)} step(s){cost}.")
+
+
+def slots_at(run: TrainingRun | None, step) -> object:
+    """The layer × virtual-token map of the last recording at or before ``step`` (the latest when None)."""
+    if run is None or not run.probes:
+        return probe_slots_figure(None)
+    points = [p for p in run.probes if step is None or p.step <= step] or run.probes[:1]
+    return probe_slots_figure(points[-1], run.probe_text)
 
 
 def on_size(show):
@@ -201,6 +223,15 @@ def build(pg: Playground) -> TrainTab:
                 metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot", show_label=False)
     with gr.Row(elem_id="train-results"):
         with gr.Column():
+            with gr.Accordion("Inside the prefix while it learns: where the model looks", open=True,
+                              elem_id="probe-box"):
+                gr.Markdown(text.get("probe", ""), elem_id="probe-intro")
+                probe_md = gr.Markdown(elem_id="probe-note")
+                with gr.Row():
+                    probe_plot = gr.Plot(elem_id="probe-plot", show_label=False)
+                    slots_plot = gr.Plot(elem_id="probe-slots", show_label=False)
+                replay = gr.Slider(0, 20, value=0, step=1, label="Replay the virtual-token map at step",
+                                   elem_id="probe-step", info="the map of the last recording at or before this step")
             summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Every way of answering, scored on the same "
                                    "held-out examples, with what it costs per query", wrap=True, interactive=False,
                                    elem_id="summary-table", column_widths=SUMMARY_WIDTHS)
@@ -308,19 +339,22 @@ def build(pg: Playground) -> TrainTab:
             return (loss_figure(run.records, ts.steps),
                     metric_figure(run.records, label, ts.steps, lines, run.start_metric, held))
 
+        last = run.probes[-1].step if run.probes else 0
+        inside = (probe_text_md(run), probe_figure(run.probes, ts.steps, run.probe_text), slots_at(run, None),
+                  gr.update(maximum=max(ts.steps, 1), value=last))
         if run.phase in ("warming up", "training"):
-            return progress_html(run, waiting_note(run, k)), *charts(), None, None, command
+            return progress_html(run, waiting_note(run, k)), *charts(), None, None, command, *inside
         if run.phase == "scoring start":
             return (progress_html(run, f"scoring the prefix as it started (step 0) on {run.held_out_n} held-out "
-                                  "examples", "scoring"), *charts(), None, None, command)
+                                  "examples", "scoring"), *charts(), None, None, command, *inside)
         if run.phase == "scoring prompts":
             return (progress_html(run, "scoring the base model and the prompts without training (the instruction, "
                                   "+ format, few-shot over draws; once per task for the whole class)", "scoring"),
-                    *charts(), None, None, command)
+                    *charts(), None, None, command, *inside)
         stopped = run.state == "stopped"
         if run.rows is None or run.strongest is None:  # stopped before any comparison, or an error
             return (progress_html(run, f"stopped at step {run.steps_done}. {run.error}" if stopped else run.error),
-                    *charts(), None, None, command)
+                    *charts(), None, None, command, *inside)
         best = run.strongest.as_dict()
         note = versus_best_prompt(run.metric or 0.0, run.held_out_n, best, run.paired)
         note = f"stopped early at step {run.steps_done} · {note}" if stopped else note
@@ -328,7 +362,8 @@ def build(pg: Playground) -> TrainTab:
             busy.append(pg.load().note())
         note = f"{note} · ⚠ {busy[0]}" if busy[0] else note
         lines = {"base": run.baselines["base"], "instruction": run.baselines["instruction"], best["label"]: best["mean"]}
-        return progress_html(run, note), *charts(lines), summary_rows(run), table_rows(run.rows, run), command
+        return (progress_html(run, note), *charts(lines), summary_rows(run), table_rows(run.rows, run), command,
+                *inside)
 
     def follow(k: str, run: TrainingRun):
         """Every change of this learner's run until it is over; a newer run of theirs (another tab pressed Train)
@@ -346,7 +381,7 @@ def build(pg: Playground) -> TrainTab:
                     note = waiting_note(run, k)
                     if note != shown:
                         shown = note
-                        yield progress_html(run, note), *[gr.skip()] * 5
+                        yield progress_html(run, note), *[gr.skip()] * (len(outputs) - 1)
                 continue
             seen, shown = version, None
             yield view(run, k, busy)
@@ -371,11 +406,16 @@ def build(pg: Playground) -> TrainTab:
         k = key(request)
         run = pg.current_run(k)
         if run is None:
-            yield progress_html(None), None, None, None, None, ""
+            yield progress_html(None), None, None, None, None, "", "", None, None, gr.skip()
             return
         yield from follow(k, run)
 
-    outputs = [progress, loss_plot, metric_plot, summary, table, command]
+    outputs = [progress, loss_plot, metric_plot, summary, table, command, probe_md, probe_plot, slots_plot, replay]
+
+    def replay_map(step, request: gr.Request):
+        return slots_at(pg.current_run(key(request)), step)
+
+    replay.release(replay_map, replay, slots_plot, queue=False, show_progress="hidden")
     train_btn.click(on_train, [task, n_tokens, init, init_text, mlp, hidden, lr, steps, batch, seed, eval_every,
                                eval_n, precision, init_shots, fork_on, fork_name], outputs,
                     concurrency_id="train", concurrency_limit=slots(pg, "train"),

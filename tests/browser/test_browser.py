@@ -134,6 +134,23 @@ def test_train_live_curves_table_and_save(page, library):
     metric = plot_data(page, "metric-plot")[0]
     # step 0 is the initialized prefix's score, before any training
     assert metric["x"] == [0, 2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
+    # The attention on the prefix, recorded while it trained: step 0 and every step of 6 (layer x step), and
+    # the layer x virtual-token map of the last recording, replayed at step 2 with the slider.
+    heat = plot_data(page, "probe-plot")[0]
+    assert heat["type"] == "heatmap" and heat["x"] == [0, 1, 2, 3, 4, 5, 6] and len(heat["z"]) == 30
+    assert all(len(row) == 7 and all(0 <= v <= 1 for v in row) for row in heat["z"])
+    assert [row[0] for row in heat["z"]] != [row[-1] for row in heat["z"]]  # where the model looks moved
+    last = plot_data(page, "probe-slots")[0]["z"]  # [virtual token][layer]
+    assert len(last) == 20 and all(len(row) == 30 for row in last)
+    # each layer's share is split over the 20 virtual tokens (rounded to 6 places)
+    assert all(abs(sum(r[i] for r in last) - heat["z"][i][-1]) < 1e-4 for i in range(30))
+    assert "recorded on the held-out input" in page.locator("#probe-note").inner_text().lower()
+    step = page.locator("#probe-step input[type=number]")
+    step.fill("2")
+    step.press("Tab")  # the slider's release: the map of step 2
+    wait_until(lambda: "at step 2" in page.locator("#probe-slots").inner_text(), what="the map at step 2")
+    at2 = plot_data(page, "probe-slots")[0]["z"]
+    assert all(abs(sum(r[i] for r in at2) - heat["z"][i][2]) < 1e-4 for i in range(30)) and at2 != last
     wait_until(lambda: table_rows(page, "compare-table") == 9, what="the before/after table")  # + its score row
     assert "score on all 8 held-out examples" in page.locator("#compare-table").inner_text()
     done = page.locator("#pp-progress").inner_text()

@@ -151,6 +151,10 @@ def test_the_teacher_signs_in_and_sees_the_whole_class_live(pages):
     assert len(plot_data(t, "class-metric")) == 3
     board = t.locator("#class-board").inner_text()
     assert all(n in board for n in STUDENTS) and "n = 8, validation" in board
+    # beside each finished run, the strongest prompt on the same examples, with its cost
+    wait_until(lambda: "prompt tokens" in t.locator("#class-board").inner_text(), timeout=300,
+               what="a run's strongest prompt on the leaderboard")
+    assert "the strongest prompt, on the same examples" in t.locator("#class-board").inner_text()
     shot(t, "class-tab")
 
 

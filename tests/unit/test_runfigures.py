@@ -15,6 +15,7 @@ from playground.runfigures import (
     runs_figure,
     settings_diff,
     settings_text,
+    strongest_prompt,
 )
 
 pytestmark = pytest.mark.unit
@@ -164,9 +165,23 @@ def test_leaderboard_ranks_per_task_best_first_with_ties_in_start_order():
         (4, "fay", "Sentiment"), ("—", "dee", "Sentiment")]
     eve, ben, cy = rows[0], rows[1], rows[2]
     assert eve[3] == "60.0% (n = 24, test)" and ben[3] == "90.0% (n = 32, validation)"
-    assert cy[4] == "finished" and cy[5] == "20/20" and cy[6] == settings_text(runs[2])
-    assert rows[5][3] == "—" and rows[5][4] == "running" and rows[5][5] == "12/20"
-    assert rows[4][4] == "stopped"
+    assert cy[5] == "finished" and cy[6] == "20/20" and cy[7] == settings_text(runs[2])
+    assert rows[5][3] == "—" and rows[5][5] == "running" and rows[5][6] == "12/20"
+    assert rows[4][5] == "stopped"
+    assert all(r[4] == "—" for r in rows)  # no run was compared with the prompts yet
+
+
+def test_leaderboard_shows_the_strongest_prompt_with_its_cost_beside_each_run():
+    run = make_run()
+    run["summary"] = [
+        {"key": "base", "label": "the model as is", "mean": 0.95, "prompt_tokens": 0},  # never a prompt
+        {"key": "instruction", "label": "instruction", "mean": 0.5, "prompt_tokens": 21},
+        {"key": "few_shot_4", "label": "instruction + 4 examples", "mean": 0.781, "prompt_tokens": 112},
+        {"key": "few_shot_8", "label": "instruction + 8 examples", "mean": 0.781, "prompt_tokens": 230},
+        {"key": "prefix", "label": "the trained prefix", "mean": 0.99, "prompt_tokens": 0}]  # nor the prefix
+    assert strongest_prompt(run) == "instruction + 4 examples: 78.1% · 112 prompt tokens"  # a tie: the first
+    assert leaderboard_rows([run])[1][0][4] == strongest_prompt(run)
+    assert strongest_prompt(make_run()) == "—"
 
 
 def test_uploads_of_different_examples_are_ranked_apart():
