@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from .attention import PrefixAttention
 from .overhead import OverheadPoint
+from .probe import ProbePoint
 from .training import StepRecord
 
 HEIGHT = 320
@@ -86,6 +87,36 @@ def virtual_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, colorscale="Magma", colorbar=dict(title="weight"),
                                hovertemplate="layer %{x}<br>virtual token %{y}<br>weight %{z:.4f}<extra></extra>"))
     return _layout(fig, f"Attention on each virtual token, layer × slot {name}".strip(), "layer", "virtual token")
+
+
+def _quote(text: str, most: int = 48) -> str:
+    text = " ".join(text.split())
+    return f"“{text[:most]}…”" if len(text) > most else f"“{text}”"
+
+
+def probe_figure(points: list[ProbePoint], total_steps: int | None = None, prompt: str = "") -> go.Figure:
+    """Layer × step heatmap of the share of attention on the prefix while it trains, on one fixed held-out
+    ``prompt`` (``probe.py``): one column per recorded step, step 0 being the prefix as it started."""
+    z = [list(col) for col in zip(*(p.layer_share for p in points))] if points else []  # [step, layer] -> [layer, step]
+    fig = go.Figure(go.Heatmap(z=z, x=[p.step for p in points], y=list(range(len(z))), colorscale="Viridis", zmin=0,
+                               colorbar=dict(title="share"),
+                               hovertemplate="step %{x}<br>layer %{y}<br>share on the prefix %{z:.4f}<extra></extra>"))
+    if total_steps:
+        fig.update_xaxes(range=[-0.5, total_steps + 0.5])
+    title = "Attention on the prefix while it trains, per layer"
+    return _layout(fig, f"{title} ({_quote(prompt)})" if prompt else title, "step (0: as it started)", "layer")
+
+
+def probe_slots_figure(point: ProbePoint | None, prompt: str = "") -> go.Figure:
+    """Layer × virtual-token heatmap of one recorded step: the share of attention on each slot, mean over heads
+    and the prompt's tokens (the same map as the Attention tab's, on the probe prompt)."""
+    z = [list(col) for col in zip(*point.slot_share)] if point is not None else []  # [layer, vt] -> [vt, layer]
+    fig = go.Figure(go.Heatmap(z=z, colorscale="Magma", zmin=0, colorbar=dict(title="share"),
+                               hovertemplate="layer %{x}<br>virtual token %{y}<br>share %{z:.4f}<extra></extra>"))
+    title = f"Each virtual token, layer × slot, at step {point.step}" if point is not None else \
+        "Each virtual token, layer × slot: recorded once the run starts"
+    return _layout(fig, f"{title} ({_quote(prompt, 32)})" if prompt and point is not None else title, "layer",
+                   "virtual token")
 
 
 def query_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:

@@ -51,6 +51,7 @@ from .models import BaseModel, autocast_dtype
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, sized
+from .probe import is_probe_step, probe_point, probe_text
 from .prompts import PromptFormat
 from .roster import Roster
 from .runlog import RunLog, RunRecord, train_command
@@ -173,12 +174,15 @@ class Playground:
     """The app's engine facade; ``app.py`` wires its methods to components."""
 
     def __init__(self, base: BaseModel, library: Library, limits: Limits | None = None, scheduled: bool = True,
-                 class_folder: str | Path | None = None, teachers: dict[str, str] | None = None):
+                 class_folder: str | Path | None = None, teachers: dict[str, str] | None = None,
+                 probes: bool = True):
         """``scheduled=False`` runs each caller's model work in its own thread (one worker per session), the
         way the app ran before its scheduler; kept to measure the scheduler against (bench/class_load.py).
 
         ``class_folder`` holds the class's run records, names and shared state (default: beside the library,
-        ``<library>-class``); ``teachers`` are the teacher's logins {user: password}."""
+        ``<library>-class``); ``teachers`` are the teacher's logins {user: password}. ``probes=False`` trains
+        without recording the attention on the prefix every few steps (``probe``): the anchor that
+        bench/probe_overhead.py measures the recordings against."""
         self.base, self.library, self.limits = base, library, (limits or Limits()).validate()
         self.sessions = SessionStore(ttl_s=60 * self.limits.session_idle_minutes,
                                      grace_s=self.limits.reload_grace_seconds)
@@ -191,7 +195,7 @@ class Playground:
                 rec.state, rec.note = "stopped", "the server stopped while it trained"
                 self.runs.update(rec)
         self.budget = process_budget(base, self.limits.memory_budget_mb)  # every model call reserves from it
-        self.scheduled = scheduled
+        self.scheduled, self.probes = scheduled, probes
         self.scheduler = Scheduler(base, scheduler_settings(base, self.budget.room, self.limits), self.budget,
                                    direct=not scheduled)  # all model work goes through it
         # the Compare tab's runner: the same step and held-out limits, the same memory budget and scheduler
@@ -341,6 +345,7 @@ class Playground:
         run = TrainingRun(task, prefix, ps, ts, plan=plan, key=key, forked_from=start_from)
         run.start_prefix = copy.deepcopy(prefix)  # the prefix as it starts, scored as the curve's step 0 (score_start)
         run.held_out_n = len(_held_out(task, ts.eval_examples))
+        run.probe_text = probe_text(task)
         self._record_begin(run)
         session.run = run
         return run
@@ -358,6 +363,7 @@ class Playground:
                         task.name, task.title, task.metric, task.instruction, model=self.base.name,
                         prefix_settings=asdict(run.prefix_settings), train_settings=asdict(run.train_settings),
                         started=time.time(), held_out={"split": held_out_split(task), "n": run.held_out_n},
+                        probe_text=run.probe_text,
                         forked_from=next((p.run_id for p in self.classroom.pushed() if p.name == run.forked_from),
                                          "") if run.forked_from else "")
         upload = task.name == "upload"
@@ -372,6 +378,31 @@ class Playground:
             return  # the class was reset meanwhile
         self.runs.step(run.run_id, {"step": r.step, "loss": r.loss, "metric": r.metric, "elapsed": r.elapsed,
                                     "examples_per_s": r.examples_per_s, "eval_seconds": r.eval_seconds})
+
+    def _probe(self, run: TrainingRun, step: int) -> None:
+        """Record the attention on the run's prefix now (``probe``): one forward of the probe prompt, shared
+        with the class's other attention views. A recording that can't be made (the model is not loaded with
+        eager attention, no memory left) ends the recordings of this run, with the reason, never the run."""
+        if not self.probes or run.probe_note or not run.probe_text:
+            return
+        t0 = time.perf_counter()
+        try:
+            T = len(PromptFormat.for_tokenizer(self.base.tokenizer).encode_prompt(run.probe_text, "prefix"))
+            need = attention_bytes(self.base, T, run.prefix.num_virtual_tokens)
+            what = "Recording the attention on the prefix while it trains"
+            if self.scheduled:
+                self.budget.check(need, what, "")
+                att = self.scheduler.attention(run.key, [AttentionRequest(run.prefix, run.probe_text)])[0]
+            else:
+                with self.budget.reserve(need, what, ""):
+                    att = prefix_attention(self.base, run.prefix, run.probe_text)
+        except PlaygroundError as exc:
+            run.probe_note = f"The attention while it trains is not recorded: {exc}"
+            return
+        point = probe_point(step, att, time.perf_counter() - t0)
+        run.probes.append(point)
+        if run.record is not None and not (run.discarded and not (self.runs.root / run.run_id).is_dir()):
+            self.runs.probe(run.run_id, point.as_dict())
 
     def _record_end(self, run: TrainingRun) -> None:
         rec = run.record
@@ -461,9 +492,14 @@ class Playground:
             steps = (self._scheduled_steps(run, heartbeat) if self.scheduled else
                      train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
                            reserve=self._reserver(plan)))
+            total = run.train_settings.steps
+            if not run.probes:
+                self._probe(run, 0)  # the prefix as it starts
             for rec in steps:
                 if rec is not None:
                     run.records.append(rec)
+                    if is_probe_step(rec.step, total) or run.cancel.is_set():  # a stopped run: its last step too
+                        self._probe(run, rec.step)
                 yield rec
         finally:  # cut short by Stop, an error, or the consumer going away: "stopped", not "finished"
             run.state = ("stopped" if run.cancel.is_set() or run.steps_done < run.train_settings.steps
