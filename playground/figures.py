@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .attention import PrefixAttention
+from .lens import LogitLens
 from .overhead import OverheadPoint
 from .probe import ProbePoint
 from .training import StepRecord
@@ -130,6 +131,37 @@ def query_token_figure(att: PrefixAttention, name: str = "") -> go.Figure:
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
     return _layout(fig, f"Which prompt tokens lean on the prefix {name}".strip(), "layer",
                    "prompt token (the model's word pieces)", height=max(HEIGHT, 18 * len(labels) + 100))
+
+
+def _html(text: str) -> str:
+    """A token as plotly hover text: angle brackets escaped (``<|im_end|>`` is not a tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def lens_figure(lens: LogitLens, name: str = "") -> go.Figure:
+    """The logit lens per layer, without and with the prefix: the target's first-token probability (top panel)
+    and its rank among the whole vocabulary (bottom, log scale, 1 at the top); hover names each layer's top token."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for i, (label, run) in enumerate((("without prefix", lens.without), (f"with {name or 'the prefix'}",
+                                                                        lens.with_prefix))):
+        layers = list(range(len(run.top_tokens)))
+        top = [[_html(t), float(p)] for t, p in zip(run.top_tokens, run.top_prob.tolist())]
+        color, dash = (COLORS[2], "dash") if i == 0 else (COLORS[1], "solid")
+        hover = ("layer %{x}<br>" + label + "<br>" + "{what}<br>top token: '%{customdata[0]}' "
+                 "(p %{customdata[1]:.3f})<extra></extra>")
+        fig.add_trace(go.Scatter(x=layers, y=run.prob.tolist(), customdata=top, mode="lines+markers",
+                                 name=f"{label}: probability", legendgroup=label, line=dict(color=color, dash=dash),
+                                 hovertemplate=hover.replace("{what}", "p(target) %{y:.4f}")), row=1, col=1)
+        fig.add_trace(go.Scatter(x=layers, y=run.rank.tolist(), customdata=top, mode="lines+markers",
+                                 name=f"{label}: rank", legendgroup=label, showlegend=False,
+                                 line=dict(color=color, dash=dash),
+                                 hovertemplate=hover.replace("{what}", "rank %{y:,} of the vocabulary")), row=2, col=1)
+    fig = _layout(fig, f"Logit lens on '{_html(lens.target_token)}', the first token of '{_html(lens.target)}'",
+                  "", "", height=520)
+    fig.update_yaxes(title_text="p(target's first token)", range=[-0.03, 1.03], row=1, col=1)
+    fig.update_yaxes(title_text="rank (1 = top)", type="log", autorange="reversed", row=2, col=1)
+    fig.update_xaxes(title_text="layer (its output read through the final norm and LM head)", row=2, col=1)
+    return fig
 
 
 def overhead_figure(points: list[OverheadPoint]) -> go.Figure:

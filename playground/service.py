@@ -44,10 +44,12 @@ from .evaluation import EvalResult, evaluate, per_example
 from .generate import answer_text, ran_out
 from .kvlesson import N_EXAMPLES, CacheRow, measure_caches, peak_bytes, shipped_prefixes
 from .lab import CompareLab
+from .lens import LogitLens, gold_answer, lens_kept_bytes, logit_lens
 from .library import Library, files_stamp
 from .methods import BareMethod, added_positions, prefix_method
 from .metrics import METRICS, score
 from .models import BaseModel, autocast_dtype
+from .nearest import Comparison, nearest_bytes, nearest_tokens, overlap
 from .overhead import OverheadPoint, measure_overhead
 from .peft_folder import CONFIG_FILE, load_prefix, make_card, read_card, read_config
 from .prefix import MAX_VIRTUAL_TOKENS, Prefix, PrefixSettings, create_prefix, sized
@@ -787,6 +789,91 @@ class Playground:
             raise PlaygroundError(f"The prompt is {n:,} tokens long (digits and unusual characters take a token each "
                                   f"or more); the limit is {cap:,} tokens (--max-prompt-tokens). Shorten it.")
         return text.strip()
+
+    # ---- Inside the prefix: the logit lens and the nearest tokens ------------------------------
+    def _task_of(self, key: str, name: str) -> Task | None:
+        """The task a prefix was trained on (the session's run's, or its card's built-in task); None if unknown."""
+        if name == JUST_TRAINED:
+            s = self.sessions.peek(key)
+            return s.run.task if s and s.run else None
+        t = self.library_card(name).get("task")
+        try:
+            return get_task(t) if isinstance(t, str) else None
+        except PlaygroundError:
+            return None
+
+    def lens(self, key: str, name: str, text: str, target: str | None = None) -> LogitLens:
+        """The logit lens on ``text`` behind the prefix ``name`` and without it, following the first token of
+        ``target``: by default the gold answer when ``text`` is a held-out input of the prefix's task, else the
+        prefix's own greedy answer (``target_source`` says which)."""
+        text = self._check_prompt(text)
+        if target is not None and len(target) > self.limits.max_prompt_chars:
+            raise PlaygroundError(f"The target has {len(target):,} characters; the limit is "
+                                  f"{self.limits.max_prompt_chars:,}. Only its first token is followed: shorten it.")
+        if not name or name == NO_PREFIX:
+            raise PlaygroundError("Pick a prefix: the lens compares the model with and without it.")
+        prefix = self.get_prefix(key, name)
+        task = self._task_of(key, name)
+        instruction = task.instruction if task else prefix.info.get("instruction", "")
+        gold = gold_answer(task, text)
+        if target and target.strip():
+            source = "the target you typed"
+        elif gold:
+            target, source = gold[0], f"the gold answer of this {gold[1]} input of {task.name}"
+        else:
+            target, source = None, "the prefix's own greedy answer"
+        fmt = PromptFormat.for_tokenizer(self.base.tokenizer)
+        ids = fmt.encode_prompt(text, "prefix", instruction)
+        new = min(task.max_new_tokens if task else 32, self.limits.max_new_tokens) if target is None else 0
+        need = generate_bytes(self.base, 1, len(ids), prefix.num_virtual_tokens, new) + lens_kept_bytes(self.base)
+        what = f"The logit lens on {len(ids):,} prompt tokens behind {prefix.num_virtual_tokens} virtual tokens"
+        # the turn first: memory is reserved only by whoever holds the model (see Scheduler.hold)
+        with self.scheduler.turn(key, "the logit lens"), self.budget.reserve(need, what, "Shorten the prompt."):
+            if target is None:  # inside the turn, the answer is generated at once, in this thread
+                (_, row), = self.scheduler.generate(key, [ids], [prefix], [new], fmt.stop_ids)
+                target = answer_text(fmt, row)
+                if not target:
+                    raise PlaygroundError("The prefix answered nothing to this prompt, so there is no answer to "
+                                          "follow. Type a target answer.")
+            out = logit_lens(self.base, prefix, text, target, instruction)
+        out.target_source = source
+        return out
+
+    def held_out_scores(self, key: str, name: str) -> list[dict]:
+        """A prefix's held-out figures, [{split, n, metric, score}]: its card's test and validation scores, or the
+        just-trained run's last live score; [] when none is known."""
+        if name == JUST_TRAINED:
+            s = self.sessions.peek(key)
+            run = s.run if s else None
+            last = next((r for r in reversed(run.records) if r.metric is not None), None) if run else None
+            return ([{"split": held_out_split(run.task), "n": run.held_out_n, "metric": run.task.metric,
+                      "score": last.metric}] if last else [])
+        card, out = self.library_card(name), []
+        for part in ("metrics", "validation"):
+            m = card.get(part)
+            if isinstance(m, dict) and isinstance(m.get("prefix"), (int, float)) and m.get("split") and m.get("n"):
+                out.append({"split": m["split"], "n": m["n"], "metric": m.get("metric") or card.get("metrics", {})
+                            .get("metric", ""), "score": m["prefix"]})
+        return out
+
+    def nearest(self, key: str, names: list[str], k: int = 5) -> Comparison:
+        """Each prefix's nearest vocabulary tokens (``nearest.py``), side by side with its held-out scores and the
+        overlap of the first two word lists."""
+        names = [n for n in dict.fromkeys(names or []) if n and n != NO_PREFIX]
+        if not names:
+            raise PlaygroundError("Pick a prefix (two, to compare their nearest words).")
+        if len(names) > self.limits.max_switch_prefixes:
+            raise PlaygroundError(f"{len(names)} prefixes picked; the limit is {self.limits.max_switch_prefixes}.")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 20:
+            raise PlaygroundError(f"Show from 1 to 20 nearest tokens per virtual token; got {k!r}.")
+        prefixes = [self.get_prefix(key, n) for n in names]
+        P = max(p.num_virtual_tokens for p in prefixes)
+        with self.scheduler.turn(key, "the nearest tokens"), \
+                self.budget.reserve(nearest_bytes(self.base, P), f"The nearest tokens of {P} virtual tokens",
+                                    "Pick a prefix with fewer virtual tokens."):
+            found = [nearest_tokens(self.base, p, k) for p in prefixes]
+        score, shared = overlap(found[0], found[1]) if len(found) > 1 else (1.0, sorted(found[0].words()))
+        return Comparison(names, found, [self.held_out_scores(key, n) for n in names], score, shared)
 
     # ---- Attention ---------------------------------------------------------------------------
     def attention(self, key: str, text: str, names: list[str]) -> dict[str, PrefixAttention]:

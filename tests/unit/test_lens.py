@@ -100,3 +100,20 @@ def test_empty_prompt_or_target_is_a_clear_error(tiny_llama):
         lens.logit_lens(tiny_llama, prefix, "  ", "positive")
     with pytest.raises(PlaygroundError, match="target answer is empty"):
         lens.logit_lens(tiny_llama, prefix, TEXT, " ")
+
+
+def test_lens_figure_plots_one_point_per_layer_with_the_top_token_on_hover(tiny_llama):
+    from playground.figures import lens_figure
+
+    res = lens.logit_lens(tiny_llama, _prefix(tiny_llama), TEXT, "positive")
+    fig = lens_figure(res, "p")
+    by_name = {t.name: t for t in fig.data}
+    assert set(by_name) == {"without prefix: probability", "without prefix: rank", "with p: probability",
+                            "with p: rank"}
+    L = tiny_llama.num_layers
+    assert all(list(t.x) == list(range(L)) for t in fig.data)
+    assert list(by_name["with p: probability"].y) == res.with_prefix.prob.tolist()
+    assert list(by_name["without prefix: rank"].y) == res.without.rank.tolist()
+    tops = [row[0] for row in by_name["with p: rank"].customdata]
+    assert tops == [t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for t in res.with_prefix.top_tokens]
+    assert fig.layout.yaxis2.type == "log"
