@@ -275,6 +275,62 @@ def cmd_attention(args) -> int:
     return 0
 
 
+@command("ablate", "remove a prefix from chosen layers (every layer, one layer, below or from a depth) and score each "
+         "variant on held-out examples; JSON on the last line", *MODEL_ARGS,
+         arg("--prefix", required=True, help="prefix folder or library name"), LIBRARY,
+         arg("--task", choices=BUILTIN, help="built-in task to score on (default: the task on the prefix's card)"),
+         arg("--examples", type=int, default=16, help="held-out examples (validation, else test): the first N"),
+         arg("--out", help="also write ablation_<prefix>.json and the two figures (PNG, and HTML beside them) here"))
+def cmd_ablate(args) -> int:
+    from tqdm import tqdm
+
+    from .ablation import MAX_EXAMPLES, ablate
+    from .tasks import get_task
+    from .training import held_out_split
+
+    if not 1 <= args.examples <= MAX_EXAMPLES:
+        raise PlaygroundError(f"--examples must be from 1 to {MAX_EXAMPLES} (every variant scores each one); "
+                              f"got {args.examples}.")
+    base = load_base_verbose(args)
+    prefix = _prefix(args.prefix, base, args.library)
+    name = args.task or prefix.info.get("task")
+    if name not in BUILTIN:
+        raise PlaygroundError(f"The prefix's card names no built-in task ({name!r}): give --task "
+                              f"({', '.join(BUILTIN)}).")
+    task = get_task(name)
+    split = held_out_split(task)
+    examples = task.split(split)[: args.examples]
+    bar = tqdm(total=100, desc="Ablating", file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = int(100 * frac)
+        bar.set_postfix_str(msg)
+        bar.refresh()
+
+    ab = ablate(base, prefix, task, examples, progress, split=split)
+    bar.close()
+    print(f"{args.prefix} on {task.name}: {ab.num_virtual_tokens} virtual tokens, {ab.num_layers} layers; "
+          f"n = {ab.n} ({ab.split}), {ab.seconds:.1f} s")
+    print(f"{'variant':<38} {'layers':>6} {ab.metric:>12} {'log p(target) mean ± std':>26}")
+    for r in ab.rows:
+        print(f"{r.label:<38} {r.layers_with_prefix:>6} {100 * r.metric:>11.1f}% "
+              f"{r.logprob_mean:>16.3f} ± {r.logprob_std:<7.3f}")
+    out = {"prefix": args.prefix, **{k: round(v, 4) if isinstance(v, float) else v
+                                     for k, v in ab.as_dict().items() if k != "rows"},
+           "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.as_dict().items()} for r in ab.rows]}
+    if args.out:
+        from .figures import ablation_depth_figure, ablation_layer_figure, write_figures
+
+        folder, stem = Path(args.out), f"ablation_{Path(args.prefix).name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        figs = {f"{stem}_layers": ablation_layer_figure(ab), f"{stem}_depth": ablation_depth_figure(ab)}
+        for path in [folder / f"{stem}.json", *write_figures(figs, folder, height=600)]:
+            print(f"wrote {path}", file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
 @command("generate", "answer a prompt with one or more prefixes, side by side", *MODEL_ARGS,
          arg("--prefix", action="append", default=[], help="prefix folder or library name (repeatable)"), LIBRARY,
          arg("--prompt", required=True), arg("--no-base", action="store_true", help="leave out the base model's own answer"),

@@ -12,8 +12,10 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .ablation import Ablation, AblationRow
 from .attention import PrefixAttention
 from .lens import LogitLens
+from .metrics import METRIC_LABELS
 from .overhead import OverheadPoint
 from .probe import ProbePoint
 from .training import StepRecord
@@ -455,3 +457,61 @@ def kv_cache_figure(rows: list, metric_label: str = "score") -> go.Figure:
     _layout(fig, f"Key/value positions per layer before each query, with held-out {metric_label} and latency",
             "key/value positions in every layer", "", height=380)
     return _legend_below(fig)
+
+
+# ---- the per-layer ablation of a prefix (ablation.py) -------------------------------------------------------------
+ABLATION_REFERENCES = (("full", "full prefix", COLORS[2], "dash"), ("none", "no prefix", "#777777", "dot"),
+                       ("zero", "zero prefix", COLORS[5], "dashdot"))
+
+
+def _ablation_panels(ab: Ablation, series: list[tuple[str, list[AblationRow], str]], title: str,
+                     x_label: str) -> go.Figure:
+    """Two panels over one x axis: the metric (%) and the mean target log-prob (error bars: the std over
+    examples), one line per series, and the three references as flat lines across both."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1)
+    metric = METRIC_LABELS.get(ab.metric, ab.metric)
+    xs = [r.x for _, rows, _ in series for r in rows]
+    span = [min(xs), max(xs)] if xs else [0, 1]
+    for name, rows, color in series:
+        data = [[r.label, r.logprob_std, r.n] for r in rows]
+        x = [r.x for r in rows]
+        fig.add_trace(go.Scatter(
+            x=x, y=[100 * r.metric for r in rows], mode="lines+markers", name=name, legendgroup=name,
+            line=dict(color=color), customdata=data,
+            hovertemplate="%{customdata[0]}<br>" + metric + " %{y:.1f}% (n=%{customdata[2]})<extra></extra>"),
+            row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=x, y=[r.logprob_mean for r in rows], mode="lines+markers", name=name, legendgroup=name,
+            showlegend=False, line=dict(color=color), customdata=data,
+            error_y=dict(type="data", array=[r.logprob_std for r in rows], thickness=1, width=3),
+            hovertemplate="%{customdata[0]}<br>mean log p(target) %{y:.3f} (std %{customdata[1]:.3f}, "
+                          "n=%{customdata[2]})<extra></extra>"), row=2, col=1)
+    for key, name, color, dash in ABLATION_REFERENCES:
+        r = ab.row(key)
+        line = dict(color=color, dash=dash, width=1.5)
+        fig.add_trace(go.Scatter(x=span, y=[100 * r.metric] * 2, mode="lines", name=name, legendgroup=name, line=line,
+                                 hovertemplate=f"{r.label}: {100 * r.metric:.1f}% (n={r.n})<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=span, y=[r.logprob_mean] * 2, mode="lines", name=name, legendgroup=name,
+                                 showlegend=False, line=line,
+                                 hovertemplate=f"{r.label}: mean log p(target) {r.logprob_mean:.3f} "
+                                               f"(std {r.logprob_std:.3f}, n={r.n})<extra></extra>"), row=2, col=1)
+    fig = _layout(fig, f"{title} (n = {ab.n}, {ab.split})", "", "", height=560)
+    fig.update_yaxes(title_text=f"{metric} (%)", range=[-3, 103], row=1, col=1)
+    fig.update_yaxes(title_text="mean log p(target)", row=2, col=1)
+    fig.update_xaxes(title_text=x_label, dtick=max(1, ab.num_layers // 10), row=2, col=1)
+    return legend_under(fig, [n for n, _, _ in series] + [n for _, n, _, _ in ABLATION_REFERENCES])
+
+
+def ablation_layer_figure(ab: Ablation) -> go.Figure:
+    """The prefix removed from one layer at a time: the metric and the target's log-prob per layer dropped."""
+    return _ablation_panels(ab, [("without this layer", ab.group("drop"), COLORS[0])],
+                            "The prefix removed from one layer", "layer whose attention cannot see the prefix")
+
+
+def ablation_depth_figure(ab: Ablation) -> go.Figure:
+    """The prefix kept only below depth k, or only from k up: the metric and the target's log-prob per k."""
+    return _ablation_panels(ab, [("only in layers below k", ab.group("below"), COLORS[3]),
+                                 ("only in layers from k up", ab.group("from"), COLORS[4])],
+                            "The prefix kept in some layers only", "depth k")
+

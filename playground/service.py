@@ -8,6 +8,7 @@ guarded by locks because Gradio runs callbacks in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -21,6 +22,9 @@ from typing import Callable, Iterator
 
 import torch
 
+from .ablation import MAX_EXAMPLES as MAX_ABLATION_EXAMPLES
+from .ablation import Ablation, ablate
+from .ablation import plan as plan_ablation
 from .archive import export_zip, stage_upload
 from .attention import AttentionRequest, PrefixAttention, prefix_attention
 from .baselines import LIVE, BaselineResult, paired, strongest
@@ -896,6 +900,42 @@ class Playground:
             with self.budget.reserve(attention_bytes(self.base, T, prefix.num_virtual_tokens), what, fix):
                 out[n] = prefix_attention(self.base, prefix, text)
         return out
+
+    # ---- Attention: the prefix removed layer by layer ----------------------------------------
+    def ablate(self, key: str, name: str, n: int = 8, progress=None) -> Ablation:
+        """Every per-layer ablation of a prefix (``ablation.py``) on the first ``n`` held-out examples of its own
+        task, one turn with the model per variant, so the class's work goes on between them."""
+        cap = min(MAX_ABLATION_EXAMPLES, self.limits.max_eval_examples)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= cap:
+            raise PlaygroundError(f"The ablation scores from 1 to {cap} held-out examples; got {n!r}. "
+                                  "Choose a number of examples in that range.")
+        prefix = self.get_prefix(key, name)
+        if name == JUST_TRAINED:
+            task = self.sessions.peek(key).run.task
+        else:
+            t = prefix.info.get("task")
+            try:
+                task = get_task(t) if isinstance(t, str) else None
+            except PlaygroundError:
+                task = None
+            if task is None:
+                raise PlaygroundError(f"The prefix '{name}' does not name a built-in task on its card (task: {t!r}), "
+                                      "so there are no held-out examples to ablate it on. Pick a prefix trained on a "
+                                      "built-in task, or train one here.")
+        split = held_out_split(task)
+        examples = task.split(split)[:n]
+        need = plan_ablation(self.base, task, examples, prefix.num_virtual_tokens)
+        what = (f"The layer ablation ({need.variants} variants x {need.n} examples, "
+                f"{need.cost:,} token positions in all)")
+        fix = "Choose fewer held-out examples."
+        self.budget.check(need.peak_bytes, what, fix)
+
+        @contextlib.contextmanager
+        def turn():
+            with self.scheduler.turn(key, "the layer ablation"), self.budget.reserve(need.peak_bytes, what, fix):
+                yield
+
+        return ablate(self.base, prefix, task, examples, progress, split=split, around=turn)
 
     # ---- Switch ------------------------------------------------------------------------------
     def switch_defaults(self, n: int = 3) -> list[str]:
