@@ -355,9 +355,62 @@ def cmd_generate(args) -> int:
     return 0
 
 
+@command("lens", "logit lens: per layer, the rank and probability of the answer's first token, with and without "
+         "the prefix; JSON on the last line", *MODEL_ARGS,
+         arg("--prefix", required=True, help="prefix folder or library name"), LIBRARY, arg("--prompt", required=True),
+         arg("--target", help="the answer to follow (default: the gold answer when the prompt is a held-out input of "
+             "the prefix's task, else the prefix's own greedy answer)"),
+         arg("--nearest", type=int, default=0, metavar="K", help="also list the K vocabulary tokens nearest each "
+             "virtual token's first-layer key"))
+def cmd_lens(args) -> int:
+    from .generate import answer_text, greedy_mixed
+    from .lens import gold_answer, logit_lens
+    from .nearest import nearest_tokens
+    from .prompts import PromptFormat
+    from .tasks import get_task
+
+    base = load_base_verbose(args)
+    prefix = _prefix(args.prefix, base, args.library)
+    instruction = prefix.info.get("instruction", "")
+    target, source = args.target, "--target"
+    gold = gold_answer(get_task(prefix.info["task"]) if prefix.info.get("task") in BUILTIN else None, args.prompt)
+    if not target and gold:
+        target, source = gold[0], f"the gold answer ({gold[1]} split)"
+    if not target:  # the prefix's own answer, as Switch would give it
+        fmt = PromptFormat.for_tokenizer(base.tokenizer)
+        ids = greedy_mixed(base, [fmt.encode_prompt(args.prompt, "prefix", instruction)], [prefix], 24, fmt.stop_ids)
+        target, source = answer_text(fmt, ids[0]), "the prefix's greedy answer"
+    res = logit_lens(base, prefix, args.prompt, target, instruction)
+    print(f"Target {res.target!r} ({source}); its first token {res.target_token!r} is followed at the last of "
+          f"{res.prompt_tokens} prompt tokens")
+    print(f"{'layer':>5} | {'without: rank':>13} {'p':>7}  top | {'with prefix: rank':>17} {'p':>7}  top")
+    rows = []
+    for i in range(base.num_layers):
+        w, p = res.without, res.with_prefix
+        top = f"'{w.top_tokens[i]}'"
+        print(f"{i:>5} | {int(w.rank[i]):>13,} {float(w.prob[i]):>7.4f}  {top:<12} | "
+              f"{int(p.rank[i]):>17,} {float(p.prob[i]):>7.4f}  '{p.top_tokens[i]}'")
+        rows.append({"layer": i, "without": {"rank": int(w.rank[i]), "prob": round(float(w.prob[i]), 6),
+                                                 "top": w.top_tokens[i]},
+                     "with_prefix": {"rank": int(p.rank[i]), "prob": round(float(p.prob[i]), 6),
+                                     "top": p.top_tokens[i]}})
+    out = {"prefix": args.prefix, "target": res.target, "target_source": source, "target_token": res.target_token,
+           "prompt_tokens": res.prompt_tokens, "layers": rows}
+    if args.nearest:
+        near = nearest_tokens(base, prefix, args.nearest)
+        print(f"Nearest vocabulary tokens of each virtual token's first-layer key (cosine, {args.nearest} per slot):")
+        for j, (toks, cos) in enumerate(zip(near.tokens, near.cosine.tolist())):
+            print(f"  slot {j:>3}: " + ", ".join(f"'{t}' {c:.2f}" for t, c in zip(toks, cos)))
+        out["nearest"] = [[{"token": t, "cosine": round(c, 4)} for t, c in zip(toks, cos)]
+                          for toks, cos in zip(near.tokens, near.cosine.tolist())]
+    print(json.dumps(out))
+    return 0
+
+
 @command("ship", "retrain the shipped task prefixes from scratch (fixed seeds) and rewrite their cards and "
          "prefixes/README.md", *MODEL_ARGS,
-         arg("--task", action="append", default=[], help="only this task (repeatable; default: every shipped one)"),
+         arg("--task", action="append", default=[], help="only this shipped prefix, by name (repeatable; default: "
+             "every shipped one)"),
          LIBRARY, arg("--readme", help="README to rewrite the table in (default: LIBRARY/README.md)"))
 def cmd_ship(args) -> int:
     import time
@@ -366,7 +419,7 @@ def cmd_ship(args) -> int:
     from .recipes import RECIPES, recipe, ship
     from .report import write_readme
 
-    tasks = [recipe(t).task for t in args.task] or list(RECIPES)
+    tasks = [recipe(t).key for t in args.task] or list(RECIPES)
     t0 = time.perf_counter()
     base = load_base_verbose(args)
     if args.model is not None:
@@ -524,10 +577,11 @@ def cmd_baselines(args) -> int:
 
         library = Library(args.library)
         measured = measured_by(base, "python -m playground baselines --cards")
-        for name, by_split in records.items():
-            if library.find(name) is not None:
-                lesson = {"lesson": RECIPES[name].lesson} if name in RECIPES else {}
-                update_card(library.path(name), {"baselines": by_split, "baselines_measured": measured, **lesson})
+        for task_name, by_split in records.items():  # every shipped prefix of the task (sentiment has two)
+            for name in [k for k, r in RECIPES.items() if r.task == task_name] or [task_name]:
+                if library.find(name) is not None:
+                    lesson = {"lesson": RECIPES[name].lesson} if name in RECIPES else {}
+                    update_card(library.path(name), {"baselines": by_split, "baselines_measured": measured, **lesson})
         write_readme(library.root / "README.md", library)
         print(f"wrote the baselines into the cards and {library.root / 'README.md'}")
     return 0

@@ -36,12 +36,22 @@ class Recipe:
     target: float | None  # the bar for the held-out metric (None: show a gain over the instruction prompt)
     why: str = ""  # what the validation runs showed, in a sentence
     lesson: str = ""  # set for a prefix kept to show what prefix tuning cannot do (still measured against the bar)
+    name: str = ""  # the prefix's name in the library when it is not the task's (a second prefix for one task)
+    held_to_bar: bool = True  # False: shipped for a demonstration, scored on its card but not held to the bar
 
+    @property
+    def key(self) -> str:
+        """The shipped prefix's name: ``name``, else the task's."""
+        return self.name or self.task
+
+
+# The wayward prefix's init text: a sentence with nothing to do with movie reviews (Khashabi et al. 2022).
+COOKING = "Whisk two eggs with a pinch of salt, fold in the flour, and bake the cake for twenty minutes."
 
 # precision="fp32": the shipped prefixes were trained in fp32, and `make prefixes` reproduces them byte
 # for byte on any CPU (the app's default, "auto", trains in bf16 where the CPU is fast at it).
 RECIPES: dict[str, Recipe] = {
-    r.task: r
+    r.key: r
     for r in [
         Recipe("sentiment", PrefixSettings(20), TrainSettings(3e-3, 20, 8, 0, 0, precision="fp32"), 0.90,
                "Text init already knows the two labels; a few steps settle the one-word answer format."),
@@ -63,6 +73,12 @@ RECIPES: dict[str, Recipe] = {
                "lr 1e-2 beat 3e-3 (44% vs 32% on validation); past 80 steps it overfits (42% at 120-160)."),
         Recipe("headline", PrefixSettings(20), TrainSettings(3e-3, 30, 8, 0, 0, precision="fp32"), None,
                "Validation ROUGE-L rises from 34% (init) to 50% at 30 steps, then flattens."),
+        # Same length and training settings as sentiment, only the init text differs. After the same 20 steps it
+        # reaches 44% on validation (sentiment: 92%): the init text sets how far the same budget gets.
+        Recipe("sentiment", PrefixSettings(20, "text", COOKING), TrainSettings(3e-3, 20, 8, 0, 0, precision="fp32"),
+               0.90, "The sentiment recipe started from a sentence about baking instead of the instruction, for "
+               "the nearest-words demo (Khashabi et al. 2022); with the same 20 steps it stays well below sentiment.",
+               name="sentiment_wayward", held_to_bar=False),
     ]
 }
 
@@ -77,10 +93,10 @@ class Shipped:
     seconds: float  # wall time: training plus every evaluation
 
 
-def recipe(task: str) -> Recipe:
-    if task not in RECIPES:
-        raise PlaygroundError(f"No shipped recipe for '{task}'. Recipes exist for: {', '.join(RECIPES)}.")
-    return RECIPES[task]
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise PlaygroundError(f"No shipped recipe for '{name}'. Recipes exist for: {', '.join(RECIPES)}.")
+    return RECIPES[name]
 
 
 def score_modes(base: BaseModel, task: Task, split: str, prefix=None) -> dict:
@@ -93,7 +109,7 @@ def score_modes(base: BaseModel, task: Task, split: str, prefix=None) -> dict:
 
 
 def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = print) -> Shipped:
-    """Train the shipped prefix for ``rec.task`` from scratch and save it (overwriting) with its card."""
+    """Train the shipped prefix ``rec.key`` for ``rec.task`` from scratch and save it (overwriting) with its card."""
     from .evaluation import evaluate
     from .peft_folder import make_card
 
@@ -103,7 +119,7 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
     last = None
     for last in train(base, prefix_method(prefix), task, rec.train):
         if last.step % 10 == 0 or last.step == rec.train.steps:
-            log(f"  {rec.task}: step {last.step}/{rec.train.steps} loss {last.loss:.3f} ({last.elapsed:.0f} s)")
+            log(f"  {rec.key}: step {last.step}/{rec.train.steps} loss {last.loss:.3f} ({last.elapsed:.0f} s)")
     val = task.split("validation")
     validation = {"split": "validation", "n": len(val),
                   "prefix": round(evaluate(base, task, val, prefix_method(prefix)).score, 4)}
@@ -118,13 +134,13 @@ def ship(base: BaseModel, rec: Recipe, library, log: Callable[[str], None] = pri
         train_seconds=round(last.elapsed, 1), wall_seconds=round(seconds, 1), validation=validation,
         fresh=reports.get("fresh"), baselines=baselines, target=rec.target, source="shipped", lesson=rec.lesson,
         baselines_measured=measured,
-        recipe=f"python -m playground ship --task {task.name}",
+        recipe=f"python -m playground ship --task {rec.key}",
     )
-    path = library.save(task.name, prefix, card, overwrite=True)
+    path = library.save(rec.key, prefix, card, overwrite=True)
     m = reports["test"]
-    log(f"  {task.name}: test {METRIC_LABELS[task.metric]} base {m['base']:.1%}, instruction {m['instruction']:.1%}, "
+    log(f"  {rec.key}: test {METRIC_LABELS[task.metric]} base {m['base']:.1%}, instruction {m['instruction']:.1%}, "
         f"prefix {m['prefix']:.1%} ({seconds:.0f} s)")
-    return Shipped(task.name, path, card, seconds)
+    return Shipped(rec.key, path, card, seconds)
 
 
 BAR_MARGIN, BAR_REACH = 0.05, 0.95  # beat the strongest prompt by 5 points, or reach 95%

@@ -43,14 +43,17 @@ def test_one_shipped_prefix_per_builtin_task_with_a_full_card():
         assert {"base", "instruction", "prefix"} <= set(m)
         assert card["validation"]["split"] == "validation"
         assert card["steps"] == RECIPES[name].train.steps
-        assert card["train_examples"] == len(get_task(name).split("train"))
+        assert card["task"] == RECIPES[name].task
+        assert card["train_examples"] == len(get_task(card["task"]).split("train"))
         config = json.loads((e.path / CONFIG_FILE).read_text())
         assert config["peft_type"] == "PREFIX_TUNING" and config["num_virtual_tokens"] == card["num_virtual_tokens"]
 
 
 def test_every_shipped_prefix_meets_the_bar_on_its_card():
     """Beat the instruction prompt by 10 points on the test split, or reach 95%."""
-    for e in shipped_entries():
+    held = [e for e in shipped_entries() if RECIPES[e.name].held_to_bar]
+    assert {e.name for e in shipped_entries()} - {e.name for e in held} == {"sentiment_wayward"}  # a demo prefix
+    for e in held:
         m = e.card["metrics"]
         assert meets_bar(e.card), f"{e.name}: prefix {m['prefix']:.3f} vs instruction {m['instruction']:.3f}"
 
