@@ -150,7 +150,7 @@ def build_demo(pg):
 
     from playground.memory import trim
     from playground.report import model_rows
-    from ui import attention, classroom, compare, learn, lens, library, runs, switch, train, who
+    from ui import ablation, attention, classroom, compare, learn, lens, library, runs, switch, train, who
     from ui.common import key, log, slots, tab
     from ui.fairness import cap_waiting
 
@@ -170,6 +170,7 @@ def build_demo(pg):
                 tt = train.build(pg)
             with gr.Tab("Attention", id="attention") as att_tab:
                 att_refresh, att_in, att_out = attention.build(pg)
+                ablation.build(pg, att_tab)  # below the attention figures: the prefix removed layer by layer
                 lens.build(pg, att_tab)  # then what the prefix "says": the logit lens and the nearest words
             with gr.Tab("Switch", id="switch") as sw_tab:
                 sw_refresh, sw_in, sw_out = switch.build(pg)
