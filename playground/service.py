@@ -385,23 +385,24 @@ class Playground:
         self.runs.step(run.run_id, {"step": r.step, "loss": r.loss, "metric": r.metric, "elapsed": r.elapsed,
                                     "examples_per_s": r.examples_per_s, "eval_seconds": r.eval_seconds})
 
-    def _probe(self, run: TrainingRun, step: int) -> None:
+    def _probe(self, run: TrainingRun, step: int, prefix: Prefix | None = None) -> None:
         """Record the attention on the run's prefix now (``probe``): one forward of the probe prompt, shared
         with the class's other attention views. A recording that can't be made (the model is not loaded with
         eager attention, no memory left) ends the recordings of this run, with the reason, never the run."""
         if not self.probes or run.probe_note or not run.probe_text:
             return
+        prefix = prefix if prefix is not None else run.prefix
         t0 = time.perf_counter()
         try:
             T = len(PromptFormat.for_tokenizer(self.base.tokenizer).encode_prompt(run.probe_text, "prefix"))
-            need = attention_bytes(self.base, T, run.prefix.num_virtual_tokens)
+            need = attention_bytes(self.base, T, prefix.num_virtual_tokens)
             what = "Recording the attention on the prefix while it trains"
             if self.scheduled:
                 self.budget.check(need, what, "")
-                att = self.scheduler.attention(run.key, [AttentionRequest(run.prefix, run.probe_text)])[0]
+                att = self.scheduler.attention(run.key, [AttentionRequest(prefix, run.probe_text)])[0]
             else:
                 with self.budget.reserve(need, what, ""):
-                    att = prefix_attention(self.base, run.prefix, run.probe_text)
+                    att = prefix_attention(self.base, prefix, run.probe_text)
         except PlaygroundError as exc:
             run.probe_note = f"The attention while it trains is not recorded: {exc}"
             return
@@ -499,11 +500,13 @@ class Playground:
                      train(self.base, prefix_method(run.prefix), run.task, run.train_settings, cancel=run.cancel,
                            reserve=self._reserver(plan)))
             total = run.train_settings.steps
-            if not run.probes:
-                self._probe(run, 0)  # the prefix as it starts
             for rec in steps:
                 if rec is not None:
                     run.records.append(rec)
+                    if not run.probes and run.start_prefix is not None:
+                        # step 0 from the copy of the prefix as it started: taken once the first step is done, so
+                        # a run waiting for its first turn shows its place in line and can still be withdrawn
+                        self._probe(run, 0, run.start_prefix)
                     if is_probe_step(rec.step, total) or run.cancel.is_set():  # a stopped run: its last step too
                         self._probe(run, rec.step)
                 yield rec
