@@ -215,6 +215,16 @@ def build(pg: Playground) -> TrainTab:
             params = gr.Markdown(parameter_summary(pg.base, PrefixSettings()), elem_id="param-summary")
             command = gr.Textbox(label="The command that reproduces this run (python -m playground train)",
                                  interactive=False, buttons=["copy"], elem_id="run-command", lines=2, max_lines=4)
+            # At the controls' end, closed: content below the row would let the page scroll the live curves away
+            # from the controls (test_layout), and the live column must stay short enough to stay in view.
+            with gr.Accordion("Where the model looks while the prefix learns (attention on it, layer × step)",
+                              open=False, elem_id="probe-box"):
+                gr.Markdown(text.get("probe", ""), elem_id="probe-intro")
+                probe_md = gr.Markdown(elem_id="probe-note")
+                probe_plot = gr.Plot(elem_id="probe-plot", show_label=False)
+                replay = gr.Slider(0, 20, value=0, step=1, label="Replay the virtual-token map at step",
+                                   elem_id="probe-step", info="the map of the last recording at or before this step")
+                slots_plot = gr.Plot(elem_id="probe-slots", show_label=False)
         # The live column stays in view (assets/app.css) while the controls beside it scroll.
         with gr.Column(scale=3, elem_id="train-live"):
             progress = gr.HTML(progress_html(None), elem_id="progress-box")
@@ -223,15 +233,6 @@ def build(pg: Playground) -> TrainTab:
                 metric_plot = gr.Plot(label="Held-out metric", elem_id="metric-plot", show_label=False)
     with gr.Row(elem_id="train-results"):
         with gr.Column():
-            with gr.Accordion("Inside the prefix while it learns: where the model looks", open=True,
-                              elem_id="probe-box"):
-                gr.Markdown(text.get("probe", ""), elem_id="probe-intro")
-                probe_md = gr.Markdown(elem_id="probe-note")
-                with gr.Row():
-                    probe_plot = gr.Plot(elem_id="probe-plot", show_label=False)
-                    slots_plot = gr.Plot(elem_id="probe-slots", show_label=False)
-                replay = gr.Slider(0, 20, value=0, step=1, label="Replay the virtual-token map at step",
-                                   elem_id="probe-step", info="the map of the last recording at or before this step")
             summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Every way of answering, scored on the same "
                                    "held-out examples, with what it costs per query", wrap=True, interactive=False,
                                    elem_id="summary-table", column_widths=SUMMARY_WIDTHS)

@@ -136,6 +136,8 @@ def test_train_live_curves_table_and_save(page, library):
     assert metric["x"] == [0, 2, 4, 6] and all(0 <= v <= 100 for v in metric["y"])
     # The attention on the prefix, recorded while it trained: step 0 and every step of 6 (layer x step), and
     # the layer x virtual-token map of the last recording, replayed at step 2 with the slider.
+    page.get_by_text("Where the model looks while the prefix learns").click()
+    wait_until(lambda: plot_data(page, "probe-plot") and plot_data(page, "probe-slots"), what="the attention maps")
     heat = plot_data(page, "probe-plot")[0]
     assert heat["type"] == "heatmap" and heat["x"] == [0, 1, 2, 3, 4, 5, 6] and len(heat["z"]) == 30
     assert all(len(row) == 7 and all(0 <= v <= 1 for v in row) for row in heat["z"])
