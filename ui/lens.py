@@ -10,7 +10,7 @@ from playground.service import JUST_TRAINED, Playground
 from .common import asset_sections, friendly, key, slots
 
 DEFAULT_PREFIX = "sentiment"  # a shipped prefix with one-word answers: the lens follows a single token
-PAIR = ("sentiment", "sentiment_wayward")  # same task, same recipe, different init texts (the waywardness demo)
+PAIR = ("sentiment", "sentiment_wayward")  # same task, about the same accuracy, unrelated init texts (waywardness)
 NEAREST_K = 5  # tokens listed per virtual token
 HEADERS = ["slot", f"nearest {NEAREST_K} tokens (cosine of the first-layer keys)"]
 

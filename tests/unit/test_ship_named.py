@@ -30,9 +30,11 @@ def test_a_named_recipe_ships_under_its_name_and_keeps_the_tasks_prompts(tiny_ll
     assert library.card(library.find("topic"))["settings"]["init"] == "task"  # the first prefix is untouched
 
 
-def test_the_wayward_sentiment_recipe_differs_from_sentiments_only_in_its_init():
+def test_the_wayward_sentiment_recipe_starts_from_baking_and_is_held_to_the_same_bar():
     a, b = RECIPES["sentiment"], RECIPES["sentiment_wayward"]
-    assert b.task == "sentiment" and b.train == a.train and b.target == a.target
+    assert b.task == "sentiment" and b.target == a.target
     assert b.prefix.num_virtual_tokens == a.prefix.num_virtual_tokens and b.prefix.init == "text"
     assert a.prefix.init == "task" and "movie" not in b.prefix.init_text.lower()
-    assert a.held_to_bar and not b.held_to_bar  # a demonstration: scored on its card, not held to the bar
+    # the same data, batch, seed and precision; its lr and steps were chosen on validation (its start is farther)
+    assert (b.train.batch_size, b.train.seed, b.train.precision) == (a.train.batch_size, a.train.seed, a.train.precision)
+    assert a.held_to_bar and b.held_to_bar  # as good as sentiment on its card: the waywardness demo needs that

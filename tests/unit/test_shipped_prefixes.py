@@ -52,7 +52,7 @@ def test_one_shipped_prefix_per_builtin_task_with_a_full_card():
 def test_every_shipped_prefix_meets_the_bar_on_its_card():
     """Beat the instruction prompt by 10 points on the test split, or reach 95%."""
     held = [e for e in shipped_entries() if RECIPES[e.name].held_to_bar]
-    assert {e.name for e in shipped_entries()} - {e.name for e in held} == {"sentiment_wayward"}  # a demo prefix
+    assert {e.name for e in held} == {e.name for e in shipped_entries()}  # the demo prefix too
     for e in held:
         m = e.card["metrics"]
         assert meets_bar(e.card), f"{e.name}: prefix {m['prefix']:.3f} vs instruction {m['instruction']:.3f}"
