@@ -5,12 +5,10 @@ and both nearest-words tables with each prefix's held-out accuracy."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
-from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
-from playground.cli import DEFAULT_LIBRARY
+from bench.driver import ROOT, plot_data, tab, wait_until
 
 pytestmark = pytest.mark.real_model
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -18,28 +16,6 @@ LAYERS = 30  # SmolLM2-135M
 P = 20  # virtual tokens of both shipped sentiment prefixes
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("shipped") / "prefixes"
-    shutil.copytree(DEFAULT_LIBRARY, lib)
-    proc, url, _ = start_app(["--library", str(lib.parent / "class"), "--shipped", str(lib)],
-                             lib.parent / "server.log")
-    yield url
-    stop_app(proc)
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        pg.goto(server)
-        pg.wait_for_selector("#header")
-        yield pg
-        browser.close()
 
 
 def table_rows(page, elem_id: str) -> list[list[str]]:
