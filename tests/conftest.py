@@ -90,7 +90,7 @@ def _threads():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-KINDS = ("unit", "integration", "browser", "reliability")
+KINDS = ("unit", "integration", "browser", "reliability", "docker")  # docker: only `pytest -m docker` (pytest.ini)
 
 
 def pytest_collection_modifyitems(config, items):
