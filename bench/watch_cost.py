@@ -127,7 +127,7 @@ def main() -> int:
         def learner(i: int):
             while not stop.is_set():
                 c, _ = sessions[i].call("train", "/train", *train_args(students[i], cfg))
-                if c.error:
+                if c.error and not stop.is_set():  # at the end, stopping the app cancels the runs still going
                     print(f"student {i}: {c.error}")
                     stop.wait(5)
 
