@@ -79,6 +79,28 @@ def wait_until(fn, timeout: float = 120, what: str = "condition", poll: float = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def set_number(page, elem_id: str, value, tries: int = 4) -> None:
+    """Type into a slider's or number box's number input, commit it, and, for a slider, wait until the slider
+    itself took the value. Typed again if it did not: a control that has just appeared (an accordion opened
+    a moment ago) can still be mounting, and then the first value typed is dropped."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    rng = page.locator(f"#{elem_id} input[type=range]")
+    for i in range(tries):
+        box.wait_for(state="visible")
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        if not rng.count():  # a number box: nothing else to wait for
+            return
+        try:
+            wait_until(lambda: rng.first.input_value() == str(value), timeout=3 if i < tries - 1 else 10,
+                       what=f"{elem_id} = {value}")
+            return
+        except AssertionError:
+            if i == tries - 1:
+                raise
+
+
 def tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 

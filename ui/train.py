@@ -472,9 +472,13 @@ def build(pg: Playground) -> TrainTab:
         forks = gr.update(choices=shared, value=picked if picked in {n for _, n in shared} else None)
         if seen is not None and state["exercise"] == seen.get("exercise"):  # only the shared list changed
             return [state] + [gr.skip()] * (2 + len(controls)) + [forks]
+        # Touch only the controls an exercise locks or unlocks: an update sent to a control the student may be
+        # typing into (even interactive=True alone) can put back the value the page was built with.
+        was = (seen or {}).get("exercise") or {}
+        was_fixed = set(was.get("fixed") or {})
         if ex is None:
-            return [state, gr.update(visible=False, value=""), gr.update(interactive=True),
-                    *[gr.update(interactive=True) for _ in controls], forks]
+            return [state, gr.update(visible=False, value=""), gr.update(interactive=True) if was else gr.skip(),
+                    *[gr.update(interactive=True) if name in was_fixed else gr.skip() for name in controls], forks]
         text = f"**Exercise** · {esc(ex.describe())}. The settings it fixes are locked; you choose the rest."
         if ex.note:
             text = f"{text}\n\n{esc(ex.note)}"
@@ -484,7 +488,7 @@ def build(pg: Playground) -> TrainTab:
                 v = ex.fixed[name]
                 ups.append(gr.update(value=init_label.get(v, v) if name == "init" else v, interactive=False))
             else:
-                ups.append(gr.update(interactive=True))
+                ups.append(gr.update(interactive=True) if name in was_fixed else gr.skip())
         return [state, gr.update(visible=True, value=text), gr.update(value=ex.task, interactive=False), *ups, forks]
 
     seen_exercise = gr.State(None)

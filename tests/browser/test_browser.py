@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
+from bench.driver import ROOT, launch_chromium, plot_data, set_number, start_app, stop_app, tab, wait_until
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 
@@ -66,17 +66,6 @@ def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
-
-def set_number(page, elem_id: str, value) -> None:
-    """Type into a slider's or number box's number input and commit it."""
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.wait_for(state="visible")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    rng = page.locator(f"#{elem_id} input[type=range]")
-    if rng.count():  # a slider: wait until the slider itself took the value
-        wait_until(lambda: rng.first.input_value() == str(value), timeout=10, what=f"{elem_id} = {value}")
 
 
 def n_points(page, elem_id: str) -> int:

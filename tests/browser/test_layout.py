@@ -20,7 +20,7 @@ import shutil
 
 import pytest
 
-from bench.driver import ROOT, launch_chromium, plot_data, start_app, stop_app, tab, wait_until
+from bench.driver import ROOT, launch_chromium, plot_data, set_number, start_app, stop_app, tab, wait_until
 from playground.cli import DEFAULT_LIBRARY
 
 pytestmark = pytest.mark.real_model
@@ -112,15 +112,6 @@ def open_page(browser, server: str, name: str):
                    timeout=30, what="presentation mode from the address")
     return page
 
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.wait_for(state="visible")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    wait_until(lambda: page.locator(f"#{elem_id} input[type=range]").first.input_value() == str(value), timeout=10,
-               what=f"{elem_id} = {value}")
 
 
 def state(page) -> str:

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from bench.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_until
+from bench.driver import ROOT, launch_chromium, set_number, start_app, stop_app, tab, wait_until
 from playground.cli import DEFAULT_LIBRARY
 from playground.peft_folder import CARD_FILE
 
@@ -59,17 +59,6 @@ def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
-
-def set_number(page, elem_id: str, value) -> None:
-    """Type into a slider's number input, commit it, and wait until the slider took it."""
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.wait_for(state="visible")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    rng = page.locator(f"#{elem_id} input[type=range]")
-    if rng.count():
-        wait_until(lambda: rng.first.input_value() == str(value), timeout=10, what=f"{elem_id} = {value}")
 
 
 def error_text(page) -> str:
