@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,18 +32,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, pct, write_json  # noqa: E402
-from bench.driver import start_app, stop_app  # noqa: E402
-from bench.load_test import (  # noqa: E402
-    TEACHER,
-    LoadConfig,
-    LoadRun,
-    Session,
-    class_view,
-    class_view_endpoint,
-    make_class,
-    teacher_login,
-    train_args,
-)
+from bench.driver import stop_app  # noqa: E402
+from bench.load_test import LoadConfig, LoadRun, Session, class_view, make_class, train_args  # noqa: E402
+from bench.watch_cost import sign_in_teacher, start_class_app  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "class_view_cost.json"
 
@@ -61,10 +51,7 @@ def main() -> int:
     ap.add_argument("--views", type=int, default=40, help="views per series")
     ap.add_argument("--json", default=str(RESULTS))
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="class-view-cost-"))
-    (workdir / "library").mkdir()
-    flags, login = teacher_login(["--library", str(workdir / "library")])
-    proc, url, _ = start_app(flags, workdir / "server.log")
+    proc, url, _, workdir, login = start_class_app("class-view-cost-")
     rep: dict = {"command": "bench/class_view_cost.py " + " ".join(sys.argv[1:]), "machine": machine(),
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": vars(args)}
     try:
@@ -79,11 +66,7 @@ def main() -> int:
         for t in threads:
             t.join()
         print(f"{args.students} runs of {cfg.steps} steps trained in {time.monotonic() - t0:.0f} s")
-        teacher = Session(url, TEACHER, run)
-        endpoint = class_view_endpoint(teacher.client.config)
-        c, _ = teacher.call("teacher_sign_in", "/teacher_sign_in", *login)
-        if c.error or endpoint is None:
-            raise SystemExit(f"the teacher could not sign in or find the Class view: {c.error}")
+        teacher, endpoint = sign_in_teacher(url, run, login)
         logs = sorted(workdir.rglob("steps.jsonl"))
         rep["runs"] = len(logs)
         time.sleep(2)  # the last runs' clean-up

@@ -62,6 +62,26 @@ PROMPT = "The plot is thin, but the two leads are a joy to watch."
 WATCHED = (True, False, False, True)  # the teacher's pattern over blocks, repeated (ABBA)
 
 
+def start_class_app(prefix: str) -> tuple:
+    """The app on an empty library in a new temporary folder, with a teacher's login.
+    Returns (process, url, seconds to start, folder, (user, password))."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    (workdir / "library").mkdir()
+    flags, login = teacher_login(["--library", str(workdir / "library")])
+    proc, url, start_s = start_app(flags, workdir / "server.log")
+    return proc, url, start_s, workdir, login
+
+
+def sign_in_teacher(url: str, run: LoadRun, login: tuple[str, str]) -> tuple[Session, str]:
+    """The teacher's session, signed in, and the Class view's endpoint; stops the bench if either fails."""
+    teacher = Session(url, TEACHER, run)
+    endpoint = class_view_endpoint(teacher.client.config)
+    c, _ = teacher.call("teacher_sign_in", "/teacher_sign_in", *login)
+    if c.error or endpoint is None:
+        raise SystemExit(f"the teacher could not sign in or find the Class view: {c.error}")
+    return teacher, endpoint
+
+
 def watched(block: int) -> bool:
     return WATCHED[block % len(WATCHED)]
 
@@ -95,12 +115,9 @@ def main() -> int:
     if args.blocks % len(WATCHED):
         ap.error(f"--blocks must be a multiple of {len(WATCHED)}, so that both sides get the same drift")
     setup()
-    workdir = Path(tempfile.mkdtemp(prefix="watch-cost-"))
-    (workdir / "library").mkdir()
-    flags, login = teacher_login(["--library", str(workdir / "library")])
     total = args.warmup_s + args.blocks * args.block_s
     run = LoadRun(timeout=total + 600)  # the calls still pending at the end get 10 min to finish
-    proc, url, start_s = start_app(flags, workdir / "server.log")
+    proc, url, start_s, workdir, login = start_class_app("watch-cost-")
     print(f"app up in {start_s:.1f} s; {args.students} students train, {args.probes} probes click, "
           f"{args.blocks} blocks of {args.block_s:.0f} s after {args.warmup_s:.0f} s of warm-up")
     stop = threading.Event()
@@ -112,11 +129,7 @@ def main() -> int:
         students = make_class(args.students)
         sessions = [Session(url, s.index, run) for s in students]
         probes = [Session(url, 1000 + i, run) for i in range(args.probes)]
-        teacher = Session(url, TEACHER, run)
-        endpoint = class_view_endpoint(teacher.client.config)
-        c, _ = teacher.call("teacher_sign_in", "/teacher_sign_in", *login)
-        if c.error or endpoint is None:
-            raise SystemExit(f"the teacher could not sign in or find the Class view: {c.error}")
+        teacher, endpoint = sign_in_teacher(url, run, login)
         go = time.monotonic()
         t_block0 = go + args.warmup_s
 

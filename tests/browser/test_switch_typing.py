@@ -10,12 +10,9 @@ a copy of prefixes/ served as the shipped set, so a failing test can never touch
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from bench.driver import ROOT, launch_chromium, start_app, stop_app, tab, wait_until
-from playground.cli import DEFAULT_LIBRARY
+from bench.driver import ROOT, tab, wait_until
 
 pytestmark = pytest.mark.real_model
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -30,29 +27,6 @@ WATCH = """() => {
       {childList: true, subtree: true, characterData: true, attributes: true});
 }"""
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("shipped") / "prefixes"
-    shutil.copytree(DEFAULT_LIBRARY, lib)
-    proc, url, _ = start_app(["--library", str(lib.parent / "class"), "--shipped", str(lib)],
-                             lib.parent / "server.log")
-    yield url
-    stop_app(proc)
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        pg.goto(server)
-        pg.wait_for_selector("#header")
-        yield pg
-        browser.close()
 
 
 def test_typing_runs_nothing_and_enter_answers_the_final_input(page):
